@@ -1,0 +1,1 @@
+"""Briefings: the news items an edition is composed from."""

@@ -1,0 +1,121 @@
+"""Settings, read from ``MAILER_*`` environment variables and an optional TOML file.
+
+Precedence, highest first: explicit arguments, environment, the config file
+(``MAILER_CONFIG_FILE``, else ``./mailer.toml`` when present), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "MAILER_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = "mailer.toml"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run what was asked of it."""
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    return Path(explicit) if explicit else Path.cwd() / DEFAULT_CONFIG_FILE
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILER_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{Path.cwd() / 'mailer.db'}")
+    transport: Literal["outbox", "sendgrid", "smtp"] = "outbox"
+    outbox_dir: Path = Field(default_factory=lambda: Path.cwd() / "outbox")
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None
+    templates_dir: Path | None = None
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+    # A `sending` claim older than this belongs to a worker that died; its rows
+    # become `unknown` (never resent blindly).
+    claim_timeout_seconds: int = Field(default=60, ge=5)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def require_secret_key(self) -> bytes:
+        """The signing key, or a ConfigError saying how to provide one."""
+        if self.secret_key is None or not self.secret_key.get_secret_value():
+            raise ConfigError(
+                "MAILER_SECRET_KEY is not set: it signs unsubscribe links. Set it to a long "
+                "random string (python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+                "or run `mailer demo`, which stores one in mailer.toml for local use."
+            )
+        value = self.secret_key.get_secret_value()
+        if self.env == "production" and len(value) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                f"MAILER_SECRET_KEY is too short for production "
+                f"({len(value)} characters, at least {MIN_SECRET_KEY_LENGTH} needed)."
+            )
+        return value.encode("utf-8")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def get_settings() -> Settings:
+    return Settings()
+
+
+def ensure_local_secret_key(settings: Settings) -> tuple[Settings, bool]:
+    """Give a development setup a signing key, stored in the config file.
+
+    Only the demo calls this: production must bring its own key. Returns the
+    settings to use and whether a key was generated.
+    """
+    if settings.secret_key is not None:
+        return settings, False
+    if settings.env == "production":
+        settings.require_secret_key()
+    path = config_file_path()
+    key = secrets.token_urlsafe(48)
+    existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    separator = "" if not existing or existing.endswith("\n") else "\n"
+    # Written with owner-only permissions: the key signs every unsubscribe link.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(f'{separator}secret_key = "{key}"\n')
+    return settings.model_copy(update={"secret_key": SecretStr(key)}), True

@@ -1,0 +1,1 @@
+"""Data layer: tables, engine and sessions, migrations."""

@@ -1,0 +1,1 @@
+"""Sample content for `mailer demo`, shipped inside the package."""

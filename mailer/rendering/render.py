@@ -1,0 +1,120 @@
+"""Render an edition once: Jinja2 into MJML into HTML, and the plain-text twin."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import TemplateError
+from mjml import mjml2html
+
+from mailer.rendering.personalize import new_nonce, placeholder, placeholders_in
+from mailer.rendering.templates import email_environment, templates_dir
+
+# Gmail clips HTML bodies past ~102 KB, hiding the footer and its unsubscribe link.
+GMAIL_CLIP_BYTES = 102_000
+HTML_BUDGET_BYTES = 90_000
+
+
+class RenderError(RuntimeError):
+    """The template could not be rendered into a sendable email."""
+
+
+@dataclass(frozen=True)
+class RenderedEdition:
+    html: str
+    text: str
+    nonce: str
+
+
+@dataclass(frozen=True)
+class NewsletterView:
+    name: str
+    from_name: str
+    postal_address: str
+    audience_note: str
+
+
+@dataclass(frozen=True)
+class SectionView:
+    label: str | None
+    paragraphs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BriefingView:
+    title: str
+    lead: str
+    sections: tuple[SectionView, ...]
+    url: str | None
+    tags: tuple[str, ...]
+
+    @classmethod
+    def from_stored(
+        cls, title: str, lead: str, sections: Sequence[dict[str, Any]], url: str | None,
+        tags: Sequence[str],
+    ) -> BriefingView:
+        return cls(
+            title=title,
+            lead=lead,
+            sections=tuple(
+                SectionView(s.get("label"), tuple(s.get("paragraphs") or ())) for s in sections
+            ),
+            url=url if url and urlsplit(url).scheme in ("http", "https") else None,
+            tags=tuple(tags),
+        )
+
+
+@dataclass(frozen=True)
+class EditionView:
+    subject: str
+    preheader: str
+    date: date
+
+    @property
+    def date_label(self) -> str:
+        return f"{self.date:%A, %B} {self.date.day}, {self.date.year}"
+
+
+def render_edition(
+    template: str,
+    newsletter: NewsletterView,
+    edition: EditionView,
+    briefings: Sequence[BriefingView],
+    *,
+    directory: Path | None = None,
+) -> RenderedEdition:
+    nonce = new_nonce()
+    env = email_environment(templates_dir(directory))
+    context = {
+        "newsletter": newsletter,
+        "edition": edition,
+        "briefings": list(briefings),
+        "token": lambda name: placeholder(nonce, name),
+    }
+    try:
+        mjml_source = env.get_template(f"{template}.mjml").render(context)
+        text = env.get_template(f"{template}.txt").render(context)
+    except TemplateError as exc:
+        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise RenderError(f"template {template!r}{where}: {exc}") from exc
+    try:
+        html = mjml2html(mjml_source, disable_comments=True, fonts={})
+    except ValueError as exc:
+        raise RenderError(f"template {template!r} is not valid MJML: {exc}") from exc
+
+    size = len(html.encode("utf-8"))
+    if size > HTML_BUDGET_BYTES:
+        raise RenderError(
+            f"rendered HTML is {size:,} bytes; keep it under {HTML_BUDGET_BYTES:,} "
+            f"(Gmail clips at about {GMAIL_CLIP_BYTES:,}, hiding the unsubscribe link): "
+            "send fewer briefings in this edition"
+        )
+    for part, content in (("HTML", html), ("text", text)):
+        if "unsubscribe_url" not in placeholders_in(content, nonce):
+            raise RenderError(f"template {template!r}: the {part} part has no unsubscribe link")
+    return RenderedEdition(html=html, text=text, nonce=nonce)

@@ -1,0 +1,1 @@
+"""The audience: subscribers, lists, segments, suppressions, tokens, import."""
