@@ -135,18 +135,22 @@ def import_rows(
                 select(Subscription).where(Subscription.list_id == mailing_list.id)
             )
         }
+        fresh = []
         for row in rows:
             subscriber = existing.get(row.email)
             if subscriber is None:
                 subscriber = Subscriber(email=row.email, name=row.name, attributes=row.attributes)
-                session.add(subscriber)
-                session.flush()
+                fresh.append(subscriber)
                 report.added += 1
             else:
                 if row.name:
                     subscriber.name = row.name
                 subscriber.attributes = {**(subscriber.attributes or {}), **row.attributes}
                 report.updated += 1
+        # One flush inserts every new subscriber in a few multi-row statements.
+        session.add_all(fresh)
+        session.flush()
+        for subscriber in [*existing.values(), *fresh]:
             membership = memberships.get(subscriber.id)
             if membership is None:
                 session.add(Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id))

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from mailer.db.base import utcnow
 from mailer.db.models import Event
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
+from subscribers.tokens import verify_unsubscribe
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,40 @@ def unsubscribe(
             )
         )
     return UnsubscribeResult(email=subscriber.email, changed=bool(active))
+
+
+class UnknownRecipient(LookupError):
+    """The token is genuine but names a subscriber or edition that no longer exists."""
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    subscriber: Subscriber
+    newsletter_name: str
+    list_ids: list[int]
+    edition_id: int
+
+
+def resolve(session: Session, key: bytes, token: str) -> LinkTarget:
+    """Who an unsubscribe link speaks for; raises TokenError or UnknownRecipient."""
+    from mailer.db.models import Edition
+
+    claims = verify_unsubscribe(key, token)
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    edition = session.get(Edition, claims.edition_id)
+    if subscriber is None or edition is None:
+        raise UnknownRecipient("this link belongs to a subscription that no longer exists")
+    newsletter = edition.newsletter
+    return LinkTarget(
+        subscriber=subscriber,
+        newsletter_name=newsletter.name,
+        list_ids=[mailing_list.id for mailing_list in newsletter.lists],
+        edition_id=edition.id,
+    )
+
+
+def unsubscribe_by_token(session: Session, key: bytes, token: str, *, source: str) -> UnsubscribeResult:
+    target = resolve(session, key, token)
+    return unsubscribe(
+        session, target.subscriber, target.list_ids, source=source, edition_id=target.edition_id
+    )

@@ -1,0 +1,190 @@
+"""``mailer editions``: compose, send and follow a newsletter's editions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from mailer.cli.common import JsonOption, console, errors, fail, open_runtime, print_json
+from mailer.db.models import DeliveryStatus, Edition, Newsletter
+from mailer.db.session import transaction
+from mailer.dispatch import ledger
+from mailer.dispatch.dispatcher import DispatchError, send_edition
+from mailer.editions.compose import NothingToCompose, compose_edition
+from mailer.links import unsubscribe_url
+from mailer.rendering.personalize import personalize
+from mailer.rendering.render import RenderError
+from mailer.runtime import Runtime
+from mailer.transports import transport_for
+from subscribers.addresses import InvalidAddress, normalize_email
+from subscribers.models import Subscriber
+
+app = typer.Typer(help="Editions: one send of a newsletter.", no_args_is_help=True)
+
+DONE = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.UNKNOWN)
+
+
+def edition_summary(edition: Edition, tally: dict[str, int]) -> dict[str, object]:
+    return {
+        "id": edition.id,
+        "newsletter": edition.newsletter.slug,
+        "date": edition.edition_date.isoformat(),
+        "status": edition.status,
+        "subject": edition.subject,
+        "briefings": len(edition.items),
+        "deliveries": tally,
+        "sent_at": edition.sent_at.isoformat() if edition.sent_at else None,
+    }
+
+
+@app.command("list")
+def list_editions(as_json: bool = JsonOption) -> None:
+    """List editions, newest first."""
+    with open_runtime() as runtime, runtime.sessions() as session:
+        editions = session.scalars(select(Edition).order_by(Edition.id.desc())).all()
+        rows = [edition_summary(e, ledger.counts(session, e.id)) for e in editions]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "newsletter", "date", "status", "sent", "subject")
+    for row in rows:
+        tally = row["deliveries"]
+        assert isinstance(tally, dict)
+        table.add_row(
+            str(row["id"]), str(row["newsletter"]), str(row["date"]), str(row["status"]),
+            str(tally["sent"]), str(row["subject"]),
+        )
+    console.print(table)
+
+
+def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool]:
+    with transaction(runtime.sessions) as session:
+        newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+        if newsletter is None:
+            fail(f"no newsletter {slug!r}")
+        try:
+            composed = compose_edition(
+                session, newsletter, templates_dir=runtime.settings.templates_dir
+            )
+        except (NothingToCompose, RenderError) as exc:
+            fail(str(exc))
+        return composed.edition.id, composed.created
+
+
+@app.command()
+def compose(newsletter: str = typer.Argument(..., help="Newsletter slug.")) -> None:
+    """Compose and render today's edition of NEWSLETTER (or show the one that exists)."""
+    with open_runtime() as runtime:
+        edition_id, created = compose_for(runtime, newsletter)
+    verb = "composed" if created else "already composed"
+    console.print(f"edition {edition_id} {verb}; send it with `mailer editions send {edition_id}`")
+
+
+def run_send(runtime: Runtime, edition_id: int, *, quiet: bool = False) -> dict[str, int]:
+    """Send with a progress bar; shared by `editions send` and `demo`."""
+    settings = runtime.dispatch_settings()
+    transport = transport_for(runtime.settings)
+    progress = Progress(
+        TextColumn("[bold]sending[/] edition " + str(edition_id)),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        disable=quiet,
+    )
+    try:
+        with progress:
+            task = progress.add_task("send", total=None)
+
+            def show(tally: dict[str, int]) -> None:
+                progress.update(
+                    task, total=sum(tally.values()), completed=sum(tally[s] for s in DONE)
+                )
+
+            return send_edition(
+                runtime.sessions, edition_id, transport, settings, on_progress=show
+            )
+    except DispatchError as exc:
+        fail(str(exc))
+    finally:
+        transport.close()
+
+
+@app.command()
+def send(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOption) -> None:
+    """Send edition ID, or resume it where it stopped. Nobody is mailed twice."""
+    with open_runtime() as runtime:
+        tally = run_send(runtime, edition_id, quiet=as_json)
+        with runtime.sessions() as session:
+            edition = session.get(Edition, edition_id)
+            assert edition is not None
+            summary = edition_summary(edition, tally)
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(_describe(summary))
+
+
+def _describe(summary: dict[str, object]) -> str:
+    tally = summary["deliveries"]
+    assert isinstance(tally, dict)
+    counts = ", ".join(f"{n} {status}" for status, n in tally.items() if n)
+    return f"edition {summary['id']} is {summary['status']}: {counts or 'no deliveries'}"
+
+
+@app.command()
+def status(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOption) -> None:
+    """Counts of edition ID's deliveries by status."""
+    with open_runtime() as runtime, runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None:
+            fail(f"no edition with id {edition_id}")
+        summary = edition_summary(edition, ledger.counts(session, edition_id))
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(_describe(summary))
+
+
+@app.command()
+def preview(
+    edition_id: int = typer.Argument(..., metavar="ID"),
+    as_email: str | None = typer.Option(None, "--as", help="Personalize for this subscriber."),
+    text: bool = typer.Option(False, "--text", help="The plain-text part instead of HTML."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write to a file."),
+) -> None:
+    """Show edition ID as a reader gets it (HTML by default)."""
+    with open_runtime() as runtime, runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None or edition.html is None or edition.text is None:
+            fail(f"no rendered edition with id {edition_id}")
+        values = {"unsubscribe_url": f"{runtime.settings.base_url}/u/preview", "name": "",
+                  "email": ""}
+        if as_email is not None:
+            try:
+                address = normalize_email(as_email)
+            except InvalidAddress as exc:
+                fail(f"--as: {exc}")
+            subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+            if subscriber is None:
+                fail(f"no subscriber {address}")
+            key = runtime.settings.require_secret_key()
+            values = {
+                "unsubscribe_url": unsubscribe_url(
+                    runtime.settings.base_url, key, subscriber.id, edition.id
+                ),
+                "name": subscriber.name or "",
+                "email": subscriber.email,
+            }
+        content = edition.text if text else edition.html
+        assert edition.token_nonce is not None
+        rendered = personalize(content, edition.token_nonce, values, html=not text)
+    if output is None:
+        typer.echo(rendered)
+    else:
+        output.write_text(rendered, encoding="utf-8")
+        console.print(f"wrote {output}")

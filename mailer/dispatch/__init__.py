@@ -1,0 +1,1 @@
+"""Dispatch: the delivery ledger and the loop that drains it through a transport."""

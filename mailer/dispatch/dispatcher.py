@@ -1,0 +1,170 @@
+"""Send an edition: fill the ledger, then claim, hand over and record, batch by batch.
+
+Every step commits before the next begins, so a process killed anywhere
+resumes from the ledger (Invariant 4): queued rows are still queued, and rows
+it had in flight become ``unknown`` once their claim expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.db.base import utcnow
+from mailer.db.models import (
+    Briefing,
+    BriefingStatus,
+    DeliveryStatus,
+    Edition,
+    EditionBriefing,
+    EditionStatus,
+)
+from mailer.db.session import transaction
+from mailer.dispatch import ledger
+from mailer.links import unsubscribe_url
+from mailer.transports.base import Envelope, Recipient, Transport
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict[str, int]], None]
+
+
+class DispatchError(RuntimeError):
+    """The edition cannot be sent as asked."""
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    base_url: str
+    secret_key: bytes
+    batch_size: int = ledger.MAX_BATCH
+    claim_timeout: timedelta = timedelta(seconds=60)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def start(session: Session, edition: Edition) -> int:
+    """Move a rendered edition into ``sending`` and fill its ledger. Idempotent."""
+    if edition.status in (EditionStatus.SENT, EditionStatus.CANCELLED):
+        return 0
+    if edition.status == EditionStatus.DRAFT or edition.html is None or edition.text is None:
+        raise DispatchError(f"edition {edition.id} has not been rendered yet")
+    added = 0
+    if edition.status == EditionStatus.READY:
+        added = ledger.fill(session, edition)
+        edition.status = EditionStatus.SENDING
+        edition.send_started_at = utcnow()
+        # Sent copies are immutable from here on: later source edits become corrections.
+        session.execute(
+            update(Briefing)
+            .where(
+                Briefing.id.in_(
+                    select(EditionBriefing.briefing_id).where(
+                        EditionBriefing.edition_id == edition.id
+                    )
+                )
+            )
+            .values(status=BriefingStatus.SENT)
+        )
+        log.info("edition.started", extra={"edition_id": edition.id, "queued": added})
+    return added
+
+
+def envelope_for(edition: Edition) -> Envelope:
+    newsletter = edition.newsletter
+    assert edition.html is not None and edition.text is not None and edition.token_nonce
+    return Envelope(
+        edition_id=edition.id,
+        newsletter_slug=newsletter.slug,
+        from_name=newsletter.from_name,
+        from_email=newsletter.from_email,
+        reply_to=newsletter.reply_to,
+        subject=edition.subject,
+        html=edition.html,
+        text=edition.text,
+        nonce=edition.token_nonce,
+    )
+
+
+def send_edition(
+    factory: sessionmaker[Session],
+    edition_id: int,
+    transport: Transport,
+    settings: DispatchSettings,
+    *,
+    worker: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, int]:
+    """Drain the edition's ledger through ``transport``; return counts by status.
+
+    Safe to run again at any time: it resumes where the last run stopped and
+    never mails a (edition, subscriber) pair twice.
+    """
+    worker = worker or worker_name()
+    with transaction(factory) as session:
+        edition = _load(session, edition_id)
+        start(session, edition)
+        ledger.expire_stale(session, edition.id, settings.claim_timeout)
+        envelope = envelope_for(edition) if edition.status == EditionStatus.SENDING else None
+
+    if on_progress is not None:
+        with factory() as session:
+            on_progress(ledger.counts(session, edition_id))
+    while envelope is not None:
+        with transaction(factory) as session:
+            edition = _load(session, edition_id)
+            if edition.status != EditionStatus.SENDING:
+                break  # paused or cancelled by an operator
+            batch = ledger.claim(session, edition, worker, transport.name, settings.batch_size)
+        if batch is None:
+            break
+        if batch.deliveries:
+            recipients = [
+                Recipient(
+                    delivery_id=d.delivery_id,
+                    email=d.email,
+                    name=d.name,
+                    unsubscribe_url=unsubscribe_url(
+                        settings.base_url, settings.secret_key, d.subscriber_id, edition_id
+                    ),
+                )
+                for d in batch.deliveries
+            ]
+            results = transport.send(envelope, recipients)
+            with transaction(factory) as session:
+                tally = ledger.record(session, batch.batch_id, results)
+            log.info(
+                "batch.recorded",
+                extra={"edition_id": edition_id, "batch_id": batch.batch_id,
+                       **{k.value: v for k, v in tally.items()}},
+            )
+        if on_progress is not None:
+            with factory() as session:
+                on_progress(ledger.counts(session, edition_id))
+
+    with transaction(factory) as session:
+        edition = _load(session, edition_id)
+        tally = ledger.counts(session, edition_id)
+        unfinished = tally[DeliveryStatus.QUEUED] + tally[DeliveryStatus.SENDING]
+        if edition.status == EditionStatus.SENDING and unfinished == 0:
+            edition.status = EditionStatus.SENT
+            edition.sent_at = utcnow()
+            log.info("edition.sent", extra={"edition_id": edition_id, **tally})
+    return tally
+
+
+def _load(session: Session, edition_id: int) -> Edition:
+    edition = session.get(Edition, edition_id)
+    if edition is None:
+        raise DispatchError(f"no edition with id {edition_id}")
+    return edition

@@ -1,0 +1,264 @@
+"""The delivery ledger: one row per (edition, subscriber), and every state change of it.
+
+All SQL for the ledger lives here. Invariants (DESIGN.md):
+1. nobody suppressed or unsubscribed is mailed: checked when the ledger is
+   filled and again when a batch is claimed;
+2. at most once per (edition, subscriber): the row is unique, and a batch is
+   committed as ``sending`` before any transport call;
+4. every state that matters is a committed row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    exists,
+    func,
+    literal,
+    not_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailer.db.base import UTCDateTime, utcnow
+from mailer.db.models import (
+    Batch,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Newsletter,
+    newsletter_lists,
+)
+from mailer.transports.base import Outcome, Result
+from subscribers.audience import mailable
+from subscribers.models import Subscriber
+from subscribers.segments import compile_rule
+
+MAX_BATCH = 1000
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    batch_id: int
+    deliveries: list[Claimed]
+    skipped: int
+
+
+def _newsletter_list_ids(newsletter_id: int) -> Any:
+    return select(newsletter_lists.c.list_id).where(
+        newsletter_lists.c.newsletter_id == newsletter_id
+    )
+
+
+def audience_condition(newsletter: Newsletter) -> ColumnElement[bool]:
+    segment = compile_rule(newsletter.segment.rule) if newsletter.segment else true()
+    return and_(mailable(_newsletter_list_ids(newsletter.id)), segment)
+
+
+def fill(session: Session, edition: Edition) -> int:
+    """Queue a delivery for everyone in the audience who has none yet; one statement.
+
+    Idempotent: running it again adds only subscribers who joined since.
+    Returns the number of rows added.
+    """
+    now = utcnow()
+    already = exists(
+        select(Delivery.id).where(
+            Delivery.edition_id == edition.id, Delivery.subscriber_id == Subscriber.id
+        )
+    )
+    source = select(
+        literal(edition.id, Integer()),
+        Subscriber.id,
+        Subscriber.email,
+        literal(DeliveryStatus.QUEUED.value, String()),
+        literal(0, Integer()),
+        literal(now, UTCDateTime()),
+    ).where(audience_condition(edition.newsletter), not_(already))
+    columns = ["edition_id", "subscriber_id", "email", "status", "attempts", "queued_at"]
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # A concurrent filler may insert the same pair between our check and write.
+    statement = (
+        insert_fn(Delivery)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+    )
+    result = session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def claim(session: Session, edition: Edition, worker: str, transport: str, size: int) -> ClaimedBatch | None:
+    """Take up to ``size`` queued deliveries and commit them as ``sending``.
+
+    Rows whose subscriber left, bounced or was suppressed since the ledger was
+    filled are marked ``skipped`` instead (Invariant 1). The caller commits.
+    """
+    size = max(1, min(size, MAX_BATCH))
+    pick = (
+        select(Delivery.id)
+        .where(Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.QUEUED)
+        .order_by(Delivery.id)
+        .limit(size)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Workers on any number of machines take disjoint batches without waiting.
+        pick = pick.with_for_update(skip_locked=True)
+    ids = list(session.scalars(pick))
+    if not ids:
+        return None
+    now = utcnow()
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.subscriber_id,
+            Subscriber.email,
+            Subscriber.name,
+            mailable(_newsletter_list_ids(edition.newsletter_id)).label("ok"),
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    skipped = [r.id for r in rows if not r.ok]
+    if skipped:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(skipped))
+            .values(
+                status=DeliveryStatus.SKIPPED,
+                error="unsubscribed or suppressed before its batch was claimed",
+                finished_at=now,
+            )
+        )
+    claimed = [Claimed(r.id, r.subscriber_id, r.email, r.name) for r in rows if r.ok]
+    batch = Batch(
+        edition_id=edition.id, worker=worker, transport=transport, size=len(claimed), claimed_at=now
+    )
+    session.add(batch)
+    session.flush()
+    if claimed:
+        # The status guard makes a racing claimer (SQLite has no SKIP LOCKED) take nothing
+        # twice: only rows this statement moved from queued are ours.
+        taken = set(
+            session.scalars(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([c.delivery_id for c in claimed]),
+                    Delivery.status == DeliveryStatus.QUEUED,
+                )
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    batch_id=batch.id,
+                    claimed_at=now,
+                    attempts=Delivery.attempts + 1,
+                )
+                .returning(Delivery.id)
+            )
+        )
+        claimed = [c for c in claimed if c.delivery_id in taken]
+        batch.size = len(claimed)
+    return ClaimedBatch(batch.id, claimed, len(skipped))
+
+
+def record(session: Session, batch_id: int, results: Sequence[Result]) -> dict[Outcome, int]:
+    """Write what the transport said about each delivery of a batch. The caller commits.
+
+    Only rows still ``sending`` in this batch are touched, so a claim that was
+    taken over in the meantime is not overwritten.
+    """
+    now = utcnow()
+    tally = dict.fromkeys(Outcome, 0)
+    attempts = {
+        row.id: row.attempts
+        for row in session.execute(
+            select(Delivery.id, Delivery.attempts).where(Delivery.batch_id == batch_id)
+        )
+    }
+    by_outcome: dict[Outcome, list[dict[str, Any]]] = {o: [] for o in Outcome}
+    for result in results:
+        if result.outcome is Outcome.RETRY and attempts.get(result.delivery_id, 0) >= MAX_ATTEMPTS:
+            result = Result(
+                result.delivery_id,
+                Outcome.FAILED,
+                error=f"gave up after {MAX_ATTEMPTS} attempts: {result.error}",
+            )
+        values: dict[str, Any] = {"id": result.delivery_id, "error": result.error}
+        if result.outcome is Outcome.SENT:
+            values |= {"message_id": result.message_id}
+        by_outcome[result.outcome].append(values)
+        tally[result.outcome] += 1
+    fixed: dict[Outcome, dict[str, Any]] = {
+        Outcome.SENT: {"status": DeliveryStatus.SENT, "finished_at": now},
+        Outcome.FAILED: {"status": DeliveryStatus.FAILED, "finished_at": now},
+        Outcome.UNKNOWN: {"status": DeliveryStatus.UNKNOWN, "finished_at": now},
+        Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": None, "claimed_at": None},
+    }
+    for outcome, rows in by_outcome.items():
+        if rows:
+            # ORM bulk UPDATE by primary key, one executemany per outcome.
+            session.execute(
+                update(Delivery)
+                .where(Delivery.batch_id == batch_id, Delivery.status == DeliveryStatus.SENDING)
+                .execution_options(synchronize_session=None),
+                [row | fixed[outcome] for row in rows],
+            )
+    summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
+    session.execute(
+        update(Batch).where(Batch.id == batch_id).values(outcome=summary or "empty", finished_at=now)
+    )
+    return tally
+
+
+def expire_stale(session: Session, edition_id: int, timeout: timedelta) -> int:
+    """Claims older than ``timeout`` belong to a worker that died mid-send.
+
+    What it had in flight may have gone out, so those rows become ``unknown``
+    (never resent blindly). The caller commits.
+    """
+    cutoff: datetime = utcnow() - timeout
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.edition_id == edition_id,
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.claimed_at < cutoff,
+        )
+        .values(
+            status=DeliveryStatus.UNKNOWN,
+            error="claim expired: its worker stopped before recording an outcome",
+            finished_at=utcnow(),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def counts(session: Session, edition_id: int) -> dict[str, int]:
+    tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
+    for status, number in session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.edition_id == edition_id)
+        .group_by(Delivery.status)
+    ).tuples():
+        tally[status] = number
+    return tally

@@ -1,0 +1,1 @@
+"""Editions: composing a newsletter's daily issue from ready briefings."""

@@ -1,0 +1,59 @@
+"""The transport protocol and the values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every recipient of an edition shares: rendered once (Invariant 3)."""
+
+    edition_id: int
+    newsletter_slug: str
+    from_name: str
+    from_email: str
+    reply_to: str | None
+    subject: str
+    html: str
+    text: str
+    nonce: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    delivery_id: int
+    email: str
+    name: str | None
+    unsubscribe_url: str
+
+    def tokens(self) -> dict[str, str]:
+        return {"unsubscribe_url": self.unsubscribe_url, "name": self.name or "", "email": self.email}
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"  # definite refusal: will not be tried again
+    RETRY = "retry"  # definite, temporary: nothing went out, safe to queue again
+    UNKNOWN = "unknown"  # may or may not have gone out: never resent blindly
+
+
+@dataclass(frozen=True)
+class Result:
+    delivery_id: int
+    outcome: Outcome
+    message_id: str | None = None
+    error: str | None = None
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        """Hand a batch over; return one Result per recipient, in any order."""
+        ...
+
+    def close(self) -> None: ...

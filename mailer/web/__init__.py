@@ -1,0 +1,1 @@
+"""The web app: reader-facing links now, editor and operator pages later."""

@@ -1,0 +1,86 @@
+"""The unsubscribe link from every email, and RFC 8058 one-click requests to it.
+
+GET shows a page with one button and changes nothing, because link scanners
+and previewers fetch URLs. POST unsubscribes, whether from that button or
+from a mailbox provider's one-click request: no cookies needed, no redirect,
+200, and repeating it is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from mailer.db.session import transaction
+from mailer.runtime import Runtime
+from subscribers.tokens import TokenError
+from subscribers.unsubscribe import UnknownRecipient, resolve, unsubscribe_by_token
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _page(request: Request, name: str, status: int = 200, **context: object) -> HTMLResponse:
+    response: HTMLResponse = request.app.state.pages.TemplateResponse(
+        request, name, context, status_code=status
+    )
+    return response
+
+
+def mask(email: str) -> str:
+    """Enough of the address to recognise, not enough to harvest from a forwarded link."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
+
+
+def _invalid(request: Request, reason: str) -> HTMLResponse:
+    return _page(request, "link_invalid.html", status=400, reason=reason)
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+def confirm_page(request: Request, token: str) -> HTMLResponse:
+    runtime = _runtime(request)
+    key = runtime.settings.require_secret_key()
+    with runtime.sessions() as session:
+        try:
+            target = resolve(session, key, token)
+        except TokenError as exc:
+            return _invalid(request, str(exc))
+        except UnknownRecipient as exc:
+            return _page(request, "link_invalid.html", status=404, reason=str(exc))
+        return _page(
+            request,
+            "unsubscribe.html",
+            newsletter=target.newsletter_name,
+            email=mask(target.subscriber.email),
+            action=f"/u/{token}",
+        )
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+async def unsubscribe(request: Request, token: str) -> HTMLResponse:
+    runtime = _runtime(request)
+    key = runtime.settings.require_secret_key()
+    form = await request.form()
+    # Our own button says so; a mailbox provider posts only List-Unsubscribe=One-Click.
+    source = "link" if form.get("via") == "page" else "one-click"
+    try:
+        with transaction(runtime.sessions) as session:
+            result = unsubscribe_by_token(session, key, token, source=source)
+            newsletter = resolve(session, key, token).newsletter_name
+    except TokenError as exc:
+        return _invalid(request, str(exc))
+    except UnknownRecipient as exc:
+        return _page(request, "link_invalid.html", status=404, reason=str(exc))
+    log.info("subscriber.unsubscribed", extra={"source": source, "changed": result.changed})
+    return _page(
+        request, "unsubscribed.html", newsletter=newsletter, email=mask(result.email),
+        changed=result.changed,
+    )
