@@ -185,7 +185,7 @@ class Batch(Base):
     worker: Mapped[str] = mapped_column(String(200))
     transport: Mapped[str] = mapped_column(String(20))
     size: Mapped[int] = mapped_column(Integer)
-    outcome: Mapped[str | None] = mapped_column(String(20))
+    outcome: Mapped[str | None] = mapped_column(String(200))
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -104,8 +104,18 @@ def fill(session: Session, edition: Edition) -> int:
         .from_select(columns, source)
         .on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
     )
-    result = session.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    # Counted rather than read from rowcount, which psycopg reports as -1 for
+    # a parameterised INSERT … SELECT.
+    before = _ledger_size(session, edition.id)
+    session.execute(statement)
+    return _ledger_size(session, edition.id) - before
+
+
+def _ledger_size(session: Session, edition_id: int) -> int:
+    return int(
+        session.scalar(select(func.count(Delivery.id)).where(Delivery.edition_id == edition_id))
+        or 0
+    )
 
 
 def claim(session: Session, edition: Edition, worker: str, transport: str, size: int) -> ClaimedBatch | None:
@@ -259,6 +269,6 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         select(Delivery.status, func.count())
         .where(Delivery.edition_id == edition_id)
         .group_by(Delivery.status)
-    ).tuples():
+    ):
         tally[status] = number
     return tally

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import re
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -12,6 +13,10 @@ from mailer.rendering.personalize import personalize
 from mailer.transports.base import Envelope, Recipient
 
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f;,\"<>]")
+
+# CRLF line ends as on the wire. Headers are not folded below RFC 5322's 998-octet limit:
+# some receivers mishandle a List-Unsubscribe whose URL starts on a continuation line.
+WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 def display_name(name: str | None) -> str:

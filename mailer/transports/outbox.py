@@ -6,14 +6,13 @@ named by delivery id, so a resent delivery would overwrite rather than add.
 
 from __future__ import annotations
 
-import email.policy
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
-from mailer.transports.mime import build_message
+from mailer.transports.mime import WIRE_POLICY, build_message
 
 
 class OutboxTransport:
@@ -38,7 +37,7 @@ class OutboxTransport:
             try:
                 _write_atomically(
                     folder / f"{recipient.delivery_id}.eml",
-                    message.as_bytes(policy=email.policy.SMTP),
+                    message.as_bytes(policy=WIRE_POLICY),
                 )
             except OSError as exc:
                 results.append(Result(recipient.delivery_id, Outcome.RETRY, error=str(exc)))

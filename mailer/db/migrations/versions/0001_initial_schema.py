@@ -184,7 +184,7 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=200), nullable=False),
         sa.Column("transport", sa.String(length=20), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
-        sa.Column("outcome", sa.String(length=20), nullable=True),
+        sa.Column("outcome", sa.String(length=200), nullable=True),
         sa.Column("provider_message_id", sa.String(length=200), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("claimed_at", mailer.db.base.UTCDateTime(timezone=True), nullable=False),

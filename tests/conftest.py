@@ -1,0 +1,104 @@
+"""Fixtures: every database test runs on SQLite and, when configured, on PostgreSQL.
+
+PostgreSQL tests need ``MAILER_TEST_POSTGRES_URL`` (for example
+``postgresql://postgres@127.0.0.1:5432/test``); each test session creates its own
+database on that server and drops it afterwards. With
+``MAILER_TEST_REQUIRE_POSTGRES=1`` (as in CI) a missing server fails instead of
+skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from mailer.config import Settings
+from mailer.db import migrate
+from mailer.db.models import Base
+from mailer.db.session import make_engine
+from mailer.runtime import Runtime
+
+SECRET = "test-secret-key-that-is-long-enough-for-production-use"
+POSTGRES_URL = os.environ.get("MAILER_TEST_POSTGRES_URL")
+REQUIRE_POSTGRES = os.environ.get("MAILER_TEST_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Neither a developer's mailer.toml nor their MAILER_* variables leak into tests.
+    for name in list(os.environ):
+        if name.startswith("MAILER_") and not name.startswith("MAILER_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MAILER_CONFIG_FILE", str(tmp_path / "absent.toml"))
+
+
+def _admin_engine(url: str) -> Engine:
+    admin = make_url(url).set(drivername="postgresql+psycopg")
+    return create_engine(admin, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    if not POSTGRES_URL:
+        if REQUIRE_POSTGRES:
+            pytest.fail("MAILER_TEST_REQUIRE_POSTGRES=1 but MAILER_TEST_POSTGRES_URL is not set")
+        pytest.skip("PostgreSQL tests are off: set MAILER_TEST_POSTGRES_URL to run them")
+    name = f"mailer_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(POSTGRES_URL)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if REQUIRE_POSTGRES:
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+    url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg", database=name)
+    rendered = url.render_as_string(hide_password=False)
+    engine = make_engine(rendered)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield rendered
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mailer.db'}"
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    url = request.getfixturevalue("postgres_database")
+    yield url
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        outbox_dir=tmp_path / "outbox",
+        secret_key=SECRET,
+        base_url="https://news.example.org",
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(settings)
+    yield rt
+    rt.close()

@@ -1,0 +1,250 @@
+"""The ledger's invariants (DESIGN.md 1, 2 and 4), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus, Newsletter, Segment
+from mailer.db.session import transaction
+from mailer.dispatch import ledger
+from mailer.dispatch.dispatcher import send_edition
+from mailer.runtime import Runtime
+from mailer.transports.base import Envelope, Outcome, Recipient, Result
+from mailer.transports.outbox import OutboxTransport
+from subscribers.models import (
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
+from subscribers.unsubscribe import unsubscribe
+from tests import factories
+
+
+def outbox_recipients(runtime: Runtime, edition_id: int) -> list[str]:
+    folder = runtime.settings.outbox_dir / f"edition-{edition_id}"
+    found = []
+    for path in sorted(folder.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        found.append(message["To"].addresses[0].addr_spec)
+    return found
+
+
+def send(runtime: Runtime, edition_id: int, transport: object | None = None, **overrides: object) -> dict[str, int]:
+    settings = replace(runtime.dispatch_settings(), **overrides)  # type: ignore[arg-type]
+    return send_edition(
+        runtime.sessions,
+        edition_id,
+        transport or OutboxTransport(runtime.settings.outbox_dir),  # type: ignore[arg-type]
+        settings,
+    )
+
+
+class Hooked(OutboxTransport):
+    """The real outbox, with a hook run after each batch (to act mid-send)."""
+
+    def __init__(self, directory: Path, after_batch: Callable[[int], None]) -> None:
+        super().__init__(directory)
+        self.after_batch = after_batch
+        self.batches = 0
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        results = super().send(envelope, recipients)
+        self.batches += 1
+        self.after_batch(self.batches)
+        return results
+
+
+def test_send_twice_mails_nobody_twice(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 25)
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    first = send(runtime, edition_id, batch_size=10)
+    second = send(runtime, edition_id, batch_size=10)
+
+    assert first["sent"] == second["sent"] == 25
+    assert sorted(outbox_recipients(runtime, edition_id)) == sorted(emails)
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.SENT
+        batches = session.scalars(select(Delivery.batch_id).distinct()).all()
+    assert len(batches) == 3  # 10 + 10 + 5, and the second run claimed nothing
+
+
+def test_ledger_row_is_unique_per_edition_and_subscriber(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 2)
+    edition_id = factories.edition(runtime, newsletter_id)
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        assert ledger.fill(session, edition) == 2
+        assert ledger.fill(session, edition) == 0  # idempotent
+    with pytest.raises(IntegrityError), transaction(runtime.sessions) as session:
+        subscriber_id = session.scalars(select(Subscriber.id)).first()
+        session.add(Delivery(edition_id=edition_id, subscriber_id=subscriber_id, email="x@y.org"))
+
+
+def test_suppressed_unsubscribed_and_bounced_get_nothing(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 6)
+    suppressed, left, bounced = emails[0], emails[1], emails[2]
+    with transaction(runtime.sessions) as session:
+        session.add(Suppression(email=suppressed, reason="hard bounce", source="test"))
+        by_email = {s.email: s for s in session.scalars(select(Subscriber))}
+        unsubscribe(session, by_email[left], [s.list_id for s in by_email[left].subscriptions],
+                    source="test")
+        by_email[bounced].status = SubscriberStatus.BOUNCED
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    tally = send(runtime, edition_id)
+
+    assert tally["sent"] == 3
+    assert sorted(outbox_recipients(runtime, edition_id)) == sorted(emails[3:])
+    with runtime.sessions() as session:
+        ledgered = set(session.scalars(select(Delivery.email)))
+    assert ledgered.isdisjoint({suppressed, left, bounced})
+
+
+def test_who_unsubscribes_mid_send_gets_nothing_more(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 30)
+    edition_id = factories.edition(runtime, newsletter_id)
+    late_leaver, late_suppressed = emails[24], emails[27]
+
+    def after(batch: int) -> None:
+        if batch != 1:
+            return
+        with transaction(runtime.sessions) as session:
+            leaver = session.scalar(select(Subscriber).where(Subscriber.email == late_leaver))
+            assert leaver is not None
+            unsubscribe(session, leaver, [s.list_id for s in leaver.subscriptions], source="test")
+            session.add(Suppression(email=late_suppressed, reason="complaint", source="test"))
+
+    transport = Hooked(runtime.settings.outbox_dir, after)
+    tally = send(runtime, edition_id, transport, batch_size=10)
+
+    assert transport.batches == 3
+    assert tally["sent"] == 28
+    assert tally["skipped"] == 2
+    received = outbox_recipients(runtime, edition_id)
+    assert late_leaver not in received and late_suppressed not in received
+    assert len(received) == 28
+
+
+class Crashing(OutboxTransport):
+    """Writes half a batch, then dies the way a killed process would."""
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        super().send(envelope, recipients[: len(recipients) // 2])
+        raise KeyboardInterrupt("process killed mid-batch")
+
+
+def test_crash_mid_batch_loses_nothing_and_resends_nothing_blindly(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 20)
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    with pytest.raises(KeyboardInterrupt):
+        send(runtime, edition_id, Crashing(runtime.settings.outbox_dir), batch_size=10)
+    with runtime.sessions() as session:
+        after_crash = ledger.counts(session, edition_id)
+    assert after_crash["sending"] == 10 and after_crash["queued"] == 10
+
+    # Restarted at once: the claim is still fresh, so its rows are left alone.
+    resumed = send(runtime, edition_id, batch_size=10)
+    assert resumed["sending"] == 10 and resumed["sent"] == 10
+
+    # Once the claim expires its rows are `unknown`, never mailed again blindly.
+    final = send(runtime, edition_id, batch_size=10, claim_timeout=timedelta(0))
+    assert final == {**final, "sent": 10, "unknown": 10, "sending": 0, "queued": 0}
+    received = outbox_recipients(runtime, edition_id)
+    assert len(received) == len(set(received)) == 15
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.SENT
+
+
+class Flaky(OutboxTransport):
+    """Refuses the first attempt of some recipients, definitively fails others."""
+
+    def __init__(self, directory: Path, retry: set[str], fail: set[str]) -> None:
+        super().__init__(directory)
+        self.retry, self.fail, self.seen = retry, fail, set[str]()
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        results, passing = [], []
+        for r in recipients:
+            if r.email in self.fail:
+                results.append(Result(r.delivery_id, Outcome.FAILED, error="550 no such user"))
+            elif r.email in self.retry and r.email not in self.seen:
+                self.seen.add(r.email)
+                results.append(Result(r.delivery_id, Outcome.RETRY, error="451 try later"))
+            else:
+                passing.append(r)
+        return results + super().send(envelope, passing)
+
+
+def test_retry_is_requeued_and_failure_is_recorded(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 5)
+    edition_id = factories.edition(runtime, newsletter_id)
+    transport = Flaky(runtime.settings.outbox_dir, retry={emails[0]}, fail={emails[1]})
+
+    tally = send(runtime, edition_id, transport)
+
+    assert tally["sent"] == 4 and tally["failed"] == 1
+    with runtime.sessions() as session:
+        rows = {d.email: d for d in session.scalars(select(Delivery))}
+    assert rows[emails[0]].attempts == 2 and rows[emails[0]].status == DeliveryStatus.SENT
+    assert rows[emails[1]].status == DeliveryStatus.FAILED
+    assert rows[emails[1]].error == "550 no such user"
+    assert sorted(outbox_recipients(runtime, edition_id)) == sorted(set(emails) - {emails[1]})
+
+
+def test_segment_narrows_the_audience(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 4)
+    with transaction(runtime.sessions) as session:
+        for subscriber in session.scalars(select(Subscriber)):
+            city = "Valmere" if subscriber.email in emails[:2] else "Arden"
+            subscriber.attributes = {"city": city}
+        segment = Segment(
+            name="valmere",
+            rule={"conditions": [{"field": "attributes.city", "op": "eq", "value": "Valmere"}]},
+        )
+        newsletter = session.get(Newsletter, newsletter_id)
+        assert newsletter is not None
+        newsletter.segment = segment
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    send(runtime, edition_id)
+
+    assert sorted(outbox_recipients(runtime, edition_id)) == sorted(emails[:2])
+
+
+def test_only_the_newsletters_lists_are_mailed(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime, lists=("morning",))
+    morning = factories.subscribers(runtime, 3, "morning", prefix="am")
+    factories.subscribers(runtime, 3, "evening", prefix="pm")
+    with transaction(runtime.sessions) as session:
+        # Someone who left "morning" but is still on "evening" is not mailed.
+        sub = session.scalar(select(Subscription).join(Subscriber).where(Subscriber.email == morning[0]))
+        assert sub is not None
+        sub.status = SubscriptionStatus.UNSUBSCRIBED
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    send(runtime, edition_id)
+
+    assert sorted(outbox_recipients(runtime, edition_id)) == sorted(morning[1:])
