@@ -14,14 +14,14 @@ chromedriver or selenium are missing, or fails it when
 from __future__ import annotations
 
 import os
-import shutil
 import socket
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -141,33 +141,34 @@ def require_browser() -> None:
 
 
 @contextmanager
-def chromium(user_data_dir: Path, *, page_load_timeout: float = 10.0) -> Iterator[Any]:
-    """A headless Chromium WebDriver with a throwaway profile; quit on exit."""
+def chromium(
+    user_data_dir: Path | None = None, *, page_load_timeout: float = 10.0
+) -> Iterator[Any]:
+    """A headless Chromium WebDriver with a throwaway profile; quit on exit.
+
+    The profile lives in ``user_data_dir`` (for example under pytest's
+    ``tmp_path``), or else in a temporary directory removed afterwards.
+    """
     require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    user_data_dir.mkdir(parents=True, exist_ok=True)
-    options = webdriver.ChromeOptions()
-    # Both paths given explicitly, so Selenium Manager never looks anything up online.
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={user_data_dir}")
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    with ExitStack() as cleanup:
+        if user_data_dir is None:
+            user_data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        user_data_dir.mkdir(parents=True, exist_ok=True)
+        options = webdriver.ChromeOptions()
+        # Both paths given explicitly, so Selenium Manager never looks anything up online.
+        options.binary_location = str(CHROMIUM)
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={user_data_dir}")
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        cleanup.callback(driver.quit)  # runs before the profile directory is removed
         driver.set_page_load_timeout(page_load_timeout)
         yield driver
-    finally:
-        driver.quit()
 
 
 def is_png(path: Path) -> bool:
     data = path.read_bytes() if path.is_file() else b""
     return len(data) > 8 and data.startswith(b"\x89PNG\r\n\x1a\n")
-
-
-def chromium_available() -> bool:
-    return all(os.access(p, os.X_OK) for p in (CHROMIUM, CHROMEDRIVER)) and bool(
-        shutil.which(str(CHROMIUM))
-    )

@@ -12,11 +12,17 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
 from subscribers.tokens import TokenError
-from subscribers.unsubscribe import UnknownRecipient, resolve, unsubscribe_by_token
+from subscribers.unsubscribe import (
+    UnknownRecipient,
+    UnsubscribeResult,
+    resolve,
+    unsubscribe_by_token,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -64,6 +70,12 @@ def confirm_page(request: Request, token: str) -> HTMLResponse:
         )
 
 
+def _leave(runtime: Runtime, key: bytes, token: str, source: str) -> tuple[UnsubscribeResult, str]:
+    with transaction(runtime.sessions) as session:
+        result = unsubscribe_by_token(session, key, token, source=source)
+        return result, resolve(session, key, token).newsletter_name
+
+
 @router.post("/u/{token}", response_class=HTMLResponse)
 async def unsubscribe(request: Request, token: str) -> HTMLResponse:
     runtime = _runtime(request)
@@ -72,15 +84,18 @@ async def unsubscribe(request: Request, token: str) -> HTMLResponse:
     # Our own button says so; a mailbox provider posts only List-Unsubscribe=One-Click.
     source = "link" if form.get("via") == "page" else "one-click"
     try:
-        with transaction(runtime.sessions) as session:
-            result = unsubscribe_by_token(session, key, token, source=source)
-            newsletter = resolve(session, key, token).newsletter_name
+        # Blocking database work goes to a worker thread: on the event loop, one request
+        # waiting for SQLite's write lock (up to its 30 s timeout) would stall every other.
+        result, newsletter = await run_in_threadpool(_leave, runtime, key, token, source)
     except TokenError as exc:
         return _invalid(request, str(exc))
     except UnknownRecipient as exc:
         return _page(request, "link_invalid.html", status=404, reason=str(exc))
     log.info("subscriber.unsubscribed", extra={"source": source, "changed": result.changed})
     return _page(
-        request, "unsubscribed.html", newsletter=newsletter, email=mask(result.email),
+        request,
+        "unsubscribed.html",
+        newsletter=newsletter,
+        email=mask(result.email),
         changed=result.changed,
     )
