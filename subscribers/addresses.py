@@ -25,7 +25,7 @@ def normalize_email(raw: str) -> str:
         raise InvalidAddress("empty address")
     if len(address) > MAX_ADDRESS_LENGTH:
         raise InvalidAddress(f"address longer than {MAX_ADDRESS_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ch in "<>,;\"()[]\\" for ch in address):
+    if any(ch.isspace() or ord(ch) < 32 or ch in '<>,;"()[]\\' for ch in address):
         raise InvalidAddress(f"{address!r} contains characters not allowed in an address")
     local, sep, domain = address.rpartition("@")
     if not sep or not local or not domain:

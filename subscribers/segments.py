@@ -64,9 +64,9 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
             where, f"field must be email, name, timezone, list or attributes.<key>, not {field!r}"
         )
     if op == "exists":
-        return column.is_not(None)
+        return column.is_not(None)  # type: ignore[no-any-return]
     if op == "not_exists":
-        return column.is_(None)
+        return column.is_(None)  # type: ignore[no-any-return]
     if op in ("in", "not_in"):
         values = _string_list(where, value)
         return column.in_(values) if op == "in" else or_(column.is_(None), column.not_in(values))

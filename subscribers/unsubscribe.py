@@ -85,7 +85,9 @@ def resolve(session: Session, key: bytes, token: str) -> LinkTarget:
     )
 
 
-def unsubscribe_by_token(session: Session, key: bytes, token: str, *, source: str) -> UnsubscribeResult:
+def unsubscribe_by_token(
+    session: Session, key: bytes, token: str, *, source: str
+) -> UnsubscribeResult:
     target = resolve(session, key, token)
     return unsubscribe(
         session, target.subscriber, target.list_ids, source=source, edition_id=target.edition_id

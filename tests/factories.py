@@ -16,9 +16,7 @@ from mailer.runtime import Runtime
 from subscribers.importer import ImportReport, Row, import_rows
 
 
-def newsletter(
-    runtime: Runtime, slug: str = "daily", lists: Sequence[str] = ("morning",)
-) -> int:
+def newsletter(runtime: Runtime, slug: str = "daily", lists: Sequence[str] = ("morning",)) -> int:
     with transaction(runtime.sessions) as session:
         mailing_lists = []
         for name in lists:

@@ -40,7 +40,9 @@ def outbox_recipients(runtime: Runtime, edition_id: int) -> list[str]:
     return found
 
 
-def send(runtime: Runtime, edition_id: int, transport: object | None = None, **overrides: object) -> dict[str, int]:
+def send(
+    runtime: Runtime, edition_id: int, transport: object | None = None, **overrides: object
+) -> dict[str, int]:
     settings = replace(runtime.dispatch_settings(), **overrides)  # type: ignore[arg-type]
     return send_edition(
         runtime.sessions,
@@ -103,8 +105,12 @@ def test_suppressed_unsubscribed_and_bounced_get_nothing(runtime: Runtime) -> No
     with transaction(runtime.sessions) as session:
         session.add(Suppression(email=suppressed, reason="hard bounce", source="test"))
         by_email = {s.email: s for s in session.scalars(select(Subscriber))}
-        unsubscribe(session, by_email[left], [s.list_id for s in by_email[left].subscriptions],
-                    source="test")
+        unsubscribe(
+            session,
+            by_email[left],
+            [s.list_id for s in by_email[left].subscriptions],
+            source="test",
+        )
         by_email[bounced].status = SubscriberStatus.BOUNCED
     edition_id = factories.edition(runtime, newsletter_id)
 
@@ -240,7 +246,9 @@ def test_only_the_newsletters_lists_are_mailed(runtime: Runtime) -> None:
     factories.subscribers(runtime, 3, "evening", prefix="pm")
     with transaction(runtime.sessions) as session:
         # Someone who left "morning" but is still on "evening" is not mailed.
-        sub = session.scalar(select(Subscription).join(Subscriber).where(Subscriber.email == morning[0]))
+        sub = session.scalar(
+            select(Subscription).join(Subscriber).where(Subscriber.email == morning[0])
+        )
         assert sub is not None
         sub.status = SubscriptionStatus.UNSUBSCRIBED
     edition_id = factories.edition(runtime, newsletter_id)

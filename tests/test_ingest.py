@@ -52,7 +52,10 @@ def test_pull_again_updates_unsent_and_keeps_sent_copies(runtime: Runtime, tmp_p
     assert pull_folder(runtime.sessions, folder).counts["updated"] == 1
     with transaction(runtime.sessions) as session:
         briefing = session.scalars(select(Briefing)).one()
-        assert [s["label"] for s in briefing.sections] == ["What's going on now", "What happens next"]
+        assert [s["label"] for s in briefing.sections] == [
+            "What's going on now",
+            "What happens next",
+        ]
         briefing.status = BriefingStatus.SENT
 
     story.write_text(GOOD.replace("dawn", "noon"), encoding="utf-8")

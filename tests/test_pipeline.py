@@ -114,7 +114,10 @@ def test_briefings_parse_json_and_pull(cli_env: Path) -> None:
     parsed = json.loads(invoke("briefings", "parse", str(folder / "good.txt"), "--json"))
     assert parsed["lead"] == "The harbour reopened on Monday after a week of storms."
     assert parsed["sections"][0]["label"] == "What's going on now"
-    assert parsed["sections"][0]["paragraphs"] == ["Ferries resumed at dawn.", "Crews worked overnight."]
+    assert parsed["sections"][0]["paragraphs"] == [
+        "Ferries resumed at dawn.",
+        "Crews worked overnight.",
+    ]
     assert parsed["dropped"] == ["Already a subscriber? Log in to keep reading."]
 
     bad = runner.invoke(app, ["briefings", "parse", str(folder / "empty.md"), "--json"])

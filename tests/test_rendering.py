@@ -45,7 +45,9 @@ def test_template_layout_and_footer() -> None:
             {"label": None, "paragraphs": ["An unlabelled paragraph."]},
         ]
     )
-    rendered = render_edition("stuff-you-should-know", NEWSLETTER, EDITION, [item, briefing("Second story")])
+    rendered = render_edition(
+        "stuff-you-should-know", NEWSLETTER, EDITION, [item, briefing("Second story")]
+    )
 
     html, text = rendered.html, rendered.text
     assert "Wednesday, November 25, 2026" in html and "Wednesday, November 25, 2026" in text
@@ -77,7 +79,9 @@ def test_briefing_text_is_escaped_and_unsafe_links_dropped() -> None:
 
 def test_placeholders_cannot_be_forged_by_content() -> None:
     rendered = render_edition(
-        "stuff-you-should-know", NEWSLETTER, EDITION,
+        "stuff-you-should-know",
+        NEWSLETTER,
+        EDITION,
         [briefing(lead="Click %%000000000000:unsubscribe_url%% now")],
     )
     values = {"unsubscribe_url": "https://news.example.org/u/abc", "name": "", "email": ""}
@@ -117,6 +121,8 @@ def test_oversized_edition_is_refused_before_gmail_would_clip_it() -> None:
     long = [{"label": "More", "paragraphs": ["word " * 4000]}]
     with pytest.raises(RenderError, match="Gmail clips"):
         render_edition(
-            "stuff-you-should-know", NEWSLETTER, EDITION,
+            "stuff-you-should-know",
+            NEWSLETTER,
+            EDITION,
             [briefing(f"Story {i}", sections=long) for i in range(6)],
         )

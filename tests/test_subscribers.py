@@ -14,15 +14,28 @@ KEY = b"k" * 32
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(" Reader@Example.COM ", "reader@example.com"), ("a.b+tag@news.example.org", "a.b+tag@news.example.org")],
+    [
+        (" Reader@Example.COM ", "reader@example.com"),
+        ("a.b+tag@news.example.org", "a.b+tag@news.example.org"),
+    ],
 )
 def test_addresses_are_normalised(raw: str, expected: str) -> None:
     assert normalize_email(raw) == expected
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "no-at-sign", "a@b", "two@@example.com", "a b@example.com", "x@-bad-.com",
-            "a..b@example.com", "eve@example.com\r\nBcc: all@example.com", "<a@example.com>"],
+    "raw",
+    [
+        "",
+        "no-at-sign",
+        "a@b",
+        "two@@example.com",
+        "a b@example.com",
+        "x@-bad-.com",
+        "a..b@example.com",
+        "eve@example.com\r\nBcc: all@example.com",
+        "<a@example.com>",
+    ],
 )
 def test_bad_addresses_are_refused(raw: str) -> None:
     with pytest.raises(InvalidAddress):
@@ -48,11 +61,16 @@ def test_tokens_round_trip_and_refuse_tampering() -> None:
 
 
 def test_segment_rules_are_checked_with_their_place() -> None:
-    compile_rule({"match": "any", "conditions": [
-        {"field": "attributes.city", "op": "in", "value": ["Valmere", "Arden"]},
-        {"field": "list", "op": "eq", "value": "morning"},
-        {"field": "email", "op": "ends_with", "value": "@example.org"},
-    ]})
+    compile_rule(
+        {
+            "match": "any",
+            "conditions": [
+                {"field": "attributes.city", "op": "in", "value": ["Valmere", "Arden"]},
+                {"field": "list", "op": "eq", "value": "morning"},
+                {"field": "email", "op": "ends_with", "value": "@example.org"},
+            ],
+        }
+    )
     bad = [
         ({"match": "some"}, "match"),
         ({"conditions": [{"field": "age", "op": "eq", "value": "3"}]}, "conditions[0]"),

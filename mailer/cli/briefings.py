@@ -48,8 +48,12 @@ def pull(
         fail(str(exc))
     with open_runtime() as runtime:
         progress = Progress(
-            TextColumn("pulling"), BarColumn(), MofNCompleteColumn(), console=errors,
-            disable=as_json, transient=True,
+            TextColumn("pulling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=errors,
+            disable=as_json,
+            transient=True,
         )
         with progress:
             task = progress.add_task("pull", total=total)

@@ -38,7 +38,8 @@ def demo(
         newsletter_id = ensure_newsletter(runtime.sessions)
         pulled = pull_folder(runtime.sessions, BRIEFINGS_DIR)
         console.print(
-            "briefings: " + ", ".join(f"{v} {k}" for k, v in pulled.counts.items())
+            "briefings: "
+            + ", ".join(f"{v} {k}" for k, v in pulled.counts.items())
             + f", {pulled.failed} failed"
         )
         imported = ensure_subscribers(runtime.sessions, subscribers)
@@ -71,14 +72,13 @@ def demo(
             edition = session.get(Edition, edition_id)
             assert edition is not None
             total_subscribers = session.scalar(select(func.count(Subscriber.id)))
-            sample = session.scalar(
-                select(Subscriber.email).order_by(Subscriber.id).limit(1)
-            )
+            sample = session.scalar(select(Subscriber.email).order_by(Subscriber.id).limit(1))
 
     console.print()
     console.print(f"[bold]edition {edition_id}[/] — {edition.subject}", highlight=False)
     console.print(
-        "  deliveries: " + ", ".join(f"{n} {s}" for s, n in tally.items() if n)
+        "  deliveries: "
+        + ", ".join(f"{n} {s}" for s, n in tally.items() if n)
         + f" (of {total_subscribers} subscribers)"
     )
     if edition.status == EditionStatus.SENT:

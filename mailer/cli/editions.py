@@ -55,8 +55,12 @@ def list_editions(as_json: bool = JsonOption) -> None:
         tally = row["deliveries"]
         assert isinstance(tally, dict)
         table.add_row(
-            str(row["id"]), str(row["newsletter"]), str(row["date"]), str(row["status"]),
-            str(tally["sent"]), str(row["subject"]),
+            str(row["id"]),
+            str(row["newsletter"]),
+            str(row["date"]),
+            str(row["status"]),
+            str(tally["sent"]),
+            str(row["subject"]),
         )
     console.print(table)
 
@@ -105,9 +109,7 @@ def run_send(runtime: Runtime, edition_id: int, *, quiet: bool = False) -> dict[
                     task, total=sum(tally.values()), completed=sum(tally[s] for s in DONE)
                 )
 
-            return send_edition(
-                runtime.sessions, edition_id, transport, settings, on_progress=show
-            )
+            return send_edition(runtime.sessions, edition_id, transport, settings, on_progress=show)
     except DispatchError as exc:
         fail(str(exc))
     finally:
@@ -162,8 +164,11 @@ def preview(
         edition = session.get(Edition, edition_id)
         if edition is None or edition.html is None or edition.text is None:
             fail(f"no rendered edition with id {edition_id}")
-        values = {"unsubscribe_url": f"{runtime.settings.base_url}/u/preview", "name": "",
-                  "email": ""}
+        values = {
+            "unsubscribe_url": f"{runtime.settings.base_url}/u/preview",
+            "name": "",
+            "email": "",
+        }
         if as_email is not None:
             try:
                 address = normalize_email(as_email)

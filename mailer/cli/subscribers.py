@@ -66,8 +66,13 @@ def show(email: str, as_json: bool = JsonOption) -> None:
                 "attributes": subscriber.attributes,
                 "created_at": subscriber.created_at.isoformat(),
                 "lists": [
-                    {"name": s.mailing_list.name, "status": s.status,
-                     "unsubscribed_at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
+                    {
+                        "name": s.mailing_list.name,
+                        "status": s.status,
+                        "unsubscribed_at": s.unsubscribed_at.isoformat()
+                        if s.unsubscribed_at
+                        else None,
+                    }
                     for s in sorted(subscriber.subscriptions, key=lambda s: s.list_id)
                 ],
             }
@@ -87,6 +92,8 @@ def show(email: str, as_json: bool = JsonOption) -> None:
             console.print(f"  list {entry['name']}: {entry['status']}", highlight=False)
     supp = data["suppression"]
     if isinstance(supp, dict):
-        console.print(f"  [red]suppressed[/]: {supp['reason']} (from {supp['source']}, {supp['since']})")
+        console.print(
+            f"  [red]suppressed[/]: {supp['reason']} (from {supp['source']}, {supp['since']})"
+        )
     else:
         console.print("  not suppressed")

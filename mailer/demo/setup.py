@@ -24,7 +24,9 @@ def ensure_newsletter(factory: sessionmaker[Session]) -> int:
             lists = []
             for name in LISTS:
                 mailing_list = session.scalar(select(MailingList).where(MailingList.name == name))
-                lists.append(mailing_list or MailingList(name=name, description=f"Demo list {name}"))
+                lists.append(
+                    mailing_list or MailingList(name=name, description=f"Demo list {name}")
+                )
             newsletter = Newsletter(
                 slug=NEWSLETTER_SLUG,
                 name="The Daily Briefing",

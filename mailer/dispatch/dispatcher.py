@@ -142,11 +142,14 @@ def send_edition(
             ]
             results = transport.send(envelope, recipients)
             with transaction(factory) as session:
-                tally = ledger.record(session, batch.batch_id, results)
+                outcomes = ledger.record(session, batch.batch_id, results)
             log.info(
                 "batch.recorded",
-                extra={"edition_id": edition_id, "batch_id": batch.batch_id,
-                       **{k.value: v for k, v in tally.items()}},
+                extra={
+                    "edition_id": edition_id,
+                    "batch_id": batch.batch_id,
+                    **{k.value: v for k, v in outcomes.items()},
+                },
             )
         if on_progress is not None:
             with factory() as session:

@@ -118,7 +118,9 @@ def _ledger_size(session: Session, edition_id: int) -> int:
     )
 
 
-def claim(session: Session, edition: Edition, worker: str, transport: str, size: int) -> ClaimedBatch | None:
+def claim(
+    session: Session, edition: Edition, worker: str, transport: str, size: int
+) -> ClaimedBatch | None:
     """Take up to ``size`` queued deliveries and commit them as ``sending``.
 
     Rows whose subscriber left, bounced or was suppressed since the ledger was
@@ -235,7 +237,9 @@ def record(session: Session, batch_id: int, results: Sequence[Result]) -> dict[O
             )
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
     session.execute(
-        update(Batch).where(Batch.id == batch_id).values(outcome=summary or "empty", finished_at=now)
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(outcome=summary or "empty", finished_at=now)
     )
     return tally
 

@@ -94,7 +94,9 @@ def render(edition: Edition, *, templates_dir: Path | None = None) -> RenderedEd
             postal_address=newsletter.postal_address,
             audience_note=newsletter.audience_note,
         ),
-        EditionView(subject=edition.subject, preheader=edition.preheader, date=edition.edition_date),
+        EditionView(
+            subject=edition.subject, preheader=edition.preheader, date=edition.edition_date
+        ),
         [
             BriefingView.from_stored(b.title, b.lead, b.sections, b.url, b.tags)
             for b in (item.briefing for item in edition.items)

@@ -55,7 +55,11 @@ class BriefingView:
 
     @classmethod
     def from_stored(
-        cls, title: str, lead: str, sections: Sequence[dict[str, Any]], url: str | None,
+        cls,
+        title: str,
+        lead: str,
+        sections: Sequence[dict[str, Any]],
+        url: str | None,
         tags: Sequence[str],
     ) -> BriefingView:
         return cls(
@@ -100,7 +104,8 @@ def render_edition(
         mjml_source = env.get_template(f"{template}.mjml").render(context)
         text = env.get_template(f"{template}.txt").render(context)
     except TemplateError as exc:
-        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        lineno = getattr(exc, "lineno", None)
+        where = f" (line {lineno})" if lineno else ""
         raise RenderError(f"template {template!r}{where}: {exc}") from exc
     try:
         html = mjml2html(mjml_source, disable_comments=True, fonts={})

@@ -31,7 +31,11 @@ class Recipient:
     unsubscribe_url: str
 
     def tokens(self) -> dict[str, str]:
-        return {"unsubscribe_url": self.unsubscribe_url, "name": self.name or "", "email": self.email}
+        return {
+            "unsubscribe_url": self.unsubscribe_url,
+            "name": self.name or "",
+            "email": self.email,
+        }
 
 
 class Outcome(StrEnum):
