@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_needs_https(self) -> Settings:
+        # Gmail and Yahoo ignore one-click unsubscribe URLs that are not https.
+        if self.env == "production" and not self.base_url.startswith("https://"):
+            raise ValueError("MAILER_BASE_URL must be https:// when MAILER_ENV=production")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -25,10 +25,13 @@ def test_environment_and_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_secret_key_rules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="MAILER_SECRET_KEY is not set"):
         Settings().require_secret_key()
+    production = {"env": "production", "base_url": "https://news.example.org"}
     with pytest.raises(ConfigError, match="too short"):
-        Settings(env="production", secret_key="short").require_secret_key()
+        Settings(**production, secret_key="short").require_secret_key()
     with pytest.raises(ConfigError):
-        ensure_local_secret_key(Settings(env="production"))
+        ensure_local_secret_key(Settings(**production))
+    with pytest.raises(ValueError, match="must be https"):
+        Settings(env="production", base_url="http://news.example.org")
 
     config = tmp_path / "absent.toml"
     settings, generated = ensure_local_secret_key(Settings())
