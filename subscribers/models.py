@@ -38,7 +38,10 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
+    # The database cascades deletes; the ORM must not try to null the key first.
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="subscriber", passive_deletes=True
+    )
 
 
 class MailingList(Base):

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 
 _PURPOSE = b"mailer/unsubscribe/v1"
-_SHAPE = re.compile(r"^(\d{1,18})\.(\d{1,18})\.([A-Za-z0-9_-]{43})$")
+# One canonical spelling per token: ASCII digits without leading zeros, nothing after.
+_SHAPE = re.compile(r"([1-9][0-9]{0,17})\.([1-9][0-9]{0,17})\.([A-Za-z0-9_-]{43})")
 
 
 class TokenError(ValueError):
@@ -40,7 +41,7 @@ def sign_unsubscribe(key: bytes, subscriber_id: int, edition_id: int) -> str:
 
 
 def verify_unsubscribe(key: bytes, token: str) -> UnsubscribeToken:
-    match = _SHAPE.match(token)
+    match = _SHAPE.fullmatch(token)
     if match is None:
         raise TokenError("the link is incomplete or malformed")
     subscriber_id, edition_id = int(match[1]), int(match[2])

@@ -31,11 +31,14 @@ def unsubscribe(
     """End the subscriber's active subscriptions to ``list_ids`` and record why."""
     now = utcnow()
     active = session.scalars(
-        select(Subscription).where(
+        select(Subscription)
+        .where(
             Subscription.subscriber_id == subscriber.id,
             Subscription.list_id.in_(list_ids),
             Subscription.status == SubscriptionStatus.ACTIVE,
         )
+        # Two one-click POSTs at once must record one unsubscribe, not two.
+        .with_for_update()
     ).all()
     for subscription in active:
         subscription.status = SubscriptionStatus.UNSUBSCRIBED

@@ -134,9 +134,9 @@ def require_browser() -> None:
         missing.append("the selenium package")
     if not missing:
         return
-    message = f"browser tests need {', '.join(missing)}"
+    message = f"browser tests need {', '.join(missing)}, which is missing"
     if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
-        pytest.fail(f"{REQUIRE_BROWSER_ENV}=1 but {message} is missing")
+        pytest.fail(f"{message} (and {REQUIRE_BROWSER_ENV}=1 requires them)")
     pytest.skip(f"{message}; set {REQUIRE_BROWSER_ENV}=1 to make this a failure")
 
 

@@ -31,9 +31,7 @@ def store_briefing(
         "content_hash": parsed.content_hash,
         "title": parsed.title,
         "lead": parsed.lead,
-        "sections": [
-            {"label": s.label, "paragraphs": list(s.paragraphs)} for s in parsed.sections
-        ],
+        "sections": [{"label": s.label, "paragraphs": list(s.paragraphs)} for s in parsed.sections],
         "tags": list(parsed.tags),
         "url": parsed.url,
         "dropped": list(parsed.dropped),
