@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY mailer ./mailer
 COPY subscribers ./subscribers
 COPY templates ./templates
-RUN pip install . && mkdir -p /data && chown mailer /data
+RUN pip install . && mkdir -p /data/outbox && chown -R mailer /data
 
 USER mailer
 WORKDIR /data

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value.upper()
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -123,6 +130,8 @@ def ensure_local_secret_key(settings: Settings) -> tuple[Settings, bool]:
     separator = "" if not existing or existing.endswith("\n") else "\n"
     # Written with owner-only permissions: the key signs every unsubscribe link.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # O_CREAT's mode only applies to a new file; an existing one is tightened too.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
         handle.write(f'{separator}secret_key = "{key}"\n')
     return settings.model_copy(update={"secret_key": SecretStr(key)}), True

@@ -76,8 +76,8 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
     if op == "ne":
         return or_(column.is_(None), column != text)
     if op == "contains":
-        return column.contains(text, autoescape=True)  # type: ignore[no-any-return]
-    return column.endswith(text, autoescape=True)  # type: ignore[no-any-return]
+        return column.icontains(text, autoescape=True)  # type: ignore[no-any-return]
+    return column.iendswith(text, autoescape=True)  # type: ignore[no-any-return]
 
 
 def _list_condition(where: str, op: str, value: Any) -> ColumnElement[bool]:

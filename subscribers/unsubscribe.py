@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
@@ -30,32 +30,32 @@ def unsubscribe(
 ) -> UnsubscribeResult:
     """End the subscriber's active subscriptions to ``list_ids`` and record why."""
     now = utcnow()
-    active = session.scalars(
-        select(Subscription)
+    # One conditional UPDATE: of two requests at once (two one-click POSTs), only the
+    # one that actually moved rows from active records an event, on every database.
+    ended = session.scalars(
+        update(Subscription)
         .where(
             Subscription.subscriber_id == subscriber.id,
             Subscription.list_id.in_(list_ids),
             Subscription.status == SubscriptionStatus.ACTIVE,
         )
-        # Two one-click POSTs at once must record one unsubscribe, not two.
-        .with_for_update()
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now)
+        .returning(Subscription.list_id)
+        .execution_options(synchronize_session="fetch")
     ).all()
-    for subscription in active:
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.unsubscribed_at = now
-    if active:
+    if ended:
         session.add(
             Event(
                 source=source,
                 kind="unsubscribe",
                 email=subscriber.email,
                 edition_id=edition_id,
-                payload={"list_ids": sorted(s.list_id for s in active)},
+                payload={"list_ids": sorted(ended)},
                 occurred_at=now,
                 received_at=now,
             )
         )
-    return UnsubscribeResult(email=subscriber.email, changed=bool(active))
+    return UnsubscribeResult(email=subscriber.email, changed=bool(ended))
 
 
 class UnknownRecipient(LookupError):

@@ -8,6 +8,7 @@ import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
+import feedparser
 import pytest
 
 import mailer.demo
@@ -16,11 +17,14 @@ from mailer.briefings.parser import (
     BriefingError,
     ParsedBriefing,
     Section,
+    parse_fields,
     parse_file,
+    parse_html,
     parse_text,
 )
 
 DATA = Path(__file__).parent / "data" / "briefings"
+FEED = Path(__file__).parent / "data" / "feeds" / "briefings.rss"
 DEMO = Path(mailer.demo.__file__).parent / "briefings"
 
 CENTRAL_BANK = DATA / "2026-11-20-central-bank.txt"
@@ -158,18 +162,22 @@ def test_to_dict_is_json_ready() -> None:
     assert d["dropped"] == []
     sections = d["sections"]
     assert isinstance(sections, list)
+    text = (
+        "Officials said two uncrewed test flights slipped after problems with the lander's "
+        "engines during ground testing. The crew of four has already been named and will "
+        "keep training on the current timeline."
+    )
     assert sections[1] == {
         "label": "What's going on now",
-        "body": sections[1]["paragraphs"][0],
-        "paragraphs": [
-            "Officials said two uncrewed test flights slipped after problems with the lander's "
-            "engines during ground testing. The crew of four has already been named and will "
-            "keep training on the current timeline."
-        ],
+        "body": text,
+        "paragraphs": [text],
+        "html": [text],
     }
+    assert d["lead_html"] == d["lead"]
     assert set(d) == {
         "title",
         "lead",
+        "lead_html",
         "sections",
         "tags",
         "url",
@@ -607,3 +615,603 @@ def test_briefing_error_is_a_value_error_and_pickles() -> None:
         "not a date: 'x'",
     )
     assert str(copy) == str(err)
+
+
+# --- every sample keeps its structure ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "title", "lead_start", "expected_labels"),
+    [
+        (
+            CENTRAL_BANK,
+            None,
+            "The Eastland Central Bank kept interest rates unchanged",
+            [
+                "Some stuff you should know before you read",
+                "What's going on now",
+                "What happens next",
+            ],
+        ),
+        (
+            CLOUD_OUTAGE,
+            None,
+            "A six-hour outage at Helios Cloud",
+            ["Some stuff you should know before you read", "What's going on now", "Why it matters"],
+        ),
+        (
+            CONGESTION,
+            None,
+            "Northbridge's city council voted 7-4",
+            [
+                "Some shit you should know before you read",
+                "What's going on now",
+                "More on the vote",
+            ],
+        ),
+        (
+            LUNAR,
+            "Space agency pushes back crewed lunar landing by a year",
+            "The first crewed landing on the Moon",
+            [
+                "Some stuff you should know before you read",
+                "What's going on now",
+                "The bigger picture",
+            ],
+        ),
+    ],
+    ids=lambda value: value.name if isinstance(value, Path) else None,
+)
+def test_every_sample_keeps_title_lead_and_labels(
+    path: Path, title: str | None, lead_start: str, expected_labels: list[str]
+) -> None:
+    b = parse_file(path)
+
+    assert b.lead.startswith(lead_start)
+    assert b.title == (b.lead if title is None else title)
+    assert labels(b) == expected_labels
+    assert all(len(s.html) == len(s.paragraphs) for s in b.sections)
+
+
+def test_all_sample_files_are_covered() -> None:
+    assert sorted(DATA.iterdir()) == [CENTRAL_BANK, CLOUD_OUTAGE, CONGESTION, LUNAR]
+
+
+# --- html beside the plain text ---------------------------------------------------------
+
+
+def test_plain_text_is_never_read_as_html() -> None:
+    b = txt(
+        "Lead with <b>x</b> & <script>alert(1)</script>.\n"
+        "Why it matters: <i>not</i> markup, <a href='javascript:x'>nor</a> a link.\n"
+    )
+
+    assert b.lead == "Lead with <b>x</b> & <script>alert(1)</script>."
+    assert (
+        b.lead_html == "Lead with &lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;."
+    )
+    assert b.sections[0].paragraphs == (
+        "<i>not</i> markup, <a href='javascript:x'>nor</a> a link.",
+    )
+    assert b.sections[0].html == (
+        "&lt;i&gt;not&lt;/i&gt; markup, &lt;a href='javascript:x'&gt;nor&lt;/a&gt; a link.",
+    )
+
+
+def test_text_file_with_script_stays_literal(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "x.txt",
+        "<script>alert(1)</script> The lead.\nWhat's next: <b>Bold</b>: more.\n",
+    )
+    b = parse_file(path)
+
+    assert b.lead == b.title == "<script>alert(1)</script> The lead."
+    assert "<script" not in b.lead_html and "&lt;script&gt;" in b.lead_html
+    assert b.sections == (Section("What's next", ("<b>Bold</b>: more.",)),)
+    assert b.sections[0].html == ("&lt;b&gt;Bold&lt;/b&gt;: more.",)
+
+
+def test_section_html_defaults_to_escaped_text() -> None:
+    section = Section("Why", ("a < b & c",))
+
+    assert section.html == ("a &lt; b &amp; c",)
+    assert section == Section("Why", ("a < b & c",), ("a &lt; b &amp; c",))
+    with pytest.raises(ValueError, match="2 paragraph"):
+        Section("Why", ("one", "two"), ("one",))
+
+
+# --- Markdown through markdown-it -------------------------------------------------------
+
+
+def test_markdown_inline_markup_survives_sanitized() -> None:
+    b = md(
+        "The *vote* is **close** \u2014 see [the story](https://news.example.org/s?a=1&b=2 "
+        '"Story").\n\n'
+        "**Why it matters:** A [bad link](javascript:alert(1)), __strong__ and "
+        "<script>alert(1)</script> typed as text.\n"
+    )
+
+    assert b.lead == "The vote is close \u2014 see the story."
+    assert b.lead_html == (
+        "The <em>vote</em> is <strong>close</strong> \u2014 see "
+        '<a href="https://news.example.org/s?a=1&amp;b=2" title="Story" '
+        'rel="noopener noreferrer">the story</a>.'
+    )
+    (section,) = b.sections
+    assert section.label == "Why it matters"
+    assert section.paragraphs == (
+        "A [bad link](javascript:alert(1)), strong and <script>alert(1)</script> typed as text.",
+    )
+    assert section.html == (
+        "A [bad link](javascript:alert(1)), <strong>strong</strong> and "
+        "&lt;script&gt;alert(1)&lt;/script&gt; typed as text.",
+    )
+
+
+def test_markdown_raw_html_is_escaped_not_interpreted() -> None:
+    b = md('<p class="paywall">Members only</p>\n\n<img src=x onerror=alert(1)> Lead.\n')
+
+    assert b.dropped == ()
+    assert b.lead == '<p class="paywall">Members only</p>'
+    assert "<p" not in b.lead_html
+    assert b.sections[0].paragraphs == ("<img src=x onerror=alert(1)> Lead.",)
+    assert b.sections[0].html == ("&lt;img src=x onerror=alert(1)&gt; Lead.",)
+
+
+def test_markdown_lists_and_emphasized_label_text() -> None:
+    b = md(
+        "Lead.\n\n"
+        "**What to watch:**\n\n"
+        "- The *vote* on Friday\n"
+        "- A recount\n\n"
+        "**Labels can't hold *emphasis*:** so this is a paragraph.\n"
+    )
+
+    (section,) = b.sections
+    assert section.label == "What to watch"
+    assert section.paragraphs == (
+        "• The vote on Friday\n• A recount",
+        "Labels can't hold emphasis: so this is a paragraph.",
+    )
+    assert section.html[0] == "<ul><li>The <em>vote</em> on Friday</li><li>A recount</li></ul>"
+
+
+def test_markdown_bold_label_glued_to_text_is_not_bold() -> None:
+    # CommonMark does not close ** between a colon and a letter: the asterisks stay.
+    b = md("Lead.\n\n**Why:** One.\n\n**Note:**glued.\n")
+
+    assert labels(b) == ["Why"]
+    assert b.sections[0].paragraphs == ("One.", "**Note:**glued.")
+
+
+def test_markdown_headings_and_indented_text_are_paragraphs() -> None:
+    # An indented paragraph is a code block to CommonMark; the newsroom only means text.
+    b = md("# Heading\n\nWhy it matters: One.\n\n    Indented <b>text</b>.\n\n    Next: two.\n")
+
+    assert b.lead == "Heading"
+    assert b.sections == (
+        Section("Why it matters", ("One.", "Indented <b>text</b>.")),
+        Section("Next", ("two.",)),
+    )
+
+
+def test_markdown_error_lines_count_front_matter() -> None:
+    err = _error("---\ntitle: T\n---\nLead.\n\n**Why:** One.\n\n**What happens next:**\n")
+
+    assert str(err) == "b.md:8: label 'What happens next' has no text"
+
+
+def test_markdown_reference_links_resolve() -> None:
+    b = md("Lead with [a link][ref].\n\n[ref]: https://news.example.org/r\n")
+
+    assert b.lead_html == (
+        'Lead with <a href="https://news.example.org/r" rel="noopener noreferrer">a link</a>.'
+    )
+    assert b.sections == ()
+
+
+# --- HTML bodies from feeds -------------------------------------------------------------
+
+
+def _feed_items() -> list[ParsedBriefing]:
+    feed = feedparser.parse(str(FEED))
+    return [
+        parse_html(
+            entry.content[0].value,
+            source=entry.id,
+            title=entry.title,
+            url=entry.link,
+            tags=[tag.term for tag in entry.tags],
+        )
+        for entry in feed.entries
+    ]
+
+
+def test_feed_port_strike_item() -> None:
+    port, _ = _feed_items()
+
+    assert port.source == "briefing-2026-11-24-port-strike"
+    assert port.title == "Port strike enters second week as talks stall"
+    assert port.lead == (
+        "Dockworkers at the country's three busiest ports stayed off the job for an eighth "
+        "day, and shipping lines have started rerouting cargo."
+    )
+    assert labels(port) == [
+        "Some stuff you should know before you read",
+        "What\u2019s going on now",
+        "What to watch",
+    ]
+    assert port.dropped == (
+        "Already a subscriber? Make sure to log into your account before viewing this content.",
+    )
+    now = port.sections[1]
+    assert now.paragraphs[0].startswith("Federal mediators met both sides on Monday")
+    assert now.paragraphs[1] == "About 40 container ships are now waiting offshore."
+    assert now.html[1] == "About 40 container ships are now waiting offshore."
+    assert port.sections[2].paragraphs == (
+        'The labor secretary said the government "has tools available" to end the strike, '
+        "hinting at an 80-day cooling-off order.",
+    )
+    assert port.tags == ("business", "labor")
+    assert port.url == "https://news.example.org/briefings/port-strike-week-two"
+    assert all("<strong>" not in h for s in port.sections for h in s.html)
+
+
+def test_feed_heat_pump_item_with_b_labels() -> None:
+    _, heat = _feed_items()
+
+    assert heat.lead.startswith("More heat pumps than gas boilers were sold")
+    assert labels(heat) == ["Some stuff you should know before you read", "What's going on now"]
+    assert heat.dropped == ()
+    assert heat.sections[1].paragraphs == (
+        "Installers report waiting lists of several weeks in colder states, where newer "
+        "models now work well below freezing. Gas utilities argue the numbers are inflated "
+        "by one-off rebate programs.",
+    )
+
+
+def html(body: str, **kwargs: object) -> ParsedBriefing:
+    return parse_html(body, source="feed", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "paragraph",
+    [
+        "<p><strong>Why it matters:</strong> Text.</p>",
+        "<p><b>Why it matters:</b> Text.</p>",
+        "<p><strong>Why it matters</strong>: Text.</p>",
+        "<p><b>Why it matters: </b>Text.</p>",
+        "<p><strong>Why it matters:</strong>&nbsp;Text.</p>",
+        "<p><strong>Why it matters:</strong><br>Text.</p>",
+        "<p><strong>Why it\nmatters:</strong> Text.</p>",
+        "<p>Why it matters: Text.</p>",
+        "<p><STRONG class=label style='color:red'>Why it matters:</STRONG> Text.</p>",
+    ],
+)
+def test_html_label_forms(paragraph: str) -> None:
+    b = html(f"<p>Lead.</p>{paragraph}")
+
+    assert b.sections == (Section("Why it matters", ("Text.",)),)
+
+
+@pytest.mark.parametrize(
+    "paragraph",
+    [
+        "<p><strong>Why it matters:</strong>Text glued to the colon.</p>",
+        "<p><strong>Breaking.</strong> Not: a label.</p>",
+        "<p><strong>He said \u201cno\u201d:</strong> quoted.</p>",
+        "<p><strong>One two three four five six seven eight nine ten eleven:</strong> x.</p>",
+        "<p><strong><em>Why</em>:</strong> markup inside.</p>",
+        "<p><em>Why it matters:</em> emphasis is not bold.</p>",
+        "<p>Text first, <strong>then bold:</strong> later.</p>",
+        '<p><a href="https://example.org">Link</a>: not a label.</p>',
+        "<p>The time was 10:30 when it started.</p>",
+        "<p><strong>2026:</strong> a number alone.</p>",
+    ],
+)
+def test_html_things_that_are_not_labels(paragraph: str) -> None:
+    b = html(f"<p>Lead.</p><p><b>Why it matters:</b> One.</p>{paragraph}")
+
+    assert labels(b) == ["Why it matters"]
+    assert len(b.sections[0].paragraphs) == 2
+
+
+def test_html_label_keeps_inline_markup_in_the_rest() -> None:
+    b = html(
+        "<p>Lead.</p><p><strong>What&rsquo;s next &amp; why:</strong> A "
+        '<a href="https://news.example.org/x" onclick="x()">vote</a> on <em>Friday</em>.</p>'
+    )
+
+    (section,) = b.sections
+    assert section.label == "What\u2019s next & why"
+    assert section.paragraphs == ("A vote on Friday.",)
+    assert section.html == (
+        'A <a href="https://news.example.org/x" rel="noopener noreferrer">vote</a> on '
+        "<em>Friday</em>.",
+    )
+
+
+def test_html_blocks_lists_and_double_breaks() -> None:
+    b = html(
+        "<div>The lead<br><br><strong>What to watch:</strong></div>"
+        "<ul><li>One</li><li>Two &amp; three</li></ul>"
+        "<h3>A heading</h3><blockquote><p>A quote.</p></blockquote>"
+    )
+
+    assert b.lead == "The lead"
+    (section,) = b.sections
+    assert section.label == "What to watch"
+    assert section.paragraphs == ("• One\n• Two & three", "A heading", "A quote.")
+    assert section.html[0] == "<ul><li>One</li><li>Two &amp; three</li></ul>"
+
+
+def test_html_paywall_class_and_boilerplate_text_are_dropped() -> None:
+    b = html(
+        '<div class="story-paywall-prompt"><p>Members get more.</p></div>'
+        "<p>Already a subscriber? Sign in.</p>"
+        '<p class="Paywall">Subscribe for the full story.</p>'
+        "<p>The real lead.</p>"
+    )
+
+    assert b.dropped == (
+        "Members get more.",
+        "Already a subscriber? Sign in.",
+        "Subscribe for the full story.",
+    )
+    assert b.lead == b.title == "The real lead."
+
+
+def test_html_hostile_body_is_sanitized() -> None:
+    b = html(
+        "<script>document.write('<p>Injected lead</p>')</script>"
+        "<style>p{display:none}</style>"
+        '<p onclick="steal()">Lead <img src="https://track.example/p.gif">here.</p>'
+        '<p><b>Why:</b> <a href="javascript:steal()">Click</a>'
+        '<iframe src="https://evil.example/"></iframe> now.</p>'
+    )
+
+    assert b.lead == b.title == "Lead here."
+    assert b.lead_html == "Lead here."
+    assert b.sections == (
+        Section("Why", ("Click now.",), ('<a rel="noopener noreferrer">Click</a> now.',)),
+    )
+
+
+def test_html_title_defaults_to_lead_text_on_one_line() -> None:
+    b = html("<p>Lead &amp; <em>more</em><br>on a second line.</p>")
+
+    assert b.lead == "Lead & more\non a second line."
+    assert b.lead_html == "Lead &amp; <em>more</em><br>on a second line."
+    assert b.title == "Lead & more on a second line."
+
+
+def test_html_metadata() -> None:
+    body = "<p>Lead.</p>"
+    b = html(
+        body,
+        title="  A  title\n",
+        url=" https://news.example.org/x ",
+        tags=["energy", " energy", "", "climate"],
+        published_at=datetime(2026, 11, 24, 9, 30),
+    )
+
+    assert b.title == "A title"
+    assert b.url == "https://news.example.org/x"
+    assert b.tags == ("energy", "climate")
+    assert b.published_at == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    assert b.content_hash == hashlib.sha256(body.encode()).hexdigest()
+    assert html(body, content_hash="abc").content_hash == "abc"
+    assert html(body, title="   ").title == "Lead."
+
+
+def test_html_bad_url_names_the_field() -> None:
+    with pytest.raises(BriefingError) as info:
+        html("<p>Lead.</p>", url="javascript:alert(1)")
+
+    assert info.value.field == "url"
+    assert str(info.value) == "feed: field 'url': not an http(s) URL: 'javascript:alert(1)'"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("", "no lead paragraph: the body has no text"),
+        ("<p> </p><script>x</script><img src=x>", "no lead paragraph: the body has no text"),
+        (
+            '<p class="paywall">Log in.</p>',
+            "no lead paragraph: only boilerplate (1 paragraph(s) dropped)",
+        ),
+        ("<p>Lead.</p><p><b>Why:</b></p>", "label 'Why' has no text"),
+    ],
+)
+def test_html_errors(body: str, reason: str) -> None:
+    with pytest.raises(BriefingError) as info:
+        html(body)
+
+    assert info.value.reason == reason
+    assert str(info.value) == f"feed: {reason}"
+
+
+def test_html_size_limit() -> None:
+    body = "<p>Lead.</p>" + "x" * 100
+    with pytest.raises(BriefingError) as info:
+        html(body, max_chars=50)
+
+    assert str(info.value) == f"feed: body is {len(body)} characters; the limit is 50"
+    assert html(body, max_chars=len(body)).lead == "Lead."
+    with pytest.raises(ValueError, match="max_chars must be positive"):
+        html(body, max_chars=0)
+
+
+def test_parse_text_size_limit() -> None:
+    with pytest.raises(BriefingError, match="body is 13 characters; the limit is 12"):
+        parse_text("Lead.\nMore.\n\n", source="x", markdown=False, max_chars=12)
+    assert parse_text("Lead.\nMore.\n\n", source="x", markdown=False, max_chars=13).lead == "Lead."
+
+
+# --- structure posted by a CMS ----------------------------------------------------------
+
+
+def test_fields_in_plain_text() -> None:
+    b = parse_fields(
+        source="cms:42",
+        title="A <title>",
+        lead="The lead\nwraps & <b>stays</b> text.",
+        sections=[
+            ("What's going on now:", "First paragraph.\n\nSecond\nparagraph."),
+            ("Why it matters", "One <i>only</i>."),
+        ],
+        url="https://news.example.org/42",
+        tags=("a", "b"),
+        published_at=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+    )
+
+    assert b.title == "A <title>"
+    assert b.lead == "The lead wraps & <b>stays</b> text."
+    assert b.lead_html == "The lead wraps &amp; &lt;b&gt;stays&lt;/b&gt; text."
+    assert b.sections == (
+        Section("What's going on now", ("First paragraph.", "Second paragraph.")),
+        Section("Why it matters", ("One <i>only</i>.",)),
+    )
+    assert b.sections[1].html == ("One &lt;i&gt;only&lt;/i&gt;.",)
+    assert b.dropped == ()
+    assert (b.url, b.tags, b.source) == ("https://news.example.org/42", ("a", "b"), "cms:42")
+    assert len(b.content_hash) == 64
+
+
+def test_fields_in_markdown_and_html() -> None:
+    md_fields = parse_fields(
+        source="cms",
+        title="T",
+        lead="The *lead*.",
+        sections=[(None, "Context [link](https://x.example/)."), ("Next", "- a\n- b\n\nMore.")],
+        body_format="markdown",
+    )
+    html_fields = parse_fields(
+        source="cms",
+        title="T",
+        lead="<p>The <em>lead</em>.</p>",
+        sections=[
+            (None, 'Context <a href="https://x.example/" onclick="x">link</a>.'),
+            ("Next", "<ul><li>a</li><li>b</li></ul><p>More.</p><script>x</script>"),
+        ],
+        body_format="html",
+    )
+
+    for b in (md_fields, html_fields):
+        assert b.lead == "The lead."
+        assert b.lead_html == "The <em>lead</em>."
+        assert b.sections == (
+            Section(
+                None,
+                ("Context link.",),
+                ('Context <a href="https://x.example/" rel="noopener noreferrer">link</a>.',),
+            ),
+            Section("Next", ("• a\n• b", "More."), ("<ul><li>a</li><li>b</li></ul>", "More.")),
+        )
+    assert md_fields.content_hash != html_fields.content_hash
+
+
+@pytest.mark.parametrize("title", [None, "", "  \n "])
+def test_fields_title_defaults_to_lead_text(title: str | None) -> None:
+    b = parse_fields(
+        source="cms",
+        title=title,
+        lead="<p>The <em>lead</em><br>wraps.</p>",
+        sections=[],
+        body_format="html",
+    )
+
+    assert b.lead == "The lead\nwraps."
+    assert b.title == "The lead wraps."
+
+
+def test_fields_hash_follows_content() -> None:
+    def build(lead: str) -> ParsedBriefing:
+        return parse_fields(source="s", title="T", lead=lead, sections=[("Why", "x")])
+
+    assert build("One.").content_hash == build("One.").content_hash
+    assert build("One.").content_hash != build("Two.").content_hash
+    assert (
+        parse_fields(
+            source="s", title="T", lead="L", sections=[], content_hash="given"
+        ).content_hash
+        == "given"
+    )
+
+
+def _fields_error(**overrides: object) -> BriefingError:
+    arguments: dict[str, object] = {
+        "source": "cms:7",
+        "title": "Title",
+        "lead": "Lead.",
+        "sections": [("Why it matters", "Text."), ("What happens next", "More.")],
+    }
+    arguments.update(overrides)
+    with pytest.raises(BriefingError) as info:
+        parse_fields(**arguments)  # type: ignore[arg-type]
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({"title": 12}, "title", "not a string: 12"),
+        ({"lead": ""}, "lead", "is empty"),
+        ({"lead": " \n\n "}, "lead", "is empty"),
+        ({"lead": "<p> </p>", "body_format": "html"}, "lead", "is empty"),
+        ({"lead": "One.\n\nTwo."}, "lead", "has 2 paragraphs; a lead is one paragraph"),
+        ({"lead": 3}, "lead", "not a string: 3"),
+        (
+            {"sections": [("Why", "x"), ("Next", "y"), ("It rained. Then", "z")]},
+            "sections[2].label",
+            "not a label: 'It rained. Then' (a label is a short phrase of at most 10 words, "
+            "without sentence punctuation or quotation marks)",
+        ),
+        (
+            {"sections": [("Why", "x"), ("Note: later", "y")]},
+            "sections[1].label",
+            "not a label: 'Note: later' (a label is a short phrase of at most 10 words, "
+            "without sentence punctuation or quotation marks)",
+        ),
+        ({"sections": [(" : ", "x")]}, "sections[0].label", "is empty"),
+        (
+            {"sections": [("Why", "x"), (None, "y")]},
+            "sections[1].label",
+            "only the first section may be unlabelled",
+        ),
+        ({"sections": [("Why", "x"), (5, "y")]}, "sections[1].label", "not a string: 5"),
+        ({"sections": [("Why", "x"), ("Next", "  \n ")]}, "sections[1].body", "is empty"),
+        (
+            {"sections": [("Why", "<script>x</script><img src=x>")], "body_format": "html"},
+            "sections[0].body",
+            "is empty",
+        ),
+        ({"sections": [("Why", None)]}, "sections[0].body", "not a string: None"),
+        ({"sections": ["Why: x"]}, "sections[0]", "not a (label, body) pair: 'Why: x'"),
+        ({"url": "ftp://x.example/"}, "url", "not an http(s) URL: 'ftp://x.example/'"),
+        ({"tags": ["a", None]}, "tags", "item 1 is not a string: None"),
+        ({"published_at": "soon"}, "published_at", "not a date: 'soon'"),
+        ({"body_format": "rtf"}, "body_format", "must be one of text, markdown, html, got 'rtf'"),
+    ],
+)
+def test_fields_validation_errors(overrides: dict[str, object], field: str, reason: str) -> None:
+    err = _fields_error(**overrides)
+
+    assert (err.source, err.line, err.field, err.reason) == ("cms:7", None, field, reason)
+    assert str(err) == f"cms:7: field {field!r}: {reason}"
+
+
+def test_fields_size_limit() -> None:
+    err = _fields_error(lead="L" * 30, sections=[("Why", "x" * 30)], max_chars=50)
+
+    assert err.reason == "body is 63 characters; the limit is 50"
+
+
+def test_field_error_pickles_with_its_kind() -> None:
+    err = _fields_error(lead="")
+    copy = pickle.loads(pickle.dumps(err))  # noqa: S301 - round-trip of our own object
+
+    assert str(copy) == str(err) == "cms:7: field 'lead': is empty"
+    assert copy.front_matter is False

@@ -13,9 +13,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus, Newsletter, Segment
+from mailer.db.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    MailingList,
+    Newsletter,
+    Segment,
+)
 from mailer.db.session import transaction
-from mailer.dispatch import ledger
+from mailer.dispatch import dispatcher, ledger
 from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
@@ -52,6 +60,18 @@ def send(
     )
 
 
+class Recording(OutboxTransport):
+    """The real outbox, remembering every delivery it was ever handed."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.handed: list[int] = []
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        self.handed += [r.delivery_id for r in recipients]
+        return super().send(envelope, recipients)
+
+
 class Hooked(OutboxTransport):
     """The real outbox, with a hook run after each batch (to act mid-send)."""
 
@@ -72,10 +92,17 @@ def test_send_twice_mails_nobody_twice(runtime: Runtime) -> None:
     emails = factories.subscribers(runtime, 25)
     edition_id = factories.edition(runtime, newsletter_id)
 
-    first = send(runtime, edition_id, batch_size=10)
-    second = send(runtime, edition_id, batch_size=10)
+    transport = Recording(runtime.settings.outbox_dir)
+    first = send(runtime, edition_id, transport, batch_size=10)
+    second = send(runtime, edition_id, transport, batch_size=10)
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        assert dispatcher.start(session, edition) == 0  # a sent edition is never refilled
+    third = send(runtime, edition_id, transport, batch_size=10)
 
-    assert first["sent"] == second["sent"] == 25
+    assert len(transport.handed) == len(set(transport.handed)) == 25
+    assert first["sent"] == second["sent"] == third["sent"] == 25
     assert sorted(outbox_recipients(runtime, edition_id)) == sorted(emails)
     with runtime.sessions() as session:
         edition = session.get(Edition, edition_id)
@@ -168,18 +195,57 @@ def test_crash_mid_batch_loses_nothing_and_resends_nothing_blindly(runtime: Runt
         after_crash = ledger.counts(session, edition_id)
     assert after_crash["sending"] == 10 and after_crash["queued"] == 10
 
+    with runtime.sessions() as session:
+        in_flight = set(
+            session.scalars(select(Delivery.id).where(Delivery.status == DeliveryStatus.SENDING))
+        )
+
     # Restarted at once: the claim is still fresh, so its rows are left alone.
-    resumed = send(runtime, edition_id, batch_size=10)
+    transport = Recording(runtime.settings.outbox_dir)
+    resumed = send(runtime, edition_id, transport, batch_size=10)
     assert resumed["sending"] == 10 and resumed["sent"] == 10
 
     # Once the claim expires its rows are `unknown`, never mailed again blindly.
-    final = send(runtime, edition_id, batch_size=10, claim_timeout=timedelta(0))
+    final = send(runtime, edition_id, transport, batch_size=10, claim_timeout=timedelta(0))
     assert final == {**final, "sent": 10, "unknown": 10, "sending": 0, "queued": 0}
+    assert in_flight.isdisjoint(transport.handed) and len(transport.handed) == 10
     received = outbox_recipients(runtime, edition_id)
     assert len(received) == len(set(received)) == 15
     with runtime.sessions() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None and edition.status == EditionStatus.SENT
+
+
+class Down(OutboxTransport):
+    """A transport that cannot reach anything: every recipient is a retry."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.calls = 0
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        self.calls += 1
+        return [
+            Result(r.delivery_id, Outcome.RETRY, error="connection refused") for r in recipients
+        ]
+
+
+def test_a_transport_that_is_down_stops_the_run_without_burning_attempts(
+    runtime: Runtime,
+) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 30)
+    edition_id = factories.edition(runtime, newsletter_id)
+    down = Down(runtime.settings.outbox_dir)
+
+    tally = send(runtime, edition_id, down, batch_size=10)
+
+    assert down.calls == 1
+    assert tally["queued"] == 30 and tally["failed"] == 0
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.SENDING
+    assert send(runtime, edition_id, batch_size=10)["sent"] == 30
 
 
 class Flaky(OutboxTransport):
@@ -244,10 +310,14 @@ def test_only_the_newsletters_lists_are_mailed(runtime: Runtime) -> None:
     newsletter_id = factories.newsletter(runtime, lists=("morning",))
     morning = factories.subscribers(runtime, 3, "morning", prefix="am")
     factories.subscribers(runtime, 3, "evening", prefix="pm")
+    factories.subscribers(runtime, 1, "evening", prefix="am")  # am00001 is on both lists
     with transaction(runtime.sessions) as session:
         # Someone who left "morning" but is still on "evening" is not mailed.
         sub = session.scalar(
-            select(Subscription).join(Subscriber).where(Subscriber.email == morning[0])
+            select(Subscription)
+            .join(Subscriber)
+            .join(MailingList)
+            .where(Subscriber.email == morning[0], MailingList.name == "morning")
         )
         assert sub is not None
         sub.status = SubscriptionStatus.UNSUBSCRIBED

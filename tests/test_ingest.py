@@ -32,7 +32,7 @@ def test_bad_files_are_named_and_the_rest_ingested(runtime: Runtime, tmp_path: P
 
     assert report.counts["new"] == 2
     assert report.failed == 4
-    joined = "\n".join(report.errors)
+    joined = "\n".join(e.message for e in report.errors)
     for name in ("b-empty.txt", "c-latin1.txt", "d-front.md", "e-paywall-only.txt"):
         assert name in joined
     assert "empty" in joined and "UTF-8" in joined and "d-front.md:2" in joined
@@ -59,7 +59,8 @@ def test_pull_again_updates_unsent_and_keeps_sent_copies(runtime: Runtime, tmp_p
         briefing.status = BriefingStatus.SENT
 
     story.write_text(GOOD.replace("dawn", "noon"), encoding="utf-8")
-    assert pull_folder(runtime.sessions, folder).counts["locked"] == 1
+    assert pull_folder(runtime.sessions, folder).counts["corrected"] == 1
+    assert pull_folder(runtime.sessions, folder).counts["unchanged"] == 1  # recorded once
     with runtime.sessions() as session:
         sections = session.scalars(select(Briefing)).one().sections
     assert sections[0]["paragraphs"] == ["Ferries resumed at dawn."]

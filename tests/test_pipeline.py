@@ -128,9 +128,10 @@ def test_briefings_parse_json_and_pull(cli_env: Path) -> None:
     result = runner.invoke(app, ["pull", "--folder", str(folder), "--json"])
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["new"] == 1
     assert report["failed"] == 1
-    assert "empty.md" in report["errors"][0]
+    (folder_report,) = report["sources"]
+    assert folder_report["new"] == 1
+    assert "empty.md" in folder_report["errors"][0]["message"]
 
 
 def test_commands_refuse_an_unmigrated_database(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,17 +27,27 @@ NEWSLETTER = NewsletterView(
 EDITION = EditionView(subject="Ferries stop", preheader="Plus 1 more", date=date(2026, 11, 25))
 
 
-def briefing(title: str = "Ferries stop as crews strike", **overrides: object) -> BriefingView:
-    values: dict[str, object] = {
+@dataclass
+class Stored:
+    title: str
+    lead: str
+    lead_html: str
+    sections: list[dict[str, Any]]
+    url: str | None
+    tags: list[str]
+
+
+def briefing(title: str = "Ferries stop as crews strike", **overrides: Any) -> BriefingView:
+    values: dict[str, Any] = {
         "title": title,
         "lead": "Ferry crews walked off the job on Monday.",
-        "sections": (),
+        "lead_html": "",
+        "sections": [],
         "url": "https://news.example.org/ferries",
-        "tags": (),
+        "tags": [],
     }
     values.update(overrides)
-    sections = values.pop("sections")
-    return BriefingView.from_stored(sections=sections, **values)  # type: ignore[arg-type]
+    return BriefingView.from_stored(Stored(**values))
 
 
 def test_template_layout_and_footer() -> None:

@@ -1,35 +1,26 @@
-"""The folder source: every ``.txt`` and ``.md`` file in a directory is a briefing."""
+"""The folder source: every ``.txt`` and ``.md`` file in a directory is a briefing.
+
+Incremental: a file whose content hash matches what is stored is not parsed
+again, so re-pulling an unchanged folder costs a read and a hash per file.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.briefings.parser import MARKDOWN_SUFFIXES, BriefingError, parse_file
+from mailer.briefings.report import PullReport
 from mailer.briefings.store import StoreOutcome, store_briefing
+from mailer.db.models import Briefing, BriefingStatus
 from mailer.db.session import transaction
 
 BRIEFING_SUFFIXES = frozenset({".txt"}) | MARKDOWN_SUFFIXES
-
-
-@dataclass
-class PullReport:
-    counts: dict[StoreOutcome, int] = field(default_factory=lambda: dict.fromkeys(StoreOutcome, 0))
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        return len(self.errors)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            **{str(k): v for k, v in self.counts.items()},
-            "failed": self.failed,
-            "errors": list(self.errors),
-        }
+MAX_FILE_BYTES = 1_048_576
 
 
 def briefing_files(folder: Path) -> Iterator[Path]:
@@ -44,27 +35,65 @@ def source_key_for(path: Path) -> str:
     return f"folder:{path.resolve()}"
 
 
+def _known_hashes(factory: sessionmaker[Session], folder: Path) -> dict[str, str]:
+    prefix = f"folder:{folder.resolve()}/"
+    with factory() as session:
+        rows = session.execute(
+            select(Briefing.source_key, Briefing.content_hash).where(
+                Briefing.source_key.startswith(prefix, autoescape=True)
+            )
+        )
+        return {key: digest for key, digest in rows}
+
+
 def pull_folder(
     factory: sessionmaker[Session],
     folder: Path,
     *,
-    on_file: Callable[[Path], None] | None = None,
+    source_id: int | None = None,
+    mark_ready: bool = True,
+    name: str | None = None,
+    on_item: Callable[[], None] | None = None,
 ) -> PullReport:
-    """Parse and store each file in its own transaction.
+    """Parse and store each new or changed file in its own transaction.
 
     A bad file is reported (its path and what is wrong) and leaves nothing
     behind; the files around it are still stored.
     """
-    report = PullReport()
+    report = PullReport(source=name or str(folder))
+    known = _known_hashes(factory, folder)
+    status = BriefingStatus.READY if mark_ready else BriefingStatus.DRAFT
     for path in briefing_files(folder):
+        key = source_key_for(path)
         try:
-            parsed = parse_file(path)
-        except BriefingError as exc:
-            report.errors.append(str(exc))
+            data = path.read_bytes()
+        except OSError as exc:
+            report.fail(str(path), f"{path}: cannot read file: {exc.strerror}")
+            continue
+        if known.get(key) == hashlib.sha256(data).hexdigest():
+            report.counts[StoreOutcome.UNCHANGED] += 1
         else:
-            with transaction(factory) as session:
-                _, outcome = store_briefing(session, source_key_for(path), parsed)
-            report.counts[outcome] += 1
-        if on_file is not None:
-            on_file(path)
+            _store_file(factory, path, key, source_id, status, report)
+        if on_item is not None:
+            on_item()
     return report
+
+
+def _store_file(
+    factory: sessionmaker[Session],
+    path: Path,
+    key: str,
+    source_id: int | None,
+    status: BriefingStatus,
+    report: PullReport,
+) -> None:
+    try:
+        parsed = parse_file(path, max_bytes=MAX_FILE_BYTES)
+    except BriefingError as exc:
+        report.fail(str(path), str(exc))
+        return
+    with transaction(factory) as session:
+        _, outcome = store_briefing(
+            session, key, parsed, source_id=source_id, initial_status=status
+        )
+    report.counts[outcome] += 1

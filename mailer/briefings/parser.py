@@ -1,15 +1,21 @@
-"""Parse the newsroom's briefing files into structured briefings.
+"""Parse the newsroom's briefings into structured briefings, whatever the source format.
 
-Two formats are accepted:
+The structure is always the same: optional boilerplate (paywall and log-in prompts) that
+is dropped, a lead paragraph, then paragraphs grouped into sections by a ``Label: text``
+prefix; unlabelled paragraphs belong to the section before them. What differs is how
+paragraphs and labels are written:
 
-* Plain text (``.txt`` and anything that is not Markdown): the newsroom writes one
-  paragraph per line, so every non-blank line is a paragraph.
-* Markdown (``.md``, ``.markdown``): optional YAML front matter between ``---`` lines
-  at the very top, then paragraphs separated by blank lines.
+* Plain text (``.txt`` and anything that is not Markdown): one paragraph per line, labels
+  as ``Label: text``. Text is never read as markup; its HTML is the escaped text.
+* Markdown (``.md``, ``.markdown``): optional YAML front matter between ``---`` lines at
+  the very top, then CommonMark (raw HTML in it is shown as text, never interpreted).
+  Labels as ``**Label:** text``, ``**Label**: text`` or plain ``Label: text``.
+* HTML (:func:`parse_html`, for feed and CMS bodies): block elements are paragraphs,
+  labels as ``<strong>Label:</strong> text`` (or ``<b>``), or plain ``Label: text``.
+* Fields (:func:`parse_fields`): a CMS that already knows lead and sections.
 
-The first paragraph that is not paywall boilerplate is the lead; the paragraphs after it
-are grouped into sections by their ``Label: text`` prefix (``**Label:** text`` in
-Markdown). Unlabelled paragraphs belong to the section before them.
+Markdown and HTML bodies are sanitized (see :mod:`mailer.briefings.sanitize`); every
+paragraph comes as plain text and as safe inline HTML.
 
 Everything here is pure apart from :func:`parse_file` reading its one file.
 """
@@ -17,30 +23,42 @@ Everything here is pure apart from :func:`parse_file` reading its one file.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from html import escape, unescape
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from markdown_it import MarkdownIt
+
+from mailer.briefings.sanitize import HtmlBlock, html_blocks, html_to_text, sanitize_html
 
 __all__ = [
     "DEFAULT_BOILERPLATE",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHARS",
     "MARKDOWN_SUFFIXES",
+    "BodyFormat",
     "BriefingError",
     "ParsedBriefing",
     "Section",
+    "parse_fields",
     "parse_file",
+    "parse_html",
     "parse_text",
 ]
 
+BodyFormat = Literal["text", "markdown", "html"]
+
 MARKDOWN_SUFFIXES: frozenset[str] = frozenset({".md", ".markdown"})
 DEFAULT_MAX_BYTES = 1_048_576
+DEFAULT_MAX_CHARS = 200_000
 
 # Each pattern is matched case-insensitively at the *start* of a paragraph only, so a
 # news paragraph that mentions logging in half-way through a sentence is kept.
@@ -59,6 +77,9 @@ DEFAULT_BOILERPLATE: tuple[str, ...] = (
     r"you(?:'|\u2019)ve (?:reached|used up) your (?:free )?(?:article|story) limit",
 )
 
+# CMS templates mark their paywall prompt with a class rather than fixed wording.
+_PAYWALL_CLASS = "paywall"
+
 _LABEL_MAX_WORDS = 10
 _LABEL_MAX_CHARS = 80
 # A label is a phrase, not a sentence or a quotation. Apostrophes (' and U+2019) stay
@@ -70,53 +91,83 @@ _LABEL_FORBIDDEN = frozenset('.!?;"\u201c\u201d\u00ab\u00bb\u201e\u201f\u2039\u2
 # The label is the part before the first colon; a colon glued to the next character
 # ("https://", "5:30") is not a label separator, hence the required whitespace.
 _PLAIN_LABEL = re.compile(r"(?P<label>[^:\n]+):(?P<rest>(?:\s.*)?)", re.DOTALL)
-# **Label:** text, **Label**: text, and the same with __ … __.
-_BOLD_LABEL = re.compile(
-    r"(?P<delim>\*\*|__)(?P<label>[^:\n]+?)(?::(?P=delim)|(?P=delim):)(?P<rest>.*)",
-    re.DOTALL,
+# The same rules on sanitized HTML, where the only attribute-free bold tags are <strong>
+# and <b>, and text holds no "<" (nh3 escapes it). The label text may not hold markup.
+_HTML_BOLD_LABEL = re.compile(
+    r"<(?P<tag>strong|b)>(?P<inner>[^<]*)</(?P=tag)>(?P<rest>.*)", re.DOTALL
 )
-
-# Builds the error for a front matter key, already knowing its line.
-_Fail = Callable[[str, str], "BriefingError"]
+_HTML_PLAIN_LABEL = re.compile(r"(?P<label>[^<:]+):(?P<rest>.*)", re.DOTALL)
+_HEAD_LABEL = re.compile(r"(?P<label>[^:]+):(?P<space>\s*)", re.DOTALL)
+_HTML_LEADING_SPACE = re.compile(r"^(?:\s|&nbsp;|<br>)+")
 
 _FRONT_MATTER_OPEN = "---"
 _FRONT_MATTER_CLOSE = ("---", "...")
+
+# CommonMark without raw HTML: markup typed into Markdown is shown, never interpreted.
+# No linkify or typographer: the writer's quotes and text stay as written. Indented code
+# blocks are off because an indented paragraph in a briefing is text, as it always was.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("code")
+
+_T = TypeVar("_T")
 
 
 class BriefingError(ValueError):
     """A briefing that cannot be parsed, with where and why.
 
-    ``field`` names the front matter key at fault, when there is one.
+    ``field`` names the input at fault, when there is one: a front matter key, or (with
+    ``front_matter`` false) an argument of :func:`parse_html` / :func:`parse_fields`
+    such as ``sections[2].label``.
     """
 
     source: str
     line: int | None
     field: str | None
     reason: str
+    front_matter: bool
 
     def __init__(
-        self, source: str, reason: str, line: int | None = None, field: str | None = None
+        self,
+        source: str,
+        reason: str,
+        line: int | None = None,
+        field: str | None = None,
+        front_matter: bool = True,
     ) -> None:
         # Positional args mirror __init__ so the error survives pickling between workers.
-        super().__init__(source, reason, line, field)
+        super().__init__(source, reason, line, field, front_matter)
         self.source = source
         self.reason = reason
         self.line = line
         self.field = field
+        self.front_matter = front_matter
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source}:{self.line}"
         if self.field is None:
             return f"{where}: {self.reason}"
-        return f"{where}: front matter field {self.field!r}: {self.reason}"
+        kind = "front matter field" if self.front_matter else "field"
+        return f"{where}: {kind} {self.field!r}: {self.reason}"
 
 
 @dataclass(frozen=True)
 class Section:
-    """One labelled part of a briefing; ``label`` is None for text before any label."""
+    """One labelled part of a briefing; ``label`` is None for text before any label.
+
+    ``html`` holds each paragraph as sanitized inline HTML (no wrapping ``<p>``), in the
+    order of ``paragraphs``; left out, it is the escaped plain text.
+    """
 
     label: str | None
     paragraphs: tuple[str, ...]
+    html: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.html:
+            object.__setattr__(self, "html", tuple(_escape(p) for p in self.paragraphs))
+        elif len(self.html) != len(self.paragraphs):
+            raise ValueError(
+                f"section has {len(self.paragraphs)} paragraph(s) but {len(self.html)} html"
+            )
 
     @property
     def body(self) -> str:
@@ -134,14 +185,26 @@ class ParsedBriefing:
     published_at: datetime | None
     dropped: tuple[str, ...]
     content_hash: str
+    # Sanitized inline HTML of the lead; left out, it is the escaped lead.
+    lead_html: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.lead_html:
+            object.__setattr__(self, "lead_html", _escape(self.lead))
 
     def to_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
             "title": self.title,
             "lead": self.lead,
+            "lead_html": self.lead_html,
             "sections": [
-                {"label": s.label, "body": s.body, "paragraphs": list(s.paragraphs)}
+                {
+                    "label": s.label,
+                    "body": s.body,
+                    "paragraphs": list(s.paragraphs),
+                    "html": list(s.html),
+                }
                 for s in self.sections
             ],
             "tags": list(self.tags),
@@ -153,12 +216,15 @@ class ParsedBriefing:
 
 
 class _Paragraph(NamedTuple):
-    line: int  # 1-based line of the paragraph's first line in the file
+    line: int | None  # 1-based line of the paragraph's first line, when known
     text: str
+    html: str
+    rich: bool  # html came from markup (labels are read from it), not from escaping text
+    classes: str = ""
 
 
 @dataclass(frozen=True)
-class _FrontMatter:
+class _Meta:
     title: str | None = None
     url: str | None = None
     published_at: datetime | None = None
@@ -168,8 +234,19 @@ class _FrontMatter:
 @dataclass
 class _SectionDraft:
     label: str | None
-    line: int
-    paragraphs: list[str] = field(default_factory=list)
+    line: int | None
+    paragraphs: list[_Paragraph] = field(default_factory=list)
+
+
+class _Invalid(Exception):
+    """A value that fails a check; the caller knows which field and line it was."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- entry points -----------------------------------------------------------------------
 
 
 def parse_file(
@@ -217,8 +294,10 @@ def parse_text(
     source: str,
     markdown: bool,
     boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
+    max_chars: int = DEFAULT_MAX_CHARS,
 ) -> ParsedBriefing:
     """Parse a briefing already in memory; ``source`` only labels errors and the result."""
+    _check_size(text, max_chars, source=source)
     return _parse(
         text,
         source=source,
@@ -226,6 +305,95 @@ def parse_text(
         boilerplate=boilerplate,
         content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
+
+
+def parse_html(
+    html: str,
+    *,
+    source: str,
+    title: str | None = None,
+    url: str | None = None,
+    tags: Sequence[str] = (),
+    published_at: datetime | None = None,
+    boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    content_hash: str | None = None,
+) -> ParsedBriefing:
+    """Parse a feed or CMS body written in HTML; the other arguments are its metadata.
+
+    Paragraphs marked with a ``paywall`` class are dropped like boilerplate wording.
+    ``title`` defaults to the lead, ``content_hash`` to the SHA-256 of ``html``.
+    """
+    patterns = _compile_boilerplate(_as_pattern_tuple(boilerplate))
+    _check_size(html, max_chars, source=source)
+    meta = _Meta(
+        title=_api_field(source, "title", title, _read_api_title),
+        url=_api_field(source, "url", url, _read_url),
+        published_at=_api_field(source, "published_at", published_at, _read_published),
+        tags=_api_field(source, "tags", tags, _read_tags),
+    )
+    paragraphs = [_rich(None, block) for block in html_blocks(html)]
+    if not paragraphs:
+        raise BriefingError(source, "no lead paragraph: the body has no text")
+    return _assemble(
+        paragraphs,
+        source=source,
+        meta=meta,
+        patterns=patterns,
+        content_hash=content_hash or hashlib.sha256(html.encode("utf-8")).hexdigest(),
+    )
+
+
+def parse_fields(
+    *,
+    source: str,
+    title: str | None = None,
+    lead: str,
+    sections: Sequence[tuple[str | None, str]],
+    body_format: BodyFormat = "text",
+    url: str | None = None,
+    tags: Sequence[str] = (),
+    published_at: datetime | None = None,
+    content_hash: str | None = None,
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> ParsedBriefing:
+    """Build a briefing from a CMS that posts its structure: a lead and labelled sections.
+
+    Lead and section bodies are read as ``body_format``: plain text (paragraphs split on
+    blank lines, never read as markup), Markdown or HTML (sanitized). Title and labels are
+    plain text; a missing or blank title is the lead's text. Nothing is dropped as
+    boilerplate: the CMS says what the lead is. Bad values raise :class:`BriefingError`
+    naming the field, e.g. ``sections[2].label``.
+    """
+    _check_size(_posted_text(lead, sections), max_chars, source=source)
+    reader = _body_reader(source, body_format)
+    checked_title = _api_field(source, "title", title, _read_api_title)
+    lead_para = _field_lead(source, lead, reader)
+    drafts = [_field_section(source, index, item, reader) for index, item in enumerate(sections)]
+    meta = _Meta(
+        title=checked_title,
+        url=_api_field(source, "url", url, _read_url),
+        published_at=_api_field(source, "published_at", published_at, _read_published),
+        tags=_api_field(source, "tags", tags, _read_tags),
+    )
+    digest = content_hash or _fields_hash(
+        checked_title, lead, [(d.label, body) for d, body in drafts], body_format, meta
+    )
+    return ParsedBriefing(
+        source=source,
+        title=checked_title if checked_title is not None else _default_title(lead_para),
+        lead=lead_para.text,
+        lead_html=lead_para.html,
+        sections=tuple(_finish(d) for d, _ in drafts),
+        tags=meta.tags,
+        url=meta.url,
+        published_at=meta.published_at,
+        dropped=(),
+        content_hash=digest,
+    )
+
+
+# --- files and text ---------------------------------------------------------------------
 
 
 def _parse(
@@ -242,42 +410,24 @@ def _parse(
         raise BriefingError(source, "empty file")
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
-    front = _FrontMatter()
-    body_start = 0
+    meta = _Meta()
     if markdown:
-        front, body_start = _split_front_matter(lines, source)
-        paragraphs = _markdown_paragraphs(lines, body_start)
+        meta, body_start = _split_front_matter(lines, source)
+        paragraphs = _markdown_paragraphs("\n".join(lines[body_start:]), first_line=body_start + 1)
     else:
         paragraphs = _text_paragraphs(lines)
     if not paragraphs:
         raise BriefingError(source, "no content after front matter")
-
-    kept: list[_Paragraph] = []
-    dropped: list[str] = []
-    for para in paragraphs:
-        if any(p.match(para.text) for p in patterns):
-            dropped.append(para.text)
-        else:
-            kept.append(para)
-    if not kept:
-        raise BriefingError(
-            source,
-            f"no lead paragraph: only boilerplate ({len(dropped)} paragraph(s) dropped)",
-        )
-
-    lead = kept[0].text
-    sections = _build_sections(kept[1:], source=source, markdown=markdown)
-    return ParsedBriefing(
-        source=source,
-        title=front.title if front.title is not None else lead,
-        lead=lead,
-        sections=sections,
-        tags=front.tags,
-        url=front.url,
-        published_at=front.published_at,
-        dropped=tuple(dropped),
-        content_hash=content_hash,
+    return _assemble(
+        paragraphs, source=source, meta=meta, patterns=patterns, content_hash=content_hash
     )
+
+
+def _check_size(text: str, max_chars: int, *, source: str) -> None:
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be positive, got {max_chars}")
+    if len(text) > max_chars:
+        raise BriefingError(source, f"body is {len(text)} characters; the limit is {max_chars}")
 
 
 def _as_pattern_tuple(boilerplate: Sequence[str]) -> tuple[str, ...]:
@@ -299,30 +449,308 @@ def _compile_boilerplate(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ..
     return tuple(compiled)
 
 
+def _escape(text: str) -> str:
+    # Quotes are harmless in element content and stay readable in the HTML this way.
+    return escape(text, quote=False)
+
+
+def _plain(line: int | None, text: str) -> _Paragraph:
+    return _Paragraph(line, text, _escape(text), rich=False)
+
+
+def _rich(line: int | None, block: HtmlBlock) -> _Paragraph:
+    return _Paragraph(line, block.text, block.html, rich=True, classes=block.classes)
+
+
 def _text_paragraphs(lines: list[str]) -> list[_Paragraph]:
-    return [_Paragraph(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    return [_plain(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
 
 
-def _markdown_paragraphs(lines: list[str], start: int) -> list[_Paragraph]:
+def _markdown_paragraphs(body: str, *, first_line: int) -> list[_Paragraph]:
     paragraphs: list[_Paragraph] = []
-    group: list[str] = []
-    group_line = 0
-    for i in range(start, len(lines) + 1):
-        stripped = lines[i].strip() if i < len(lines) else ""
-        if stripped:
-            if not group:
-                group_line = i + 1
-            group.append(stripped)
-        elif group:
-            paragraphs.append(_Paragraph(group_line, " ".join(group)))
-            group = []
+    for offset, chunk in _markdown_chunks(body):
+        line = None if offset is None else first_line + offset
+        paragraphs.extend(_rich(line, block) for block in html_blocks(chunk))
     return paragraphs
 
 
-def _split_front_matter(lines: list[str], source: str) -> tuple[_FrontMatter, int]:
+def _markdown_chunks(body: str) -> list[tuple[int | None, str]]:
+    """Render each top-level Markdown block on its own, to know the line it starts on."""
+    env: dict[str, Any] = {}
+    tokens = _MARKDOWN.parse(body, env)
+    chunks: list[tuple[int | None, str]] = []
+    begin = depth = 0
+    for index, token in enumerate(tokens):
+        depth += token.nesting
+        if depth == 0:
+            group = tokens[begin : index + 1]
+            offset = group[0].map[0] if group[0].map else None
+            chunks.append((offset, _MARKDOWN.renderer.render(group, _MARKDOWN.options, env)))
+            begin = index + 1
+    return chunks
+
+
+# --- structure: boilerplate, lead, sections ---------------------------------------------
+
+
+def _assemble(
+    paragraphs: Sequence[_Paragraph],
+    *,
+    source: str,
+    meta: _Meta,
+    patterns: Sequence[re.Pattern[str]],
+    content_hash: str,
+) -> ParsedBriefing:
+    kept: list[_Paragraph] = []
+    dropped: list[str] = []
+    for para in paragraphs:
+        if _is_boilerplate(para, patterns):
+            dropped.append(para.text)
+        else:
+            kept.append(para)
+    if not kept:
+        raise BriefingError(
+            source,
+            f"no lead paragraph: only boilerplate ({len(dropped)} paragraph(s) dropped)",
+        )
+    lead = kept[0]
+    return ParsedBriefing(
+        source=source,
+        title=meta.title if meta.title is not None else _default_title(lead),
+        lead=lead.text,
+        lead_html=lead.html,
+        sections=_build_sections(kept[1:], source=source),
+        tags=meta.tags,
+        url=meta.url,
+        published_at=meta.published_at,
+        dropped=tuple(dropped),
+        content_hash=content_hash,
+    )
+
+
+def _is_boilerplate(para: _Paragraph, patterns: Sequence[re.Pattern[str]]) -> bool:
+    return _PAYWALL_CLASS in para.classes.lower() or any(p.match(para.text) for p in patterns)
+
+
+def _default_title(lead: _Paragraph) -> str:
+    # A line break inside an HTML lead must not end up in a subject line.
+    return " ".join(lead.text.split()) if lead.rich else lead.text
+
+
+def _build_sections(paragraphs: Sequence[_Paragraph], *, source: str) -> tuple[Section, ...]:
+    drafts: list[_SectionDraft] = []
+    for para in paragraphs:
+        labelled = _split_paragraph(para)
+        if labelled is not None:
+            label, rest = labelled
+            # "Label:" alone on its line is a heading for the paragraphs that follow.
+            drafts.append(_SectionDraft(label, para.line, [] if rest is None else [rest]))
+        elif drafts:
+            drafts[-1].paragraphs.append(para)
+        else:
+            drafts.append(_SectionDraft(None, para.line, [para]))
+    for draft in drafts:
+        if not draft.paragraphs:
+            raise BriefingError(source, f"label {draft.label!r} has no text", line=draft.line)
+    return tuple(_finish(d) for d in drafts)
+
+
+def _finish(draft: _SectionDraft) -> Section:
+    return Section(
+        draft.label,
+        tuple(p.text for p in draft.paragraphs),
+        tuple(p.html for p in draft.paragraphs),
+    )
+
+
+def _split_paragraph(para: _Paragraph) -> tuple[str, _Paragraph | None] | None:
+    """Return (label, rest of the paragraph or None) if it opens with a label."""
+    if not para.rich:
+        plain = _split_label(para.text)
+        if plain is None:
+            return None
+        return plain[0], (_plain(para.line, plain[1]) if plain[1] else None)
+    labelled = _split_html_label(para.html)
+    if labelled is None:
+        return None
+    label, rest_html = labelled
+    rest = _rich(para.line, HtmlBlock(rest_html, html_to_text(rest_html), para.classes))
+    return label, (rest if rest.text else None)
+
+
+def _split_label(text: str) -> tuple[str, str] | None:
+    """Return (label, rest) if the plain-text paragraph opens with a label, else None."""
+    plain = _PLAIN_LABEL.fullmatch(text)
+    if plain is not None:
+        label = plain.group("label").strip()
+        if _is_label(label):
+            return label, plain.group("rest").strip()
+    return None
+
+
+def _split_html_label(fragment: str) -> tuple[str, str] | None:
+    """Return (label, rest html) if sanitized inline HTML opens with a label, else None."""
+    bold = _HTML_BOLD_LABEL.match(fragment)
+    if bold is not None:
+        head, rest = unescape(bold.group("inner")), bold.group("rest")
+        if rest.startswith(":"):
+            head, rest = head + ":", rest[1:]
+        match = _HEAD_LABEL.fullmatch(head)
+        # The colon may be followed by space inside the bold run or after it.
+        if match is None or not (match.group("space") or _opens_with_space(rest)):
+            return None
+        label = match.group("label")
+    else:
+        plain = _HTML_PLAIN_LABEL.match(fragment)
+        if plain is None or not _opens_with_space(plain.group("rest")):
+            return None
+        label, rest = unescape(plain.group("label")), plain.group("rest")
+    # HTML whitespace (line wraps, &nbsp;) inside a label carries no meaning.
+    label = " ".join(label.split())
+    if not _is_label(label):
+        return None
+    return label, sanitize_html(_HTML_LEADING_SPACE.sub("", rest))
+
+
+def _opens_with_space(html: str) -> bool:
+    return not html or html[0].isspace() or html.startswith(("&nbsp;", "<br>"))
+
+
+def _is_label(label: str) -> bool:
+    return (
+        0 < len(label) <= _LABEL_MAX_CHARS
+        and len(label.split()) <= _LABEL_MAX_WORDS
+        and not any(c in _LABEL_FORBIDDEN for c in label)
+        and any(c.isalpha() for c in label)
+    )
+
+
+# --- fields posted by a CMS -------------------------------------------------------------
+
+_BodyReader = Callable[[str], list[_Paragraph]]
+
+
+def _body_reader(source: str, body_format: str) -> _BodyReader:
+    readers: dict[str, _BodyReader] = {
+        "text": _text_body,
+        "markdown": lambda body: _markdown_paragraphs(body, first_line=1),
+        "html": lambda body: [_rich(None, block) for block in html_blocks(body)],
+    }
+    reader = readers.get(body_format)
+    if reader is None:
+        raise _field_error(
+            source, "body_format", f"must be one of {', '.join(readers)}, got {body_format!r}"
+        )
+    return reader
+
+
+def _posted_text(lead: object, sections: object) -> str:
+    # Measured before any value is checked, so only the strings count; the checks that
+    # follow report everything else.
+    parts = [lead]
+    if isinstance(sections, list | tuple):
+        parts += [p for item in sections if isinstance(item, list | tuple) for p in item]
+    return "".join(p for p in parts if isinstance(p, str))
+
+
+def _text_body(body: str) -> list[_Paragraph]:
+    # Blank lines separate paragraphs; a single line break is only a wrap.
+    blocks = re.split(r"\n[ \t]*\n", body.replace("\r\n", "\n").replace("\r", "\n"))
+    texts = (" ".join(block.split()) for block in blocks)
+    return [_plain(None, text) for text in texts if text]
+
+
+def _field_lead(source: str, lead: object, reader: _BodyReader) -> _Paragraph:
+    if not isinstance(lead, str):
+        raise _field_error(source, "lead", f"not a string: {lead!r}")
+    paragraphs = reader(lead)
+    if not paragraphs:
+        raise _field_error(source, "lead", "is empty")
+    if len(paragraphs) > 1:
+        raise _field_error(
+            source, "lead", f"has {len(paragraphs)} paragraphs; a lead is one paragraph"
+        )
+    return paragraphs[0]
+
+
+def _field_section(
+    source: str, index: int, item: object, reader: _BodyReader
+) -> tuple[_SectionDraft, str]:
+    where = f"sections[{index}]"
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise _field_error(source, where, f"not a (label, body) pair: {item!r}")
+    label, body = item
+    checked = _field_label(source, where, index, label)
+    if not isinstance(body, str):
+        raise _field_error(source, f"{where}.body", f"not a string: {body!r}")
+    paragraphs = reader(body)
+    if not paragraphs:
+        raise _field_error(source, f"{where}.body", "is empty")
+    return _SectionDraft(checked, None, paragraphs), body
+
+
+def _field_label(source: str, where: str, index: int, label: object) -> str | None:
+    if label is None:
+        if index:
+            raise _field_error(source, f"{where}.label", "only the first section may be unlabelled")
+        return None
+    if not isinstance(label, str):
+        raise _field_error(source, f"{where}.label", f"not a string: {label!r}")
+    # A CMS form may keep the colon the newsroom types after a label.
+    phrase = " ".join(label.split()).removesuffix(":").rstrip()
+    if not phrase:
+        raise _field_error(source, f"{where}.label", "is empty")
+    if ":" in phrase or not _is_label(phrase):
+        raise _field_error(
+            source,
+            f"{where}.label",
+            f"not a label: {label!r} (a label is a short phrase of at most "
+            f"{_LABEL_MAX_WORDS} words, without sentence punctuation or quotation marks)",
+        )
+    return phrase
+
+
+def _fields_hash(
+    title: str | None,
+    lead: str,
+    sections: list[tuple[str | None, str]],
+    body_format: str,
+    meta: _Meta,
+) -> str:
+    canonical = json.dumps(
+        {
+            "title": title,
+            "lead": lead,
+            "sections": sections,
+            "body_format": body_format,
+            "url": meta.url,
+            "tags": list(meta.tags),
+            "published": None if meta.published_at is None else meta.published_at.isoformat(),
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _field_error(source: str, name: str, reason: str) -> BriefingError:
+    return BriefingError(source, reason, field=name, front_matter=False)
+
+
+def _api_field(source: str, name: str, value: object, read: Callable[[object], _T]) -> _T:
+    try:
+        return read(value)
+    except _Invalid as exc:
+        raise _field_error(source, name, exc.reason) from None
+
+
+# --- front matter and metadata values ---------------------------------------------------
+
+
+def _split_front_matter(lines: list[str], source: str) -> tuple[_Meta, int]:
     """Return the front matter and the index of the first body line."""
     if lines[0].rstrip() != _FRONT_MATTER_OPEN:
-        return _FrontMatter(), 0
+        return _Meta(), 0
     for end in range(1, len(lines)):
         if lines[end].rstrip() in _FRONT_MATTER_CLOSE:
             break
@@ -333,7 +761,7 @@ def _split_front_matter(lines: list[str], source: str) -> tuple[_FrontMatter, in
     return front, end + 1
 
 
-def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _FrontMatter:
+def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Meta:
     loader = yaml.SafeLoader(yaml_text)
     try:
         node = loader.get_single_node()
@@ -351,7 +779,7 @@ def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Fron
         loader.dispose()
 
     if data is None:
-        return _FrontMatter()
+        return _Meta()
     if not isinstance(data, dict):
         raise BriefingError(
             source,
@@ -365,31 +793,40 @@ def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Fron
             if isinstance(key_node, yaml.ScalarNode):
                 key_lines.setdefault(key_node.value, first_line + key_node.start_mark.line)
 
-    def fail(key: str, reason: str) -> BriefingError:
-        return BriefingError(source, reason, line=key_lines.get(key), field=key)
+    def value(key: str, read: Callable[[object], _T]) -> _T:
+        try:
+            return read(data.get(key))
+        except _Invalid as exc:
+            raise BriefingError(source, exc.reason, line=key_lines.get(key), field=key) from None
 
-    return _FrontMatter(
-        title=_front_title(data.get("title"), fail),
-        url=_front_url(data.get("url"), fail),
-        published_at=_front_published(data.get("published"), fail),
-        tags=_front_tags(data.get("tags"), fail),
+    return _Meta(
+        title=value("title", _read_title),
+        url=value("url", _read_url),
+        published_at=value("published", _read_published),
+        tags=value("tags", _read_tags),
     )
 
 
-def _front_title(value: object, fail: _Fail) -> str | None:
+def _read_title(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise fail("title", f"not a string: {value!r}")
+        raise _Invalid(f"not a string: {value!r}")
     # A blank title falls back to the lead rather than producing an empty subject line.
     return value.strip() or None
 
 
-def _front_url(value: object, fail: _Fail) -> str | None:
+def _read_api_title(value: object) -> str | None:
+    # Titles from a feed or form may carry the line wraps of their source markup.
+    title = _read_title(value)
+    return None if title is None else " ".join(title.split())
+
+
+def _read_url(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise fail("url", f"not a string: {value!r}")
+        raise _Invalid(f"not a string: {value!r}")
     url = value.strip()
     parts = urlsplit(url)
     if (
@@ -397,11 +834,11 @@ def _front_url(value: object, fail: _Fail) -> str | None:
         or not parts.netloc
         or any(c.isspace() for c in url)
     ):
-        raise fail("url", f"not an http(s) URL: {value!r}")
+        raise _Invalid(f"not an http(s) URL: {value!r}")
     return url
 
 
-def _front_published(value: object, fail: _Fail) -> datetime | None:
+def _read_published(value: object) -> datetime | None:
     if value is None:
         return None
     moment: datetime
@@ -414,21 +851,21 @@ def _front_published(value: object, fail: _Fail) -> datetime | None:
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise fail("published", f"not a date: {value!r}") from None
+            raise _Invalid(f"not a date: {value!r}") from None
     else:
-        raise fail("published", f"not a date: {value!r}")
+        raise _Invalid(f"not a date: {value!r}")
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
 
 
-def _front_tags(value: object, fail: _Fail) -> tuple[str, ...]:
+def _read_tags(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     items: list[str]
     if isinstance(value, str):
         items = value.split(",")
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         items = []
         for index, item in enumerate(value):
             # YAML reads `tags: [2026, space]` as an int; the writer meant the text.
@@ -437,53 +874,8 @@ def _front_tags(value: object, fail: _Fail) -> tuple[str, ...]:
             elif isinstance(item, str):
                 items.append(item)
             else:
-                raise fail("tags", f"item {index} is not a string: {item!r}")
+                raise _Invalid(f"item {index} is not a string: {item!r}")
     else:
-        raise fail("tags", f"not a list or a comma-separated string: {value!r}")
+        raise _Invalid(f"not a list or a comma-separated string: {value!r}")
     # dict.fromkeys keeps the first spelling and the writer's order.
     return tuple(dict.fromkeys(t for t in (i.strip() for i in items) if t))
-
-
-def _split_label(text: str, *, markdown: bool) -> tuple[str, str] | None:
-    """Return (label, rest) if the paragraph opens with a label, else None."""
-    if markdown:
-        bold = _BOLD_LABEL.fullmatch(text)
-        if bold is not None:
-            label = bold.group("label").strip()
-            if _is_label(label):
-                return label, bold.group("rest").strip()
-    plain = _PLAIN_LABEL.fullmatch(text)
-    if plain is not None:
-        label = plain.group("label").strip()
-        if _is_label(label):
-            return label, plain.group("rest").strip()
-    return None
-
-
-def _is_label(label: str) -> bool:
-    return (
-        0 < len(label) <= _LABEL_MAX_CHARS
-        and len(label.split()) <= _LABEL_MAX_WORDS
-        and not any(c in _LABEL_FORBIDDEN for c in label)
-        and any(c.isalpha() for c in label)
-    )
-
-
-def _build_sections(
-    paragraphs: Sequence[_Paragraph], *, source: str, markdown: bool
-) -> tuple[Section, ...]:
-    drafts: list[_SectionDraft] = []
-    for para in paragraphs:
-        labelled = _split_label(para.text, markdown=markdown)
-        if labelled is not None:
-            label, rest = labelled
-            # "Label:" alone on its line is a heading for the paragraphs that follow.
-            drafts.append(_SectionDraft(label, para.line, [rest] if rest else []))
-        elif drafts:
-            drafts[-1].paragraphs.append(para.text)
-        else:
-            drafts.append(_SectionDraft(None, para.line, [para.text]))
-    for draft in drafts:
-        if not draft.paragraphs:
-            raise BriefingError(source, f"label {draft.label!r} has no text", line=draft.line)
-    return tuple(Section(d.label, tuple(d.paragraphs)) for d in drafts)

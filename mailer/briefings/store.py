@@ -1,22 +1,36 @@
-"""Storing parsed briefings: insert new ones, update unsent ones, never touch sent ones."""
+"""Storing parsed briefings: insert new ones, update unsent ones, never touch sent ones.
+
+A briefing's identity is its ``source_key`` (a file path, a feed guid, an API
+external id), so pulling again is idempotent. Once a briefing has gone out in
+an edition the sent copy is immutable: a changed source is kept as a
+correction instead.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.briefings.parser import ParsedBriefing
 from mailer.db.base import utcnow
-from mailer.db.models import Briefing, BriefingStatus
+from mailer.db.models import Briefing, BriefingStatus, Correction
 
 
 class StoreOutcome(StrEnum):
     NEW = "new"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
-    LOCKED = "locked"  # changed at the source after it was sent: the sent copy stays
+    CORRECTED = "corrected"  # changed at the source after it was sent: recorded, not applied
+
+
+def stored_sections(parsed: ParsedBriefing) -> list[dict[str, Any]]:
+    return [
+        {"label": s.label, "paragraphs": list(s.paragraphs), "html": list(s.html)}
+        for s in parsed.sections
+    ]
 
 
 def store_briefing(
@@ -24,21 +38,26 @@ def store_briefing(
     source_key: str,
     parsed: ParsedBriefing,
     *,
+    source_id: int | None = None,
+    author: str | None = None,
     initial_status: BriefingStatus = BriefingStatus.READY,
 ) -> tuple[Briefing, StoreOutcome]:
     existing = session.scalar(select(Briefing).where(Briefing.source_key == source_key))
-    fields = {
+    fields: dict[str, Any] = {
         "content_hash": parsed.content_hash,
         "title": parsed.title,
         "lead": parsed.lead,
-        "sections": [{"label": s.label, "paragraphs": list(s.paragraphs)} for s in parsed.sections],
+        "lead_html": parsed.lead_html,
+        "sections": stored_sections(parsed),
         "tags": list(parsed.tags),
         "url": parsed.url,
         "dropped": list(parsed.dropped),
+        "author": author,
     }
     if existing is None:
         briefing = Briefing(
             source_key=source_key,
+            source_id=source_id,
             status=initial_status,
             published_at=parsed.published_at or utcnow(),
             **fields,
@@ -49,9 +68,33 @@ def store_briefing(
     if existing.content_hash == parsed.content_hash:
         return existing, StoreOutcome.UNCHANGED
     if existing.status == BriefingStatus.SENT:
-        return existing, StoreOutcome.LOCKED
+        if _record_correction(session, existing, parsed):
+            return existing, StoreOutcome.CORRECTED
+        return existing, StoreOutcome.UNCHANGED
     for name, value in fields.items():
         setattr(existing, name, value)
     if parsed.published_at is not None:
         existing.published_at = parsed.published_at
     return existing, StoreOutcome.UPDATED
+
+
+def _record_correction(session: Session, briefing: Briefing, parsed: ParsedBriefing) -> bool:
+    """Keep this version of a sent briefing, once; say whether it was new."""
+    known = session.scalar(
+        select(Correction.id).where(
+            Correction.briefing_id == briefing.id,
+            Correction.content_hash == parsed.content_hash,
+        )
+    )
+    if known is not None:
+        return False
+    session.add(
+        Correction(
+            briefing_id=briefing.id,
+            content_hash=parsed.content_hash,
+            title=parsed.title,
+            lead=parsed.lead,
+            sections=stored_sections(parsed),
+        )
+    )
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailer.cli import briefings, db, demo, editions, serve, subscribers
+from mailer.cli import api_tokens, briefings, db, demo, editions, serve, sources, subscribers
 
 app = typer.Typer(
     name="mailer",
@@ -16,7 +16,9 @@ app.add_typer(db.app, name="db")
 app.add_typer(briefings.app, name="briefings")
 app.add_typer(editions.app, name="editions")
 app.add_typer(subscribers.app, name="subscribers")
-app.command("pull")(briefings.pull)
+app.add_typer(sources.app, name="sources")
+app.add_typer(api_tokens.app, name="api-tokens")
+app.command("pull")(sources.pull)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 

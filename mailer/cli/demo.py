@@ -13,7 +13,8 @@ from mailer.db import migrate
 from mailer.db.models import Edition, EditionStatus, Newsletter
 from mailer.db.session import transaction
 from mailer.demo.setup import BRIEFINGS_DIR, ensure_newsletter, ensure_subscribers
-from mailer.editions.compose import NothingToCompose, compose_edition
+from mailer.editions.compose import compose_edition
+from mailer.editions.titles import TitleTemplateError
 from mailer.rendering.render import RenderError
 from subscribers.models import Subscriber
 
@@ -52,19 +53,22 @@ def demo(
                 composed = compose_edition(
                     session, newsletter, templates_dir=settings.templates_dir
                 )
-                edition_id = composed.edition.id
-                state = "composed" if composed.created else "found"
-            except NothingToCompose:
+            except (RenderError, TitleTemplateError) as exc:
+                fail(str(exc))
+            edition_id = composed.edition.id
+            state = "composed" if composed.created else "found"
+            if composed.skipped:
                 latest = session.scalar(
                     select(Edition)
-                    .where(Edition.newsletter_id == newsletter_id)
+                    .where(
+                        Edition.newsletter_id == newsletter_id,
+                        Edition.status != EditionStatus.SKIPPED,
+                    )
                     .order_by(Edition.id.desc())
                 )
                 if latest is None:
-                    fail("no briefings to compose an edition from")
+                    fail(f"nothing to send: {composed.edition.status_reason}")
                 edition_id, state = latest.id, "no new briefings; latest is"
-            except RenderError as exc:
-                fail(str(exc))
         console.print(f"edition {edition_id}: {state}")
 
         tally = run_send(runtime, edition_id)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mailer.cli.common import JsonOption, console, errors, fail, open_runtime, print_json
 from mailer.db.models import DeliveryStatus, Edition, Newsletter
 from mailer.db.session import transaction
 from mailer.dispatch import ledger
 from mailer.dispatch.dispatcher import DispatchError, send_edition
-from mailer.editions.compose import NothingToCompose, compose_edition
+from mailer.editions import editing
+from mailer.editions.compose import compose_edition
+from mailer.editions.editing import EditionLocked
+from mailer.editions.titles import TitleTemplateError
 from mailer.links import unsubscribe_url
 from mailer.rendering.personalize import personalize
 from mailer.rendering.render import RenderError
@@ -22,6 +27,7 @@ from mailer.runtime import Runtime
 from mailer.transports import transport_for
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.models import Subscriber
+from subscribers.segments import SegmentRuleError
 
 app = typer.Typer(help="Editions: one send of a newsletter.", no_args_is_help=True)
 
@@ -65,7 +71,8 @@ def list_editions(as_json: bool = JsonOption) -> None:
     console.print(table)
 
 
-def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool]:
+def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool, str | None]:
+    """Compose today's edition; returns its id, whether it is new, and why it was skipped."""
     with transaction(runtime.sessions) as session:
         newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
         if newsletter is None:
@@ -74,18 +81,128 @@ def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool]:
             composed = compose_edition(
                 session, newsletter, templates_dir=runtime.settings.templates_dir
             )
-        except (NothingToCompose, RenderError) as exc:
+        except (RenderError, TitleTemplateError) as exc:
             fail(str(exc))
-        return composed.edition.id, composed.created
+        reason = composed.edition.status_reason if composed.skipped else None
+        return composed.edition.id, composed.created, reason
 
 
 @app.command()
-def compose(newsletter: str = typer.Argument(..., help="Newsletter slug.")) -> None:
-    """Compose and render today's edition of NEWSLETTER (or show the one that exists)."""
+def compose(
+    newsletter: str = typer.Argument(..., help="Newsletter slug."), as_json: bool = JsonOption
+) -> None:
+    """Compose and render today's edition of NEWSLETTER (or show the one that exists).
+
+    With no new briefings the edition is recorded as skipped, with the reason.
+    """
     with open_runtime() as runtime:
-        edition_id, created = compose_for(runtime, newsletter)
-    verb = "composed" if created else "already composed"
-    console.print(f"edition {edition_id} {verb}; send it with `mailer editions send {edition_id}`")
+        edition_id, created, skipped = compose_for(runtime, newsletter)
+        with runtime.sessions() as session:
+            edition = session.get(Edition, edition_id)
+            assert edition is not None
+            summary = edition_summary(edition, ledger.counts(session, edition_id))
+    if as_json:
+        print_json(summary)
+    elif skipped:
+        console.print(f"edition {edition_id} skipped: {skipped}")
+    else:
+        verb = "composed" if created else "already composed"
+        console.print(
+            f"edition {edition_id} {verb}: {summary['subject']}\n"
+            f"preview with `mailer editions show {edition_id}`, "
+            f"send with `mailer editions send {edition_id}`",
+            highlight=False,
+        )
+
+
+def _edit(edition_id: int, change: Callable[[Session, Edition, Runtime], None]) -> None:
+    with open_runtime() as runtime:
+        try:
+            with transaction(runtime.sessions) as session:
+                edition = session.get(Edition, edition_id)
+                if edition is None:
+                    fail(f"no edition with id {edition_id}")
+                change(session, edition, runtime)
+                subject, preheader = edition.subject, edition.preheader
+        except (EditionLocked, LookupError, ValueError, RenderError, TitleTemplateError) as exc:
+            fail(str(exc))
+    console.print(f"edition {edition_id}: {subject}\n  {preheader}", highlight=False)
+
+
+@app.command()
+def show(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOption) -> None:
+    """An edition's subject, preheader and briefings in order."""
+    with open_runtime() as runtime, runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None:
+            fail(f"no edition with id {edition_id}")
+        data = {
+            **edition_summary(edition, ledger.counts(session, edition_id)),
+            "preheader": edition.preheader,
+            "reason": edition.status_reason,
+            "items": [
+                {"position": i.position, "briefing_id": i.briefing_id, "title": i.briefing.title}
+                for i in sorted(edition.items, key=lambda i: i.position)
+            ],
+        }
+    if as_json:
+        print_json(data)
+        return
+    console.print(
+        f"[bold]edition {edition_id}[/] ({data['status']}): {data['subject']}", highlight=False
+    )
+    console.print(f"  preheader: {data['preheader']}", highlight=False, markup=False)
+    if data["reason"]:
+        console.print(f"  reason: {data['reason']}", highlight=False, markup=False)
+    for item in data["items"]:  # type: ignore[attr-defined]
+        console.print(
+            f"  {item['position'] + 1}. [{item['briefing_id']}] {item['title']}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@app.command()
+def exclude(
+    edition_id: int = typer.Argument(..., metavar="ID"),
+    briefing_id: int = typer.Argument(..., metavar="BRIEFING"),
+) -> None:
+    """Take a briefing out of an edition that has not started sending."""
+    _edit(
+        edition_id,
+        lambda s, e, r: editing.exclude(s, e, briefing_id, templates_dir=r.settings.templates_dir),
+    )
+
+
+@app.command()
+def reorder(
+    edition_id: int = typer.Argument(..., metavar="ID"),
+    briefing_ids: list[int] = typer.Argument(..., metavar="BRIEFING..."),
+) -> None:
+    """Put these briefings first, in this order; the rest follow as they were."""
+    _edit(
+        edition_id,
+        lambda s, e, r: editing.reorder(s, e, briefing_ids, templates_dir=r.settings.templates_dir),
+    )
+
+
+@app.command()
+def update(
+    edition_id: int = typer.Argument(..., metavar="ID"),
+    subject: str | None = typer.Option(
+        None, help="Override the subject ('' restores the template's)."
+    ),
+    preheader: str | None = typer.Option(None, help="Override the preheader ('' restores)."),
+) -> None:
+    """Override an edition's subject or preheader before it is sent."""
+    if subject is None and preheader is None:
+        fail("give --subject and/or --preheader")
+    _edit(
+        edition_id,
+        lambda s, e, r: editing.retitle(
+            e, subject=subject, preheader=preheader, templates_dir=r.settings.templates_dir
+        ),
+    )
 
 
 def run_send(runtime: Runtime, edition_id: int, *, quiet: bool = False) -> dict[str, int]:
@@ -110,7 +227,7 @@ def run_send(runtime: Runtime, edition_id: int, *, quiet: bool = False) -> dict[
                 )
 
             return send_edition(runtime.sessions, edition_id, transport, settings, on_progress=show)
-    except DispatchError as exc:
+    except (DispatchError, SegmentRuleError) as exc:
         fail(str(exc))
     finally:
         transport.close()
@@ -129,6 +246,17 @@ def send(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = Js
         print_json(summary)
     else:
         console.print(_describe(summary))
+        if tally["unknown"]:
+            errors.print(
+                f"[yellow]{tally['unknown']} deliveries are unknown[/]: their worker stopped "
+                "mid-send, so they may or may not have gone out; they are never resent blindly."
+            )
+        if tally["queued"]:
+            errors.print(
+                f"[yellow]{tally['queued']} deliveries are still queued[/] (the transport was "
+                "unavailable, or the edition was paused): "
+                f"run `mailer editions send {edition_id}` again."
+            )
 
 
 def _describe(summary: dict[str, object]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     ForeignKey,
@@ -36,10 +37,12 @@ from subscribers.models import (
 )
 
 __all__ = [
+    "ApiToken",
     "Base",
     "Batch",
     "Briefing",
     "BriefingStatus",
+    "Correction",
     "Delivery",
     "DeliveryStatus",
     "Edition",
@@ -48,7 +51,10 @@ __all__ = [
     "Event",
     "MailingList",
     "Newsletter",
+    "PullError",
     "Segment",
+    "Source",
+    "SourceKind",
     "Subscriber",
     "SubscriberStatus",
     "Subscription",
@@ -59,6 +65,12 @@ __all__ = [
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a bigint for
 # the tables that grow by a row per recipient.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+DEFAULT_SUBJECT_TEMPLATE = "{{ top.title | truncate_words(78) }}"
+DEFAULT_PREHEADER_TEMPLATE = (
+    "{% if count > 1 %}Plus {{ count - 1 }} more: {{ others | map(attribute='title') "
+    "| join('; ') | truncate_words(140) }}{% else %}{{ top.lead | truncate_words(140) }}{% endif %}"
+)
 
 newsletter_lists = Table(
     "newsletter_lists",
@@ -84,6 +96,13 @@ class Newsletter(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     send_time: Mapped[str] = mapped_column(String(5), default="07:00")
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    # Composition rules: which briefings an edition takes, and how it is titled.
+    tag_filter: Mapped[list[str]] = mapped_column(JSONType, default=list)  # empty: every tag
+    max_briefings: Mapped[int] = mapped_column(Integer, default=10)
+    max_age_hours: Mapped[int] = mapped_column(Integer, default=48)
+    subject_template: Mapped[str] = mapped_column(Text, default=DEFAULT_SUBJECT_TEMPLATE)
+    preheader_template: Mapped[str] = mapped_column(Text, default=DEFAULT_PREHEADER_TEMPLATE)
+    send_when_empty: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     lists: Mapped[list[MailingList]] = relationship(secondary=newsletter_lists)
@@ -104,9 +123,14 @@ class Briefing(Base):
     # Stable identity of the item at its source ("folder:/abs/path", a feed guid…),
     # so that pulling again updates rather than duplicates.
     source_key: Mapped[str] = mapped_column(String(1000), unique=True)
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="SET NULL"), index=True
+    )
     content_hash: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
     lead: Mapped[str] = mapped_column(Text)
+    lead_html: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str | None] = mapped_column(String(200))
     sections: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     url: Mapped[str | None] = mapped_column(String(2000))
@@ -117,6 +141,77 @@ class Briefing(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
+class Correction(Base):
+    """A source changed after its briefing was sent: the sent copy stays, the change is kept."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    briefing_id: Mapped[int] = mapped_column(ForeignKey("briefings.id", ondelete="CASCADE"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    lead: Mapped[str] = mapped_column(Text)
+    sections: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    __table_args__ = (UniqueConstraint("briefing_id", "content_hash"),)
+
+
+class SourceKind(StrEnum):
+    FOLDER = "folder"
+    FEED = "feed"
+    API = "api"
+
+
+class Source(Base):
+    """Where briefings come from: a folder, an RSS/Atom feed, or the push API."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    location: Mapped[str] = mapped_column(String(2000))
+    # A source for one newsletter, or for all of them when empty.
+    newsletter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("newsletters.id", ondelete="CASCADE")
+    )
+    mark_ready: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_pulled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_outcome: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PullError(Base):
+    """One source item that could not be ingested, and why (shown by `mailer pull`)."""
+
+    __tablename__ = "pull_errors"
+    __table_args__ = (Index("ix_pull_errors_source_created", "source_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    item: Mapped[str] = mapped_column(String(2000))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiToken(Base):
+    """A CMS's key to the push API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class EditionStatus(StrEnum):
     DRAFT = "draft"  # composed, not rendered
     READY = "ready"  # rendered, ledger not yet filled
@@ -124,6 +219,7 @@ class EditionStatus(StrEnum):
     PAUSED = "paused"
     SENT = "sent"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # nothing new to send: recorded, never sent
 
 
 class Edition(Base):
@@ -136,7 +232,11 @@ class Edition(Base):
     edition_date: Mapped[date] = mapped_column(Date)
     subject: Mapped[str] = mapped_column(String(300))
     preheader: Mapped[str] = mapped_column(String(300), default="")
+    # Set by an editor; composing and re-rendering keep them.
+    subject_override: Mapped[str | None] = mapped_column(String(300))
+    preheader_override: Mapped[str | None] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(20), default=EditionStatus.DRAFT, index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
     # Rendered once (Invariant 3); personalized per recipient by token substitution.
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)

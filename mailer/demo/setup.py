@@ -37,6 +37,9 @@ def ensure_newsletter(factory: sessionmaker[Session]) -> int:
                 audience_note="you signed up for the morning briefing at news.example.org",
                 timezone="America/New_York",
                 send_time="06:30",
+                # The shipped samples carry dates from across the year; a real
+                # newsletter keeps the default window of 48 hours.
+                max_age_hours=24 * 366 * 2,
                 lists=lists,
             )
             session.add(newsletter)

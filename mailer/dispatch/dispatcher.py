@@ -30,7 +30,7 @@ from mailer.db.models import (
 from mailer.db.session import transaction
 from mailer.dispatch import ledger
 from mailer.links import unsubscribe_url
-from mailer.transports.base import Envelope, Recipient, Transport
+from mailer.transports.base import Envelope, Outcome, Recipient, Transport
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,14 @@ def send_edition(
             results = transport.send(envelope, recipients)
             with transaction(factory) as session:
                 outcomes = ledger.record(session, batch.batch_id, results)
+            if outcomes[Outcome.RETRY] == len(results):
+                # Nothing went out: the transport is down, not the recipients. Stop
+                # rather than burn every row's attempts in a tight loop; rerun later.
+                log.warning(
+                    "edition.transport_unavailable",
+                    extra={"edition_id": edition_id, "error": results[0].error},
+                )
+                break
             log.info(
                 "batch.recorded",
                 extra={

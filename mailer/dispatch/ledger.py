@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     literal,
     not_,
+    or_,
     select,
     true,
     update,
@@ -164,32 +165,33 @@ def claim(
             )
         )
     claimed = [Claimed(r.id, r.subscriber_id, r.email, r.name) for r in rows if r.ok]
+    if not claimed:
+        return ClaimedBatch(0, [], len(skipped))
     batch = Batch(
         edition_id=edition.id, worker=worker, transport=transport, size=len(claimed), claimed_at=now
     )
     session.add(batch)
     session.flush()
-    if claimed:
-        # The status guard makes a racing claimer (SQLite has no SKIP LOCKED) take nothing
-        # twice: only rows this statement moved from queued are ours.
-        taken = set(
-            session.scalars(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_([c.delivery_id for c in claimed]),
-                    Delivery.status == DeliveryStatus.QUEUED,
-                )
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    batch_id=batch.id,
-                    claimed_at=now,
-                    attempts=Delivery.attempts + 1,
-                )
-                .returning(Delivery.id)
+    # The status guard makes a racing claimer (SQLite has no SKIP LOCKED) take nothing
+    # twice: only rows this statement moved from queued are ours.
+    taken = set(
+        session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.id.in_([c.delivery_id for c in claimed]),
+                Delivery.status == DeliveryStatus.QUEUED,
             )
+            .values(
+                status=DeliveryStatus.SENDING,
+                batch_id=batch.id,
+                claimed_at=now,
+                attempts=Delivery.attempts + 1,
+            )
+            .returning(Delivery.id)
         )
-        claimed = [c for c in claimed if c.delivery_id in taken]
-        batch.size = len(claimed)
+    )
+    claimed = [c for c in claimed if c.delivery_id in taken]
+    batch.size = len(claimed)
     return ClaimedBatch(batch.id, claimed, len(skipped))
 
 
@@ -231,7 +233,16 @@ def record(session: Session, batch_id: int, results: Sequence[Result]) -> dict[O
             # ORM bulk UPDATE by primary key, one executemany per outcome.
             session.execute(
                 update(Delivery)
-                .where(Delivery.batch_id == batch_id, Delivery.status == DeliveryStatus.SENDING)
+                .where(
+                    Delivery.batch_id == batch_id,
+                    # A claim expired while we worked is `unknown`: what the transport
+                    # actually said about it is better than a guess.
+                    # (or_, not in_: expanding IN cannot run under executemany)
+                    or_(
+                        Delivery.status == DeliveryStatus.SENDING,
+                        Delivery.status == DeliveryStatus.UNKNOWN,
+                    ),
+                )
                 .execution_options(synchronize_session=None),
                 [row | fixed[outcome] for row in rows],
             )

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from jinja2 import TemplateError
+from markupsafe import Markup, escape
 from mjml import mjml2html
 
+from mailer.briefings.sanitize import sanitize_html
 from mailer.rendering.personalize import new_nonce, placeholder, placeholders_in
 from mailer.rendering.templates import email_environment, templates_dir
 
@@ -42,34 +44,61 @@ class NewsletterView:
 @dataclass(frozen=True)
 class SectionView:
     label: str | None
-    paragraphs: tuple[str, ...]
+    paragraphs: tuple[str, ...]  # plain text, for the text part
+    html: tuple[Markup, ...]  # sanitized inline HTML, one per paragraph, for the HTML part
+
+
+class StoredBriefing(Protocol):
+    """What rendering needs of a stored briefing (the Briefing row satisfies it)."""
+
+    title: str
+    lead: str
+    lead_html: str
+    sections: list[dict[str, Any]]
+    url: str | None
+    tags: list[str]
+
+
+def _html(fragment: str | None, text: str) -> Markup:
+    # Stored HTML was sanitized on the way in; it is sanitized again here so that
+    # a row written by anything else still cannot put markup into an email.
+    if fragment:
+        return Markup(sanitize_html(fragment))  # noqa: S704 - allow-listed just now
+    return escape(text)
 
 
 @dataclass(frozen=True)
 class BriefingView:
     title: str
     lead: str
+    lead_html: Markup
     sections: tuple[SectionView, ...]
     url: str | None
     tags: tuple[str, ...]
 
     @classmethod
-    def from_stored(
-        cls,
-        title: str,
-        lead: str,
-        sections: Sequence[dict[str, Any]],
-        url: str | None,
-        tags: Sequence[str],
-    ) -> BriefingView:
+    def from_stored(cls, briefing: StoredBriefing) -> BriefingView:
+        sections = []
+        for stored in briefing.sections:
+            paragraphs = tuple(stored.get("paragraphs") or ())
+            fragments = list(stored.get("html") or [])
+            if len(fragments) != len(paragraphs):
+                fragments = [""] * len(paragraphs)
+            sections.append(
+                SectionView(
+                    label=stored.get("label"),
+                    paragraphs=paragraphs,
+                    html=tuple(_html(f, t) for f, t in zip(fragments, paragraphs, strict=True)),
+                )
+            )
+        url = briefing.url
         return cls(
-            title=title,
-            lead=lead,
-            sections=tuple(
-                SectionView(s.get("label"), tuple(s.get("paragraphs") or ())) for s in sections
-            ),
+            title=briefing.title,
+            lead=briefing.lead,
+            lead_html=_html(briefing.lead_html, briefing.lead),
+            sections=tuple(sections),
             url=url if url and urlsplit(url).scheme in ("http", "https") else None,
-            tags=tuple(tags),
+            tags=tuple(briefing.tags or ()),
         )
 
 

@@ -33,7 +33,12 @@ class OutboxTransport:
             return [Result(r.delivery_id, Outcome.RETRY, error=str(exc)) for r in recipients]
         results = []
         for recipient in recipients:
-            message = build_message(envelope, recipient)
+            try:
+                message = build_message(envelope, recipient)
+            except (ValueError, TypeError) as exc:
+                # A header the email package refuses: this recipient can never be sent.
+                results.append(Result(recipient.delivery_id, Outcome.FAILED, error=str(exc)))
+                continue
             try:
                 _write_atomically(
                     folder / f"{recipient.delivery_id}.eml",

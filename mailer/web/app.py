@@ -13,7 +13,7 @@ from sqlalchemy import text
 from mailer.config import Settings
 from mailer.db.migrate import is_current
 from mailer.runtime import Runtime
-from mailer.web import unsubscribe
+from mailer.web import api, unsubscribe
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -69,4 +69,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return JSONResponse({"status": "ok"})
 
     app.include_router(unsubscribe.router)
+    app.include_router(api.router)
     return app

@@ -1,0 +1,128 @@
+"""Pull every source: folders and feeds into briefings, failures recorded against their items."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.briefings import feeds
+from mailer.briefings.folder import pull_folder
+from mailer.briefings.parser import BriefingError
+from mailer.briefings.report import PullReport
+from mailer.briefings.store import store_briefing
+from mailer.db.base import utcnow
+from mailer.db.models import BriefingStatus, PullError, Source, SourceKind
+from mailer.db.session import transaction
+
+log = logging.getLogger(__name__)
+
+OnItem = Callable[[], None]
+
+
+def pull_sources(
+    factory: sessionmaker[Session],
+    sources: Sequence[Source],
+    client: httpx.Client,
+    *,
+    on_item: OnItem | None = None,
+) -> list[PullReport]:
+    reports = []
+    for source in sources:
+        report = pull_source(factory, source, client, on_item=on_item)
+        _record(factory, source.id, report)
+        log.info("source.pulled", extra={"source": source.name, **report.as_dict()})
+        reports.append(report)
+    return reports
+
+
+def pull_source(
+    factory: sessionmaker[Session],
+    source: Source,
+    client: httpx.Client,
+    *,
+    on_item: OnItem | None = None,
+) -> PullReport:
+    if source.kind == SourceKind.FOLDER:
+        try:
+            return pull_folder(
+                factory,
+                Path(source.location),
+                source_id=source.id,
+                mark_ready=source.mark_ready,
+                name=source.name,
+                on_item=on_item,
+            )
+        except NotADirectoryError as exc:
+            report = PullReport(source=source.name)
+            report.fail(source.location, str(exc))
+            return report
+    if source.kind == SourceKind.FEED:
+        return pull_feed(factory, source, client, on_item=on_item)
+    report = PullReport(source=source.name)
+    report.fail(source.location, f"source kind {source.kind!r} is not pulled (it is pushed)")
+    return report
+
+
+def pull_feed(
+    factory: sessionmaker[Session],
+    source: Source,
+    client: httpx.Client,
+    *,
+    on_item: OnItem | None = None,
+) -> PullReport:
+    report = PullReport(source=source.name)
+    try:
+        fetched = feeds.fetch(
+            client, source.location, etag=source.etag, last_modified=source.last_modified
+        )
+        if fetched.content is None:
+            report.not_modified = True
+            return report
+        feed = feeds.read_feed(
+            fetched.content, url=source.location, content_type=fetched.content_type
+        )
+    except feeds.FeedError as exc:
+        report.fail(source.location, str(exc))
+        return report
+    status = BriefingStatus.READY if source.mark_ready else BriefingStatus.DRAFT
+    for item in feeds.items(feed, url=source.location):
+        if isinstance(item, BriefingError):
+            report.fail(item.source, str(item))
+        else:
+            with transaction(factory) as session:
+                _, outcome = store_briefing(
+                    session,
+                    f"feed:{source.name}:{item.guid}",
+                    item.parsed,
+                    source_id=source.id,
+                    author=item.author,
+                    initial_status=status,
+                )
+            report.counts[outcome] += 1
+        if on_item is not None:
+            on_item()
+    # Validators are kept only once every item was handled, so a feed that broke
+    # half-way is fetched in full next time.
+    with transaction(factory) as session:
+        stored = session.get(Source, source.id)
+        if stored is not None:
+            stored.etag, stored.last_modified = fetched.etag, fetched.last_modified
+    return report
+
+
+def _record(factory: sessionmaker[Session], source_id: int, report: PullReport) -> None:
+    with transaction(factory) as session:
+        source = session.get(Source, source_id)
+        if source is None:
+            return
+        source.last_pulled_at = utcnow()
+        source.last_outcome = report.summary()[:200]
+        source.last_error = report.errors[0].message if report.errors else None
+        for error in report.errors:
+            session.add(
+                PullError(source_id=source_id, item=error.item[:2000], message=error.message)
+            )

@@ -1,0 +1,106 @@
+"""The push API for a CMS: ``POST /api/briefings`` with a bearer token.
+
+201 with the stored briefing when it is new, 200 for a re-post (identical or
+changed), 401 without a valid token, 422 with field errors for bad input,
+413 for an oversized body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from mailer.briefings.api_tokens import authenticate
+from mailer.briefings.parser import BriefingError
+from mailer.briefings.push import BriefingIn, store_pushed
+from mailer.briefings.store import StoreOutcome
+from mailer.db.models import Briefing
+from mailer.db.session import transaction
+from mailer.runtime import Runtime
+
+router = APIRouter(prefix="/api")
+MAX_REQUEST_BYTES = 1_048_576
+
+
+def briefing_json(briefing: Briefing, outcome: StoreOutcome) -> dict[str, Any]:
+    return {
+        "id": briefing.id,
+        "source_key": briefing.source_key,
+        "status": briefing.status,
+        "outcome": outcome.value,
+        "title": briefing.title,
+        "lead": briefing.lead,
+        "sections": [
+            {"label": s.get("label"), "paragraphs": s.get("paragraphs", [])}
+            for s in briefing.sections
+        ],
+        "tags": briefing.tags,
+        "url": briefing.url,
+        "published": briefing.published_at.isoformat(),
+    }
+
+
+def _unauthorized(message: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+@router.post("/briefings")
+async def push_briefing(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _unauthorized("send 'Authorization: Bearer <token>'")
+    body = await request.body()
+    if len(body) > MAX_REQUEST_BYTES:
+        return JSONResponse(
+            {"detail": f"body is {len(body):,} bytes; the limit is {MAX_REQUEST_BYTES:,}"},
+            status_code=413,
+        )
+    try:
+        item = BriefingIn.model_validate_json(body)
+    except ValidationError as exc:
+        return _unprocessable(
+            [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False)
+            ]
+        )
+    return await run_in_threadpool(_store, runtime, token.strip(), item)
+
+
+def _loc(field: str | None) -> list[str | int]:
+    """'sections[2].label' -> ['sections', 2, 'label'], as pydantic reports locations."""
+    if not field:
+        return []
+    loc: list[str | int] = []
+    for part in field.split("."):
+        name, _, index = part.partition("[")
+        loc.append(name)
+        if index.rstrip("]").isdigit():
+            loc.append(int(index.rstrip("]")))
+    return loc
+
+
+def _store(runtime: Runtime, token: str, item: BriefingIn) -> JSONResponse:
+    with transaction(runtime.sessions) as session:
+        source = authenticate(session, token)
+        if source is None:
+            return _unauthorized("unknown or revoked token")
+        try:
+            briefing, outcome = store_pushed(session, source, item)
+        except BriefingError as exc:
+            return _unprocessable(
+                [{"loc": ["body", *_loc(exc.field)], "msg": exc.reason, "type": "value_error"}]
+            )
+        payload = briefing_json(briefing, outcome)
+    return JSONResponse(payload, status_code=201 if outcome is StoreOutcome.NEW else 200)
