@@ -7,6 +7,7 @@ Precedence, highest first: explicit arguments, environment, the config file
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from mailer.briefings.parser import DEFAULT_BOILERPLATE
 
 CONFIG_FILE_ENV = "MAILER_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "mailer.toml"
@@ -50,8 +53,21 @@ class Settings(BaseSettings):
     # A `sending` claim older than this belongs to a worker that died; its rows
     # become `unknown` (never resent blindly).
     claim_timeout_seconds: int = Field(default=60, ge=5)
+    # Paragraphs starting with one of these (case-insensitive regexes) are paywall or
+    # log-in boilerplate and dropped from briefings. Set as a JSON list to replace them.
+    boilerplate_patterns: tuple[str, ...] = DEFAULT_BOILERPLATE
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("boilerplate_patterns")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {index} ({pattern!r}) is not a regex: {exc}") from exc
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -102,3 +102,13 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = Runtime(settings)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The command line pointed at the test database, run from a scratch directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    monkeypatch.setenv("MAILER_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.setenv("MAILER_BASE_URL", "https://news.example.org")
+    return tmp_path

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from mailer.briefings.parser import parse_text
+from mailer.briefings.sources import add_source
 from mailer.briefings.store import store_briefing
-from mailer.db.models import BriefingStatus, Edition, EditionStatus, Newsletter
+from mailer.db.models import (
+    Briefing,
+    BriefingStatus,
+    Edition,
+    EditionStatus,
+    Newsletter,
+    SourceKind,
+)
 from mailer.db.session import transaction
 from mailer.dispatch import dispatcher
 from mailer.editions import editing
@@ -86,6 +95,34 @@ def test_next_edition_takes_only_what_came_since(runtime: Runtime) -> None:
     briefing(runtime, "b", "Tuesday story", hours_ago=2)
     tuesday = compose(runtime, newsletter_id, date(2026, 11, 25))
     assert titles_of(runtime, tuesday.edition.id) == ["Tuesday story"]
+
+
+def test_a_newsletters_own_source_feeds_only_that_newsletter(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    daily = factories.newsletter(runtime, slug="daily")
+    science = factories.newsletter(runtime, slug="science", lists=("lab",))
+    with transaction(runtime.sessions) as session:
+        source = add_source(
+            session,
+            name="lab-desk",
+            kind=SourceKind.FOLDER,
+            location=str(tmp_path),
+            newsletter_slug="science",
+        )
+        source_id = source.id
+    briefing(runtime, "everyone", "Story for all", hours_ago=1)
+    own = briefing(runtime, "lab", "Lab story", hours_ago=2)
+    with transaction(runtime.sessions) as session:
+        stored = session.get(Briefing, own)
+        assert stored is not None
+        stored.source_id = source_id
+
+    daily_edition = compose(runtime, daily, date(2026, 11, 25)).edition
+    science_edition = compose(runtime, science, date(2026, 11, 25)).edition
+
+    assert titles_of(runtime, daily_edition.id) == ["Story for all"]
+    assert titles_of(runtime, science_edition.id) == ["Story for all", "Lab story"]
 
 
 def test_tag_filter_and_limit(runtime: Runtime) -> None:

@@ -48,3 +48,13 @@ def test_secrets_are_not_logged_or_printed() -> None:
     )
     line = JsonFormatter().format(record)
     assert "SG.very-secret" not in line and '"edition_id": 3' in line
+
+
+def test_boilerplate_patterns_are_configurable_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAILER_BOILERPLATE_PATTERNS", '["members only\\\\b", "sponsored:"]')
+    assert Settings().boilerplate_patterns == ("members only\\b", "sponsored:")
+    monkeypatch.setenv("MAILER_BOILERPLATE_PATTERNS", '["(unclosed"]')
+    with pytest.raises(ValueError, match="pattern 0"):
+        Settings()

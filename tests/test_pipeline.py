@@ -15,15 +15,6 @@ from mailer.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
-    monkeypatch.setenv("MAILER_OUTBOX_DIR", str(tmp_path / "outbox"))
-    monkeypatch.setenv("MAILER_BASE_URL", "https://news.example.org")
-    return tmp_path
-
-
 def invoke(*args: str) -> str:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import feedparser
 import httpx
 
-from mailer.briefings.parser import BriefingError, ParsedBriefing, parse_html
+from mailer.briefings.parser import DEFAULT_BOILERPLATE, BriefingError, ParsedBriefing, parse_html
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -114,7 +114,9 @@ def read_feed(content: bytes, *, url: str, content_type: str | None = None) -> A
     return feed
 
 
-def items(feed: Any, *, url: str) -> Iterator[FeedItem | BriefingError]:
+def items(
+    feed: Any, *, url: str, boilerplate: Sequence[str] = DEFAULT_BOILERPLATE
+) -> Iterator[FeedItem | BriefingError]:
     """Each entry parsed into a briefing, or the error that says why it could not be."""
     for position, entry in enumerate(feed.entries, start=1):
         guid = entry.get("id") or entry.get("link")
@@ -123,12 +125,12 @@ def items(feed: Any, *, url: str) -> Iterator[FeedItem | BriefingError]:
             yield BriefingError(where, "item has neither a guid/id nor a link")
             continue
         try:
-            yield _item(entry, guid=guid, where=f"{url} item {guid}")
+            yield _item(entry, guid=guid, where=f"{url} item {guid}", boilerplate=boilerplate)
         except BriefingError as exc:
             yield exc
 
 
-def _item(entry: Any, *, guid: str, where: str) -> FeedItem:
+def _item(entry: Any, *, guid: str, where: str, boilerplate: Sequence[str]) -> FeedItem:
     body = _body(entry)
     title = (entry.get("title") or "").strip() or None
     link = (
@@ -149,6 +151,7 @@ def _item(entry: Any, *, guid: str, where: str) -> FeedItem:
         url=link,
         tags=tags,
         published_at=published,
+        boilerplate=boilerplate,
         content_hash=hashlib.sha256(fingerprint.encode("utf-8")).hexdigest(),
     )
     author = (entry.get("author") or "").strip() or None

@@ -7,13 +7,18 @@ again, so re-pulling an unchanged folder costs a read and a hash per file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.briefings.parser import MARKDOWN_SUFFIXES, BriefingError, parse_file
+from mailer.briefings.parser import (
+    DEFAULT_BOILERPLATE,
+    MARKDOWN_SUFFIXES,
+    BriefingError,
+    parse_file,
+)
 from mailer.briefings.report import PullReport
 from mailer.briefings.store import StoreOutcome, store_briefing
 from mailer.db.models import Briefing, BriefingStatus
@@ -53,6 +58,7 @@ def pull_folder(
     source_id: int | None = None,
     mark_ready: bool = True,
     name: str | None = None,
+    boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: Callable[[], None] | None = None,
 ) -> PullReport:
     """Parse and store each new or changed file in its own transaction.
@@ -73,7 +79,7 @@ def pull_folder(
         if known.get(key) == hashlib.sha256(data).hexdigest():
             report.counts[StoreOutcome.UNCHANGED] += 1
         else:
-            _store_file(factory, path, key, source_id, status, report)
+            _store_file(factory, path, key, source_id, status, boilerplate, report)
         if on_item is not None:
             on_item()
     return report
@@ -85,10 +91,11 @@ def _store_file(
     key: str,
     source_id: int | None,
     status: BriefingStatus,
+    boilerplate: Sequence[str],
     report: PullReport,
 ) -> None:
     try:
-        parsed = parse_file(path, max_bytes=MAX_FILE_BYTES)
+        parsed = parse_file(path, max_bytes=MAX_FILE_BYTES, boilerplate=boilerplate)
     except BriefingError as exc:
         report.fail(str(path), str(exc))
         return

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.briefings import feeds
 from mailer.briefings.folder import pull_folder
-from mailer.briefings.parser import BriefingError
+from mailer.briefings.parser import DEFAULT_BOILERPLATE, BriefingError
 from mailer.briefings.report import PullReport
 from mailer.briefings.store import store_briefing
 from mailer.db.base import utcnow
@@ -28,11 +28,12 @@ def pull_sources(
     sources: Sequence[Source],
     client: httpx.Client,
     *,
+    boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: OnItem | None = None,
 ) -> list[PullReport]:
     reports = []
     for source in sources:
-        report = pull_source(factory, source, client, on_item=on_item)
+        report = pull_source(factory, source, client, boilerplate=boilerplate, on_item=on_item)
         _record(factory, source.id, report)
         log.info("source.pulled", extra={"source": source.name, **report.as_dict()})
         reports.append(report)
@@ -44,6 +45,7 @@ def pull_source(
     source: Source,
     client: httpx.Client,
     *,
+    boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: OnItem | None = None,
 ) -> PullReport:
     if source.kind == SourceKind.FOLDER:
@@ -54,6 +56,7 @@ def pull_source(
                 source_id=source.id,
                 mark_ready=source.mark_ready,
                 name=source.name,
+                boilerplate=boilerplate,
                 on_item=on_item,
             )
         except NotADirectoryError as exc:
@@ -61,7 +64,7 @@ def pull_source(
             report.fail(source.location, str(exc))
             return report
     if source.kind == SourceKind.FEED:
-        return pull_feed(factory, source, client, on_item=on_item)
+        return pull_feed(factory, source, client, boilerplate=boilerplate, on_item=on_item)
     report = PullReport(source=source.name)
     report.fail(source.location, f"source kind {source.kind!r} is not pulled (it is pushed)")
     return report
@@ -72,6 +75,7 @@ def pull_feed(
     source: Source,
     client: httpx.Client,
     *,
+    boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: OnItem | None = None,
 ) -> PullReport:
     report = PullReport(source=source.name)
@@ -89,7 +93,7 @@ def pull_feed(
         report.fail(source.location, str(exc))
         return report
     status = BriefingStatus.READY if source.mark_ready else BriefingStatus.DRAFT
-    for item in feeds.items(feed, url=source.location):
+    for item in feeds.items(feed, url=source.location, boilerplate=boilerplate):
         if isinstance(item, BriefingError):
             report.fail(item.source, str(item))
         else:

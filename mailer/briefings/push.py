@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -11,7 +12,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from mailer.briefings.parser import ParsedBriefing, parse_fields, parse_html, parse_text
+from mailer.briefings.parser import (
+    DEFAULT_BOILERPLATE,
+    ParsedBriefing,
+    parse_fields,
+    parse_html,
+    parse_text,
+)
 from mailer.briefings.store import StoreOutcome, store_briefing
 from mailer.db.models import Briefing, BriefingStatus, Source
 
@@ -64,7 +71,9 @@ class BriefingIn(BaseModel):
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def parse_pushed(item: BriefingIn, *, source_name: str) -> ParsedBriefing:
+def parse_pushed(
+    item: BriefingIn, *, source_name: str, boilerplate: Sequence[str] = DEFAULT_BOILERPLATE
+) -> ParsedBriefing:
     """Raises BriefingError naming the field when the content does not parse."""
     where = f"api:{source_name}:{item.external_id}"
     url = str(item.url) if item.url else None
@@ -93,9 +102,12 @@ def parse_pushed(item: BriefingIn, *, source_name: str) -> ParsedBriefing:
             url=url,
             tags=tags,
             published_at=published,
+            boilerplate=boilerplate,
             content_hash=item.fingerprint(),
         )
-    parsed = parse_text(item.body, source=where, markdown=item.format == "markdown")
+    parsed = parse_text(
+        item.body, source=where, markdown=item.format == "markdown", boilerplate=boilerplate
+    )
     return replace(
         parsed,
         title=item.title or parsed.title,
@@ -107,9 +119,13 @@ def parse_pushed(item: BriefingIn, *, source_name: str) -> ParsedBriefing:
 
 
 def store_pushed(
-    session: Session, source: Source, item: BriefingIn
+    session: Session,
+    source: Source,
+    item: BriefingIn,
+    *,
+    boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
 ) -> tuple[Briefing, StoreOutcome]:
-    parsed = parse_pushed(item, source_name=source.name)
+    parsed = parse_pushed(item, source_name=source.name, boilerplate=boilerplate)
     return store_briefing(
         session,
         f"api:{source.name}:{item.external_id}",

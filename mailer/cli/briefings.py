@@ -34,8 +34,9 @@ def parse(
     as_json: bool = JsonOption,
 ) -> None:
     """Show what a file or feed parses to, including the boilerplate dropped."""
+    settings = load_settings()
+    patterns = settings.boilerplate_patterns
     if target.startswith(("http://", "https://")):
-        settings = load_settings()
         with feeds.make_client(feeds.user_agent(settings.base_url)) as client:
             try:
                 fetched = feeds.fetch(client, target)
@@ -46,7 +47,7 @@ def parse(
             except feeds.FeedError as exc:
                 fail(str(exc))
         results: list[dict[str, object]] = []
-        for item in feeds.items(feed, url=target):
+        for item in feeds.items(feed, url=target, boilerplate=patterns):
             if isinstance(item, BriefingError):
                 results.append({"error": str(item)})
             else:
@@ -58,7 +59,7 @@ def parse(
                 console.print(result.get("error") or result["title"], highlight=False, markup=False)
         return
     try:
-        parsed = parse_file(Path(target))
+        parsed = parse_file(Path(target), boilerplate=patterns)
     except BriefingError as exc:
         fail(str(exc))
     if as_json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
 
 import typer
@@ -71,7 +72,9 @@ def list_editions(as_json: bool = JsonOption) -> None:
     console.print(table)
 
 
-def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool, str | None]:
+def compose_for(
+    runtime: Runtime, slug: str, day: date | None = None
+) -> tuple[int, bool, str | None]:
     """Compose today's edition; returns its id, whether it is new, and why it was skipped."""
     with transaction(runtime.sessions) as session:
         newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
@@ -79,7 +82,7 @@ def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool, str | None]:
             fail(f"no newsletter {slug!r}")
         try:
             composed = compose_edition(
-                session, newsletter, templates_dir=runtime.settings.templates_dir
+                session, newsletter, edition_date=day, templates_dir=runtime.settings.templates_dir
             )
         except (RenderError, TitleTemplateError) as exc:
             fail(str(exc))
@@ -89,14 +92,20 @@ def compose_for(runtime: Runtime, slug: str) -> tuple[int, bool, str | None]:
 
 @app.command()
 def compose(
-    newsletter: str = typer.Argument(..., help="Newsletter slug."), as_json: bool = JsonOption
+    newsletter: str = typer.Argument(..., help="Newsletter slug."),
+    day: datetime | None = typer.Option(
+        None, "--date", formats=["%Y-%m-%d"], help="Edition date (default: today, local)."
+    ),
+    as_json: bool = JsonOption,
 ) -> None:
     """Compose and render today's edition of NEWSLETTER (or show the one that exists).
 
     With no new briefings the edition is recorded as skipped, with the reason.
     """
     with open_runtime() as runtime:
-        edition_id, created, skipped = compose_for(runtime, newsletter)
+        edition_id, created, skipped = compose_for(
+            runtime, newsletter, day.date() if day is not None else None
+        )
         with runtime.sessions() as session:
             edition = session.get(Edition, edition_id)
             assert edition is not None

@@ -135,12 +135,17 @@ def pull(
             def advance() -> None:
                 progress.advance(task)
 
+            patterns = runtime.settings.boilerplate_patterns
             if folder is not None:
                 try:
-                    reports.append(pull_folder(runtime.sessions, folder, on_item=advance))
+                    reports.append(
+                        pull_folder(runtime.sessions, folder, boilerplate=patterns, on_item=advance)
+                    )
                 except NotADirectoryError as exc:
                     fail(str(exc))
-            reports += pull_sources(runtime.sessions, chosen, client, on_item=advance)
+            reports += pull_sources(
+                runtime.sessions, chosen, client, boilerplate=patterns, on_item=advance
+            )
     failed = sum(r.failed for r in reports)
     if as_json:
         print_json({"sources": [r.as_dict() for r in reports], "failed": failed})

@@ -33,7 +33,7 @@ def ensure_newsletter(factory: sessionmaker[Session]) -> int:
                 from_name="The Daily Briefing",
                 from_email="briefing@news.example.org",
                 reply_to="desk@news.example.org",
-                postal_address="The Daily Briefing, 100 Harbour Street, Suite 4, Valmere VM 20410",
+                postal_address="100 Harbour Street, Suite 4, Valmere VM 20410",
                 audience_note="you signed up for the morning briefing at news.example.org",
                 timezone="America/New_York",
                 send_time="06:30",

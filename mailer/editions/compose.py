@@ -26,6 +26,7 @@ from mailer.db.models import (
     EditionBriefing,
     EditionStatus,
     Newsletter,
+    Source,
 )
 from mailer.editions import titles
 from mailer.rendering.render import BriefingView, EditionView, NewsletterView, render_edition
@@ -75,12 +76,21 @@ def candidates(session: Session, newsletter: Newsletter, now: datetime) -> list[
             Edition.newsletter_id == newsletter.id,
         )
     )
+    # A source set up for one newsletter feeds only that newsletter.
+    elsewhere = exists(
+        select(Source.id).where(
+            Source.id == Briefing.source_id,
+            Source.newsletter_id.is_not(None),
+            Source.newsletter_id != newsletter.id,
+        )
+    )
     query = (
         select(Briefing)
         .where(
             Briefing.status == BriefingStatus.READY,
             Briefing.published_at >= window_start(session, newsletter, now),
             ~carried,
+            ~elsewhere,
         )
         .order_by(Briefing.published_at.desc(), Briefing.id.desc())
     )

@@ -97,7 +97,9 @@ def _store(runtime: Runtime, token: str, item: BriefingIn) -> JSONResponse:
         if source is None:
             return _unauthorized("unknown or revoked token")
         try:
-            briefing, outcome = store_pushed(session, source, item)
+            briefing, outcome = store_pushed(
+                session, source, item, boilerplate=runtime.settings.boilerplate_patterns
+            )
         except BriefingError as exc:
             return _unprocessable(
                 [{"loc": ["body", *_loc(exc.field)], "msg": exc.reason, "type": "value_error"}]
