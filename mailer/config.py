@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_webhook_public_key: str | None = None
+    sendgrid_timeout_seconds: float = Field(default=30.0, gt=0)
+    sendgrid_click_tracking: bool = False
+    sendgrid_open_tracking: bool = False
     templates_dir: Path | None = None
     batch_size: int = Field(default=1000, ge=1, le=1000)
     # A `sending` claim older than this belongs to a worker that died; its rows

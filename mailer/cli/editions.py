@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mailer.cli.common import JsonOption, console, errors, fail, open_runtime, print_json
 from mailer.db.models import DeliveryStatus, Edition, Newsletter
 from mailer.db.session import transaction
-from mailer.dispatch import ledger
+from mailer.dispatch import dispatcher, ledger
 from mailer.dispatch.dispatcher import DispatchError, send_edition
 from mailer.editions import editing
 from mailer.editions.compose import compose_edition
@@ -273,6 +273,45 @@ def _describe(summary: dict[str, object]) -> str:
     assert isinstance(tally, dict)
     counts = ", ".join(f"{n} {status}" for status, n in tally.items() if n)
     return f"edition {summary['id']} is {summary['status']}: {counts or 'no deliveries'}"
+
+
+def _lifecycle(edition_id: int, action: str) -> None:
+    with open_runtime() as runtime:
+        try:
+            with transaction(runtime.sessions) as session:
+                edition = session.get(Edition, edition_id)
+                if edition is None:
+                    fail(f"no edition with id {edition_id}")
+                if action == "pause":
+                    dispatcher.pause(session, edition)
+                elif action == "resume":
+                    dispatcher.resume(session, edition)
+                else:
+                    skipped = dispatcher.cancel(session, edition)
+                    console.print(f"{skipped} queued deliveries skipped")
+                state = edition.status
+        except DispatchError as exc:
+            fail(str(exc))
+    hint = f"; continue with `mailer editions send {edition_id}`" if action == "resume" else ""
+    console.print(f"edition {edition_id} is {state}{hint}")
+
+
+@app.command()
+def pause(edition_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Stop claiming new batches of edition ID (batches in flight finish)."""
+    _lifecycle(edition_id, "pause")
+
+
+@app.command()
+def resume(edition_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Let a paused edition be sent again."""
+    _lifecycle(edition_id, "resume")
+
+
+@app.command()
+def cancel(edition_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Stop edition ID for good; nobody still queued will get it."""
+    _lifecycle(edition_id, "cancel")
 
 
 @app.command()

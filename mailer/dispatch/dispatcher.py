@@ -30,7 +30,14 @@ from mailer.db.models import (
 from mailer.db.session import transaction
 from mailer.dispatch import ledger
 from mailer.links import unsubscribe_url
-from mailer.transports.base import Envelope, Outcome, Recipient, Transport
+from mailer.transports.base import (
+    Envelope,
+    Outcome,
+    Recipient,
+    Result,
+    Transport,
+    TransportUnauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +147,11 @@ def send_edition(
                 )
                 for d in batch.deliveries
             ]
-            results = transport.send(envelope, recipients)
+            try:
+                results = transport.send(envelope, recipients)
+            except TransportUnauthorized as exc:
+                _pause_for(factory, edition_id, batch.batch_id, recipients, str(exc))
+                break
             with transaction(factory) as session:
                 outcomes = ledger.record(session, batch.batch_id, results)
             if outcomes[Outcome.RETRY] == len(results):
@@ -172,6 +183,46 @@ def send_edition(
             edition.sent_at = utcnow()
             log.info("edition.sent", extra={"edition_id": edition_id, **tally})
     return tally
+
+
+def _pause_for(
+    factory: sessionmaker[Session],
+    edition_id: int,
+    batch_id: int,
+    recipients: list[Recipient],
+    reason: str,
+) -> None:
+    """Nothing of this batch went out: queue it again and pause until an operator looks."""
+    with transaction(factory) as session:
+        ledger.record(
+            session,
+            batch_id,
+            [Result(r.delivery_id, Outcome.RETRY, error=reason) for r in recipients],
+        )
+        edition = _load(session, edition_id)
+        edition.status = EditionStatus.PAUSED
+        edition.status_reason = reason
+    log.error("edition.paused", extra={"edition_id": edition_id, "reason": reason})
+
+
+def pause(session: Session, edition: Edition, reason: str = "paused by an operator") -> None:
+    if edition.status != EditionStatus.SENDING:
+        raise DispatchError(f"edition {edition.id} is {edition.status}, not sending")
+    edition.status, edition.status_reason = EditionStatus.PAUSED, reason
+
+
+def resume(session: Session, edition: Edition) -> None:
+    if edition.status != EditionStatus.PAUSED:
+        raise DispatchError(f"edition {edition.id} is {edition.status}, not paused")
+    edition.status, edition.status_reason = EditionStatus.SENDING, None
+
+
+def cancel(session: Session, edition: Edition, reason: str = "cancelled by an operator") -> int:
+    """Stop for good: whoever is still queued is skipped. Returns how many."""
+    if edition.status in (EditionStatus.SENT, EditionStatus.CANCELLED):
+        raise DispatchError(f"edition {edition.id} is already {edition.status}")
+    edition.status, edition.status_reason = EditionStatus.CANCELLED, reason
+    return ledger.skip_queued(session, edition.id, reason)
 
 
 def _load(session: Session, edition_id: int) -> Edition:

@@ -278,6 +278,15 @@ def expire_stale(session: Session, edition_id: int, timeout: timedelta) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def skip_queued(session: Session, edition_id: int, reason: str) -> int:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.SKIPPED, error=reason, finished_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def counts(session: Session, edition_id: int) -> dict[str, int]:
     tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
     for status, number in session.execute(

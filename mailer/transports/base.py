@@ -53,6 +53,10 @@ class Result:
     error: str | None = None
 
 
+class TransportUnauthorized(RuntimeError):
+    """The provider refused our credentials: stop the edition before it burns the list."""
+
+
 class Transport(Protocol):
     name: str
 

@@ -1,0 +1,209 @@
+"""The SendGrid transport: v3 ``/v3/mail/send`` bodies built here, sent over one pooled client.
+
+The ``sendgrid`` package opens a connection per call and sets no timeout, so
+bulk sends build the JSON themselves (orjson) and post it over a keep-alive
+``httpx.Client`` with explicit timeouts.
+
+One request carries a batch of up to 1000 personalizations: the HTML and
+text rendered once, and per recipient only ``to``, ``substitutions`` (the
+unsubscribe URL, name…), their own ``List-Unsubscribe`` header and
+``custom_args`` naming the edition and delivery, so provider events find
+their ledger row.
+
+Outcomes (DESIGN.md, Invariant 2): 2xx sent; 429 wait for the reset and
+retry; 5xx or a connection refused before anything was sent retried with
+backoff, then left queued; 400/413 failed with SendGrid's messages;
+401/403 failed-safe: the rows go back to the queue and the edition pauses,
+so a bad key cannot burn through the list; a timeout or a reset after the
+request went out is ``unknown``, never resent blindly.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import orjson
+from markupsafe import escape
+
+from mailer.transports.base import (
+    Envelope,
+    Outcome,
+    Recipient,
+    Result,
+    TransportUnauthorized,
+)
+
+MAX_PERSONALIZATIONS = 1000
+MAX_RETRIES = 5
+MAX_RATE_LIMIT_WAIT = 120.0
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f;,]")
+
+
+def display_name(name: str | None) -> str:
+    """SendGrid refuses names with ';' or ','; control characters are never wanted."""
+    return _UNSAFE_NAME.sub("", name or "").strip()
+
+
+def substitution_keys(nonce: str) -> tuple[str, str]:
+    """Placeholder prefixes for the HTML and the text part.
+
+    SendGrid substitutes one value per key in every part, but the HTML part needs
+    escaped values and the text part raw ones, so the text part's placeholders are
+    renamed to a key of their own.
+    """
+    return f"%%{nonce}:", f"%%{nonce}t:"
+
+
+class SendGridTransport:
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        click_tracking: bool = False,
+        open_tracking: bool = False,
+        max_retries: int = MAX_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/v3/mail/send"
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+        }
+        self._tracking = {
+            "click_tracking": {"enable": click_tracking, "enable_text": False},
+            "open_tracking": {"enable": open_tracking},
+        }
+        self._max_retries = max_retries
+        self._sleep = sleep
+        # One pool for the life of the transport: keep-alive across batches.
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def body(self, envelope: Envelope, recipients: Sequence[Recipient]) -> dict[str, Any]:
+        if not 0 < len(recipients) <= MAX_PERSONALIZATIONS:
+            raise ValueError(f"a request takes 1 to {MAX_PERSONALIZATIONS} recipients")
+        html_key, text_key = substitution_keys(envelope.nonce)
+        domain = envelope.from_email.rpartition("@")[2]
+        personalizations = []
+        for recipient in recipients:
+            substitutions = {}
+            for token, value in recipient.tokens().items():
+                substitutions[f"{html_key}{token}%%"] = str(escape(value))
+                substitutions[f"{text_key}{token}%%"] = value
+            to: dict[str, str] = {"email": recipient.email}
+            name = display_name(recipient.name)
+            if name:
+                to["name"] = name
+            personalizations.append(
+                {
+                    "to": [to],
+                    "substitutions": substitutions,
+                    "headers": {"List-Unsubscribe": f"<{recipient.unsubscribe_url}>"},
+                    "custom_args": {
+                        "edition_id": str(envelope.edition_id),
+                        "delivery_id": str(recipient.delivery_id),
+                    },
+                }
+            )
+        body: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": {"email": envelope.from_email, "name": display_name(envelope.from_name)},
+            "subject": envelope.subject,
+            "content": [
+                {"type": "text/plain", "value": envelope.text.replace(html_key, text_key)},
+                {"type": "text/html", "value": envelope.html},
+            ],
+            "headers": {
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "List-Id": f"<{envelope.newsletter_slug}.{domain}>",
+            },
+            "categories": [
+                f"newsletter-{envelope.newsletter_slug}"[:255],
+                f"edition-{envelope.edition_id}",
+            ],
+            "custom_args": {"edition_id": str(envelope.edition_id)},
+            "tracking_settings": self._tracking,
+        }
+        if envelope.reply_to:
+            body["reply_to"] = {"email": envelope.reply_to}
+        return body
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        payload = orjson.dumps(self.body(envelope, recipients))
+        ids = [r.delivery_id for r in recipients]
+        last_error = ""
+        for attempt in range(self._max_retries + 1):
+            try:
+                response = self._client.post(self._url, content=payload, headers=self._headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Nothing reached SendGrid: safe to try again.
+                last_error = f"could not connect: {type(exc).__name__}: {exc}"
+                self._backoff(attempt)
+                continue
+            except httpx.TransportError as exc:
+                # The request may have gone out (timeout or reset after sending):
+                # resending could mail everyone twice.
+                error = f"outcome unknown: {type(exc).__name__}: {exc}"
+                return [Result(i, Outcome.UNKNOWN, error=error) for i in ids]
+            status = response.status_code
+            if 200 <= status < 300:
+                message_id = response.headers.get("X-Message-Id")
+                return [Result(i, Outcome.SENT, message_id=message_id) for i in ids]
+            if status == 429:
+                last_error = "429 rate limited"
+                self._sleep(self._rate_limit_wait(response))
+                continue
+            if status >= 500:
+                last_error = f"{status} {_errors(response)}"
+                self._backoff(attempt)
+                continue
+            if status in (401, 403):
+                raise TransportUnauthorized(f"SendGrid answered {status}: {_errors(response)}")
+            return [Result(i, Outcome.FAILED, error=f"{status} {_errors(response)}") for i in ids]
+        return [
+            Result(
+                i, Outcome.RETRY, error=f"gave up for now after {attempt + 1} tries: {last_error}"
+            )
+            for i in ids
+        ]
+
+    def _backoff(self, attempt: int) -> None:
+        if attempt < self._max_retries:
+            # Exponential with full jitter, so many workers do not retry in step.
+            self._sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
+
+    @staticmethod
+    def _rate_limit_wait(response: httpx.Response) -> float:
+        reset = response.headers.get("X-RateLimit-Reset", "")
+        try:
+            wait = float(reset) - time.time()
+        except ValueError:
+            wait = 1.0
+        return min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT)
+
+
+def _errors(response: httpx.Response) -> str:
+    """SendGrid's own words: {"errors": [{"message", "field", "help"}]}."""
+    try:
+        data = response.json()
+        parts = [
+            f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+            for e in data.get("errors", [])
+        ]
+    except (ValueError, AttributeError):
+        parts = []
+    return "; ".join(parts) or response.reason_phrase or "error"

@@ -1,0 +1,192 @@
+"""The SendGrid transport against a local server that answers like the API, over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import select
+
+from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from mailer.db.session import transaction
+from mailer.dispatch import dispatcher
+from mailer.dispatch.dispatcher import send_edition
+from mailer.runtime import Runtime
+from mailer.transports import transport_for
+from mailer.transports.sendgrid import SendGridTransport, substitution_keys
+from subscribers.models import Subscriber
+from tests import factories
+from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
+
+
+@pytest.fixture
+def sink() -> Iterator[SinkServer]:
+    with sendgrid_sink() as server:
+        yield server
+
+
+def transport(base_url: str, key: str = API_KEY, timeout: float = 2.0) -> SendGridTransport:
+    return SendGridTransport(key, base_url, timeout=timeout, sleep=lambda _seconds: None)
+
+
+def prepared(runtime: Runtime, count: int) -> int:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, count)
+    return factories.edition(runtime, newsletter_id)
+
+
+def send(
+    runtime: Runtime, edition_id: int, sg: SendGridTransport, **overrides: object
+) -> dict[str, int]:
+    settings = replace(runtime.dispatch_settings(), **overrides)  # type: ignore[arg-type]
+    try:
+        return send_edition(runtime.sessions, edition_id, sg, settings)
+    finally:
+        sg.close()
+
+
+def rows(runtime: Runtime) -> dict[int, Delivery]:
+    with runtime.sessions() as session:
+        return {d.id: d for d in session.scalars(select(Delivery))}
+
+
+def test_batches_are_valid_personalized_and_recorded(runtime: Runtime, sink: SinkServer) -> None:
+    edition_id = prepared(runtime, 2500)
+    with transaction(runtime.sessions) as session:
+        first = session.scalars(select(Subscriber).order_by(Subscriber.id)).first()
+        assert first is not None
+        first.name = 'Ada "Al" <Lovelace>; Esq,\x07'
+
+    tally = send(runtime, edition_id, transport(sink.base_url))
+
+    assert tally["sent"] == 2500
+    assert [len(b["personalizations"]) for b in sink.sink.bodies] == [1000, 1000, 500]
+    assert sink.sink.answered == [202, 202, 202]  # the sink validated every body
+    assert sorted(sink.sink.delivery_ids()) == sorted(rows(runtime))
+    body = sink.sink.bodies[0]
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.token_nonce
+        html_key, text_key = substitution_keys(edition.token_nonce)
+    assert body["content"][0]["type"] == "text/plain" and text_key in body["content"][0]["value"]
+    assert html_key in body["content"][1]["value"] and text_key not in body["content"][1]["value"]
+    assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert body["custom_args"] == {"edition_id": str(edition_id)}
+    (person,) = [
+        p
+        for b in sink.sink.bodies
+        for p in b["personalizations"]
+        if p["to"][0]["email"] == "reader00001@example.com"
+    ]
+    assert person["to"] == [{"email": "reader00001@example.com", "name": 'Ada "Al" <Lovelace> Esq'}]
+    assert person["custom_args"]["edition_id"] == str(edition_id)
+    url = person["substitutions"][f"{text_key}unsubscribe_url%%"]
+    assert url.startswith("https://news.example.org/u/")
+    assert person["headers"]["List-Unsubscribe"] == f"<{url}>"
+    assert (
+        person["substitutions"][f"{html_key}name%%"]
+        == "Ada &#34;Al&#34; &lt;Lovelace&gt;; Esq,\x07"
+    )
+    assert person["substitutions"][f"{text_key}name%%"] == 'Ada "Al" <Lovelace>; Esq,\x07'
+    assert all(d.message_id for d in rows(runtime).values())
+
+
+def test_rate_limits_and_server_errors_are_retried(runtime: Runtime, sink: SinkServer) -> None:
+    edition_id = prepared(runtime, 30)
+    sink.sink.actions = ["429", "500", "500"]
+
+    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+
+    assert tally["sent"] == 30
+    assert sorted(sink.sink.accepted_ids()) == sorted(rows(runtime))
+    assert sink.sink.answered[:3] == [429, 500, 500]
+
+
+def test_persistent_5xx_leaves_the_batch_queued_for_later(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    edition_id = prepared(runtime, 10)
+    sink.sink.actions = ["500"] * 6
+
+    first = send(runtime, edition_id, transport(sink.base_url))
+    assert first["queued"] == 10 and first["failed"] == 0
+
+    second = send(runtime, edition_id, transport(sink.base_url))
+    assert second["sent"] == 10
+    assert sorted(sink.sink.accepted_ids()) == sorted(rows(runtime))
+
+
+@pytest.mark.parametrize("action", ["hang", "reset"])
+def test_ambiguous_outcomes_are_unknown_and_never_resent(
+    runtime: Runtime, sink: SinkServer, action: str
+) -> None:
+    edition_id = prepared(runtime, 25)
+    sink.sink.actions = ["ok", action]
+    sink.sink.hang_seconds = 2.0
+
+    tally = send(runtime, edition_id, transport(sink.base_url, timeout=0.5), batch_size=10)
+
+    assert tally["sent"] == 15 and tally["unknown"] == 10
+    again = send(runtime, edition_id, transport(sink.base_url))
+    assert again["unknown"] == 10
+    seen = sink.sink.delivery_ids()
+    assert len(seen) == len(set(seen)) == 25  # nobody reached the provider twice
+    unknown = [d for d in rows(runtime).values() if d.status == DeliveryStatus.UNKNOWN]
+    assert all("outcome unknown" in (d.error or "") for d in unknown)
+
+
+def test_refusals_fail_with_sendgrids_reasons(runtime: Runtime, sink: SinkServer) -> None:
+    edition_id = prepared(runtime, 12)
+    sink.sink.actions = ["400"]
+
+    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+
+    assert tally["failed"] == 10 and tally["sent"] == 2
+    failed = [d for d in rows(runtime).values() if d.status == DeliveryStatus.FAILED]
+    assert all("verified Sender Identity" in (d.error or "") for d in failed)
+
+
+def test_a_bad_key_pauses_the_edition_without_burning_the_list(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    edition_id = prepared(runtime, 30)
+
+    tally = send(runtime, edition_id, transport(sink.base_url, key="SG.wrong"), batch_size=10)
+
+    assert tally["queued"] == 30 and len(sink.sink.bodies) == 0
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.PAUSED
+        assert "401" in (edition.status_reason or "")
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        dispatcher.resume(session, edition)
+    assert send(runtime, edition_id, transport(sink.base_url), batch_size=10)["sent"] == 30
+
+
+def test_connection_refused_leaves_everyone_queued(runtime: Runtime) -> None:
+    edition_id = prepared(runtime, 5)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    tally = send(runtime, edition_id, transport(f"http://127.0.0.1:{closed_port}"))
+
+    assert tally["queued"] == 5 and tally["sent"] == 0
+
+
+def test_transport_is_configured_from_settings(runtime: Runtime, sink: SinkServer) -> None:
+    settings = runtime.settings.model_copy(
+        update={
+            "transport": "sendgrid",
+            "sendgrid_base_url": sink.base_url,
+            "sendgrid_api_key": None,
+        }
+    )
+    from mailer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="MAILER_SENDGRID_API_KEY"):
+        transport_for(settings)
