@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from mailer.cli import api_tokens, briefings, db, demo, editions, serve, sources, subscribers
+from mailer.cli import (
+    api_tokens,
+    briefings,
+    db,
+    demo,
+    editions,
+    serve,
+    sources,
+    subscribers,
+    worker,
+)
 
 app = typer.Typer(
     name="mailer",
@@ -21,6 +31,7 @@ app.add_typer(api_tokens.app, name="api-tokens")
 app.command("pull")(sources.pull)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
 
 
 def main() -> None:

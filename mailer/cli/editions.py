@@ -275,6 +275,22 @@ def _describe(summary: dict[str, object]) -> str:
     return f"edition {summary['id']} is {summary['status']}: {counts or 'no deliveries'}"
 
 
+@app.command()
+def start(edition_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Fill edition ID's ledger and mark it sending, for `mailer worker` processes to send."""
+    with open_runtime() as runtime:
+        try:
+            with transaction(runtime.sessions) as session:
+                edition = session.get(Edition, edition_id)
+                if edition is None:
+                    fail(f"no edition with id {edition_id}")
+                queued = dispatcher.start(session, edition)
+                state = edition.status
+        except (DispatchError, SegmentRuleError) as exc:
+            fail(str(exc))
+    console.print(f"edition {edition_id} is {state}; {queued} deliveries queued for the workers")
+
+
 def _lifecycle(edition_id: int, action: str) -> None:
     with open_runtime() as runtime:
         try:

@@ -28,7 +28,7 @@ from mailer.db.models import (
     EditionStatus,
 )
 from mailer.db.session import transaction
-from mailer.dispatch import ledger
+from mailer.dispatch import ledger, liveness
 from mailer.links import unsubscribe_url
 from mailer.transports.base import (
     Envelope,
@@ -111,6 +111,7 @@ def send_edition(
     *,
     worker: str | None = None,
     on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, int]:
     """Drain the edition's ledger through ``transport``; return counts by status.
 
@@ -118,16 +119,32 @@ def send_edition(
     never mails a (edition, subscriber) pair twice.
     """
     worker = worker or worker_name()
+    engine = factory.kw["bind"]
+    with liveness.Liveness(engine, worker):
+        return _send(factory, edition_id, transport, settings, worker, on_progress, should_stop)
+
+
+def _send(
+    factory: sessionmaker[Session],
+    edition_id: int,
+    transport: Transport,
+    settings: DispatchSettings,
+    worker: str,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, int]:
     with transaction(factory) as session:
         edition = _load(session, edition_id)
         start(session, edition)
-        ledger.expire_stale(session, edition.id, settings.claim_timeout)
+        ledger.reap(session, settings.claim_timeout)
         envelope = envelope_for(edition) if edition.status == EditionStatus.SENDING else None
 
     if on_progress is not None:
         with factory() as session:
             on_progress(ledger.counts(session, edition_id))
     while envelope is not None:
+        if should_stop is not None and should_stop():
+            break  # asked to stop (SIGTERM): nothing claimed, nothing lost
         with transaction(factory) as session:
             edition = _load(session, edition_id)
             if edition.status != EditionStatus.SENDING:

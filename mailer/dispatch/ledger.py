@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -41,6 +41,7 @@ from mailer.db.models import (
     Newsletter,
     newsletter_lists,
 )
+from mailer.dispatch import liveness
 from mailer.transports.base import Outcome, Result
 from subscribers.audience import mailable
 from subscribers.models import Subscriber
@@ -255,25 +256,42 @@ def record(session: Session, batch_id: int, results: Sequence[Result]) -> dict[O
     return tally
 
 
-def expire_stale(session: Session, edition_id: int, timeout: timedelta) -> int:
-    """Claims older than ``timeout`` belong to a worker that died mid-send.
+def reap(session: Session, timeout: timedelta) -> int:
+    """Take over the claims of workers that died mid-send. The caller commits.
 
-    What it had in flight may have gone out, so those rows become ``unknown``
-    (never resent blindly). The caller commits.
+    A claim is dead when its worker certainly stopped (liveness), or, where
+    that cannot be seen, when it is older than ``timeout``. Its rows may have
+    gone out, so they become ``unknown`` (never resent blindly); a worker that
+    reports late still records what its transport said (see ``record``).
     """
-    cutoff: datetime = utcnow() - timeout
+    open_batches = session.execute(
+        select(Batch.id, Batch.worker, Batch.claimed_at).where(Batch.finished_at.is_(None))
+    ).all()
+    if not open_batches:
+        return 0
+    gone, unseen = liveness.dead(session, (b.worker for b in open_batches))
+    cutoff = utcnow() - timeout
+    stale = [
+        b.id
+        for b in open_batches
+        if b.worker in gone or (b.worker in unseen and b.claimed_at < cutoff)
+    ]
+    if not stale:
+        return 0
+    now = utcnow()
     result = session.execute(
         update(Delivery)
-        .where(
-            Delivery.edition_id == edition_id,
-            Delivery.status == DeliveryStatus.SENDING,
-            Delivery.claimed_at < cutoff,
-        )
+        .where(Delivery.batch_id.in_(stale), Delivery.status == DeliveryStatus.SENDING)
         .values(
             status=DeliveryStatus.UNKNOWN,
-            error="claim expired: its worker stopped before recording an outcome",
-            finished_at=utcnow(),
+            error="its worker stopped before recording an outcome",
+            finished_at=now,
         )
+    )
+    session.execute(
+        update(Batch)
+        .where(Batch.id.in_(stale))
+        .values(outcome="worker stopped: in-flight rows unknown", finished_at=now)
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
