@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     sendgrid_timeout_seconds: float = Field(default=30.0, gt=0)
     sendgrid_click_tracking: bool = False
     sendgrid_open_tracking: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=587, gt=0, lt=65536)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # VERP: an envelope sender per message, e.g. "bounces+{delivery_id}@news.example.org",
+    # so a bounce names the delivery it is about.
+    smtp_return_path: str | None = None
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key: SecretStr | None = None  # PEM text, or a path to a PEM file
     templates_dir: Path | None = None
     batch_size: int = Field(default=1000, ge=1, le=1000)
     # A `sending` claim older than this belongs to a worker that died; its rows

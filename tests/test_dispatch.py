@@ -241,6 +241,9 @@ def test_a_transport_that_is_down_stops_the_run_without_burning_attempts(
     with runtime.sessions() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None and edition.status == EditionStatus.SENDING
+    resumed = send(runtime, edition_id, batch_size=10)
+    assert resumed["sent"] == 20 and resumed["queued"] == 10  # the refused batch backs off
+    factories.backoff_passed(runtime)
     assert send(runtime, edition_id, batch_size=10)["sent"] == 30
 
 
@@ -270,8 +273,15 @@ def test_retry_is_requeued_and_failure_is_recorded(runtime: Runtime) -> None:
     edition_id = factories.edition(runtime, newsletter_id)
     transport = Flaky(runtime.settings.outbox_dir, retry={emails[0]}, fail={emails[1]})
 
-    tally = send(runtime, edition_id, transport)
+    first = send(runtime, edition_id, transport)
 
+    assert first["sent"] == 3 and first["failed"] == 1 and first["queued"] == 1
+    with transaction(runtime.sessions) as session:
+        waiting = session.scalars(select(Delivery).where(Delivery.email == emails[0])).one()
+        assert waiting.retry_after is not None  # not before its backoff has passed
+        assert send(runtime, edition_id, transport)["queued"] == 1
+        waiting.retry_after = None  # as if the backoff had passed
+    tally = send(runtime, edition_id, transport)
     assert tally["sent"] == 4 and tally["failed"] == 1
     with runtime.sessions() as session:
         rows = {d.email: d for d in session.scalars(select(Delivery))}

@@ -113,6 +113,7 @@ def test_persistent_5xx_leaves_the_batch_queued_for_later(
     first = send(runtime, edition_id, transport(sink.base_url))
     assert first["queued"] == 10 and first["failed"] == 0
 
+    factories.backoff_passed(runtime)
     second = send(runtime, edition_id, transport(sink.base_url))
     assert second["sent"] == 10
     assert sorted(sink.sink.accepted_ids()) == sorted(rows(runtime))

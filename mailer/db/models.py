@@ -313,6 +313,8 @@ class Delivery(Base):
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A temporary refusal is tried again after this, with backoff, not in a tight loop.
+    retry_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Event(Base):

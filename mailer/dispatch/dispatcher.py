@@ -211,10 +211,12 @@ def _pause_for(
 ) -> None:
     """Nothing of this batch went out: queue it again and pause until an operator looks."""
     with transaction(factory) as session:
+        # No backoff: they go as soon as an operator has fixed the cause and resumed.
         ledger.record(
             session,
             batch_id,
             [Result(r.delivery_id, Outcome.RETRY, error=reason) for r in recipients],
+            backoff=False,
         )
         edition = _load(session, edition_id)
         edition.status = EditionStatus.PAUSED

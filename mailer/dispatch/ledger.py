@@ -49,6 +49,14 @@ from subscribers.segments import compile_rule
 
 MAX_BATCH = 1000
 MAX_ATTEMPTS = 5
+FIRST_RETRY = timedelta(seconds=30)
+LONGEST_RETRY = timedelta(hours=1)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min… capped at an hour: temporary refusals get room to clear."""
+    delay: timedelta = FIRST_RETRY * 2 ** max(attempts - 1, 0)
+    return min(delay, LONGEST_RETRY)
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,11 @@ def claim(
     size = max(1, min(size, MAX_BATCH))
     pick = (
         select(Delivery.id)
-        .where(Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.QUEUED)
+        .where(
+            Delivery.edition_id == edition.id,
+            Delivery.status == DeliveryStatus.QUEUED,
+            or_(Delivery.retry_after.is_(None), Delivery.retry_after <= utcnow()),
+        )
         .order_by(Delivery.id)
         .limit(size)
     )
@@ -196,7 +208,9 @@ def claim(
     return ClaimedBatch(batch.id, claimed, len(skipped))
 
 
-def record(session: Session, batch_id: int, results: Sequence[Result]) -> dict[Outcome, int]:
+def record(
+    session: Session, batch_id: int, results: Sequence[Result], *, backoff: bool = True
+) -> dict[Outcome, int]:
     """Write what the transport said about each delivery of a batch. The caller commits.
 
     Only rows still ``sending`` in this batch are touched, so a claim that was
@@ -221,6 +235,9 @@ def record(session: Session, batch_id: int, results: Sequence[Result]) -> dict[O
         values: dict[str, Any] = {"id": result.delivery_id, "error": result.error}
         if result.outcome is Outcome.SENT:
             values |= {"message_id": result.message_id}
+        if result.outcome is Outcome.RETRY:
+            delay = retry_delay(attempts.get(result.delivery_id, 1))
+            values |= {"retry_after": now + delay if backoff else None}
         by_outcome[result.outcome].append(values)
         tally[result.outcome] += 1
     fixed: dict[Outcome, dict[str, Any]] = {

@@ -12,18 +12,48 @@ def transport_for(settings: Settings) -> Transport:
 
         return OutboxTransport(settings.outbox_dir)
     if settings.transport == "sendgrid":
-        from mailer.transports.sendgrid import SendGridTransport
+        return _sendgrid(settings)
+    return _smtp(settings)
 
-        if settings.sendgrid_api_key is None or not settings.sendgrid_api_key.get_secret_value():
-            raise ConfigError("MAILER_TRANSPORT=sendgrid needs MAILER_SENDGRID_API_KEY")
-        return SendGridTransport(
-            settings.sendgrid_api_key.get_secret_value(),
-            settings.sendgrid_base_url,
-            timeout=settings.sendgrid_timeout_seconds,
-            click_tracking=settings.sendgrid_click_tracking,
-            open_tracking=settings.sendgrid_open_tracking,
+
+def _sendgrid(settings: Settings) -> Transport:
+    from mailer.transports.sendgrid import SendGridTransport
+
+    if settings.sendgrid_api_key is None or not settings.sendgrid_api_key.get_secret_value():
+        raise ConfigError("MAILER_TRANSPORT=sendgrid needs MAILER_SENDGRID_API_KEY")
+    return SendGridTransport(
+        settings.sendgrid_api_key.get_secret_value(),
+        settings.sendgrid_base_url,
+        timeout=settings.sendgrid_timeout_seconds,
+        click_tracking=settings.sendgrid_click_tracking,
+        open_tracking=settings.sendgrid_open_tracking,
+    )
+
+
+def _smtp(settings: Settings) -> Transport:
+    from mailer.transports.smtp import SmtpConfig, SmtpTransport, load_dkim_key
+
+    dkim_key = None
+    if settings.dkim_private_key is not None:
+        if not (settings.dkim_domain and settings.dkim_selector):
+            raise ConfigError("DKIM signing needs MAILER_DKIM_DOMAIN and MAILER_DKIM_SELECTOR")
+        try:
+            dkim_key = load_dkim_key(settings.dkim_private_key.get_secret_value())
+        except OSError as exc:
+            raise ConfigError(f"MAILER_DKIM_PRIVATE_KEY: cannot read: {exc}") from exc
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return SmtpTransport(
+        SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=password,
+            pool_size=settings.smtp_pool_size,
+            timeout=settings.smtp_timeout_seconds,
+            return_path=settings.smtp_return_path,
+            dkim_domain=settings.dkim_domain,
+            dkim_selector=settings.dkim_selector,
+            dkim_key=dkim_key,
         )
-    raise ConfigError(
-        f"MAILER_TRANSPORT={settings.transport!r} is not available in this version; "
-        "use 'outbox' (the default)"
     )

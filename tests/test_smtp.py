@@ -1,0 +1,184 @@
+"""The SMTP transport against a real SMTP server (aiosmtpd) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dkim
+import pytest
+from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+
+from mailer.db.base import utcnow
+from mailer.db.models import Delivery, DeliveryStatus
+from mailer.dispatch.dispatcher import send_edition
+from mailer.runtime import Runtime
+from mailer.transports import transport_for
+from mailer.transports.smtp import SmtpConfig, SmtpTransport
+from tests import factories
+
+
+@dataclass
+class Recorder:
+    """Takes every message except for the addresses told to refuse."""
+
+    refuse: dict[str, str] = field(default_factory=dict)
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Recorder, int]]:
+    recorder = Recorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield recorder, port
+    finally:
+        controller.stop()
+
+
+def test_send_with_temporary_and_permanent_refusals(
+    runtime: Runtime, smtp_server: tuple[Recorder, int]
+) -> None:
+    recorder, port = smtp_server
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 12)
+    recorder.refuse = {
+        emails[0]: "450 4.2.1 Mailbox busy, try later",
+        emails[1]: "550 5.1.1 No such user",
+    }
+    edition_id = factories.edition(runtime, newsletter_id)
+    settings = runtime.settings.model_copy(
+        update={
+            "transport": "smtp",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_security": "none",
+            "smtp_pool_size": 3,
+            "smtp_return_path": "bounces+{delivery_id}@news.example.org",
+        }
+    )
+    transport = transport_for(settings)
+    try:
+        tally = send_edition(
+            runtime.sessions,
+            edition_id,
+            transport,
+            replace(runtime.dispatch_settings(), batch_size=5),
+        )
+    finally:
+        transport.close()
+
+    assert tally["sent"] == 10 and tally["failed"] == 1
+    with runtime.sessions() as session:
+        rows = {d.email: d for d in session.scalars(select(Delivery))}
+    assert rows[emails[1]].status == DeliveryStatus.FAILED
+    assert rows[emails[1]].error == "550 5.1.1 No such user"
+    # A 4xx is temporary: queued again, to be tried after a backoff, not in a tight loop.
+    busy = rows[emails[0]]
+    assert busy.status == DeliveryStatus.QUEUED and busy.attempts == 1
+    assert busy.retry_after is not None and busy.retry_after > utcnow()
+    assert "450" in (busy.error or "")
+
+    delivered = {rcpts[0]: (sender, data) for sender, rcpts, data in recorder.messages}
+    assert set(delivered) == set(emails[2:])
+    sender, data = delivered[emails[2]]
+    assert sender == f"bounces+{rows[emails[2]].id}@news.example.org"  # VERP
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert rows[emails[2]].message_id == message["Message-ID"]
+
+
+def test_dkim_signature_verifies(smtp_server: tuple[Recorder, int]) -> None:
+    recorder, port = smtp_server
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    transport = SmtpTransport(
+        SmtpConfig(
+            host="127.0.0.1",
+            port=port,
+            security="none",
+            pool_size=1,
+            dkim_domain="news.example.org",
+            dkim_selector="mail",
+            dkim_key=pem,
+        )
+    )
+    from mailer.transports.base import Envelope, Recipient
+
+    envelope = Envelope(
+        edition_id=1,
+        newsletter_slug="daily",
+        from_name="Desk",
+        from_email="desk@news.example.org",
+        reply_to=None,
+        subject="Signed",
+        html="<p>Hi %%0123456789ab:name%%</p>",
+        text="Hi %%0123456789ab:name%% %%0123456789ab:unsubscribe_url%%",
+        nonce="0123456789ab",
+    )
+    try:
+        (result,) = transport.send(envelope, [Recipient(1, "r@example.com", "R", "https://x/u/1")])
+    finally:
+        transport.close()
+
+    assert result.outcome.value == "sent"
+    (_, _, data) = recorder.messages[0]
+    assert data.startswith(b"DKIM-Signature:")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"mail._domainkey.news.example.org."
+        return record
+
+    assert dkim.verify(data, dnsfunc=dns)
+
+
+def test_an_unreachable_server_leaves_everyone_queued(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 3)
+    edition_id = factories.edition(runtime, newsletter_id)
+    transport = SmtpTransport(
+        SmtpConfig(host="127.0.0.1", port=free_port(), security="none", timeout=2)
+    )
+    try:
+        tally = send_edition(runtime.sessions, edition_id, transport, runtime.dispatch_settings())
+    finally:
+        transport.close()
+    assert tally["queued"] == 3 and tally["sent"] == 0
