@@ -29,6 +29,7 @@ class Runtime:
             secret_key=self.settings.require_secret_key(),
             batch_size=self.settings.batch_size,
             claim_timeout=timedelta(seconds=self.settings.claim_timeout_seconds),
+            throttle_per_second=self.settings.throttle_per_second,
         )
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from typer.testing import CliRunner
 
+from mailer.cli import app
 from mailer.db.models import (
     Delivery,
     DeliveryStatus,
@@ -332,3 +335,29 @@ def test_only_the_newsletters_lists_are_mailed(runtime: Runtime) -> None:
     send(runtime, edition_id)
 
     assert sorted(outbox_recipients(runtime, edition_id)) == sorted(morning[1:])
+
+
+def test_throttle_spaces_batches_to_the_rate() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    throttle = dispatcher.Throttle(500, clock=lambda: now[0], sleep=sleep)
+    for _ in range(4):
+        throttle.wait_for(1000)
+    assert slept == [2.0, 2.0, 2.0]  # 1000 per batch at 500/s: one batch every 2 s
+    assert dispatcher.Throttle(0, sleep=sleep).wait_for(10**6) is None and len(slept) == 3
+
+
+def test_status_reports_rate_and_eta(cli_env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--subscribers", "40"]).exit_code == 0
+    result = runner.invoke(app, ["editions", "status", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert status["deliveries"]["sent"] == 40
+    assert status["rate_per_second"] == round(40 / 60, 1)  # all finished within the minute
+    assert status["eta_seconds"] is None  # nothing left

@@ -332,16 +332,27 @@ def cancel(edition_id: int = typer.Argument(..., metavar="ID")) -> None:
 
 @app.command()
 def status(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOption) -> None:
-    """Counts of edition ID's deliveries by status."""
+    """Counts of edition ID's deliveries by status, the current rate and an ETA."""
     with open_runtime() as runtime, runtime.sessions() as session:
         edition = session.get(Edition, edition_id)
         if edition is None:
             fail(f"no edition with id {edition_id}")
-        summary = edition_summary(edition, ledger.counts(session, edition_id))
+        tally = ledger.counts(session, edition_id)
+        rate = ledger.recent_rate(session, edition_id)
+        summary = edition_summary(edition, tally)
+    remaining = tally["queued"] + tally["sending"]
+    summary["rate_per_second"] = round(rate, 1)
+    summary["eta_seconds"] = round(remaining / rate) if rate and remaining else None
+    summary["reason"] = edition.status_reason
     if as_json:
         print_json(summary)
-    else:
-        console.print(_describe(summary))
+        return
+    console.print(_describe(summary))
+    if edition.status_reason:
+        console.print(f"  reason: {edition.status_reason}", highlight=False, markup=False)
+    if remaining:
+        eta = f", about {summary['eta_seconds']} s left" if summary["eta_seconds"] else ""
+        console.print(f"  {rate:,.1f} deliveries/s over the last minute{eta}")
 
 
 @app.command()

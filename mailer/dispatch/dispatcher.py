@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,31 @@ class DispatchSettings:
     secret_key: bytes
     batch_size: int = ledger.MAX_BATCH
     claim_timeout: timedelta = timedelta(seconds=60)
+    throttle_per_second: float = 0.0
+
+
+class Throttle:
+    """Keeps one process at or under ``rate`` messages per second (0: no limit)."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.started = clock()
+        self.handed = 0
+
+    def wait_for(self, count: int) -> None:
+        if self.rate <= 0:
+            return
+        # The batch may go once everything before it fits within the rate.
+        due = self.started + self.handed / self.rate
+        delay = due - self.clock()
+        if delay > 0:
+            self.sleep(delay)
+        self.handed += count
 
 
 def worker_name() -> str:
@@ -142,6 +168,7 @@ def _send(
     if on_progress is not None:
         with factory() as session:
             on_progress(ledger.counts(session, edition_id))
+    throttle = Throttle(settings.throttle_per_second)
     while envelope is not None:
         if should_stop is not None and should_stop():
             break  # asked to stop (SIGTERM): nothing claimed, nothing lost
@@ -164,6 +191,7 @@ def _send(
                 )
                 for d in batch.deliveries
             ]
+            throttle.wait_for(len(recipients))
             try:
                 results = transport.send(envelope, recipients)
             except TransportUnauthorized as exc:

@@ -322,6 +322,19 @@ def skip_queued(session: Session, edition_id: int, reason: str) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def recent_rate(
+    session: Session, edition_id: int, window: timedelta = timedelta(minutes=1)
+) -> float:
+    """Deliveries finished per second over the last ``window``."""
+    since = utcnow() - window
+    finished = session.scalar(
+        select(func.count(Delivery.id)).where(
+            Delivery.edition_id == edition_id, Delivery.finished_at >= since
+        )
+    )
+    return float(finished or 0) / window.total_seconds()
+
+
 def counts(session: Session, edition_id: int) -> dict[str, int]:
     tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
     for status, number in session.execute(
