@@ -32,7 +32,8 @@ class UnsubscribeToken:
 
 def _signature(key: bytes, subscriber_id: int, edition_id: int) -> str:
     message = _PURPOSE + f":{subscriber_id}:{edition_id}".encode("ascii")
-    digest = hmac.new(key, message, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: this runs once per recipient.
+    digest = hmac.digest(key, message, hashlib.sha256)
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 

@@ -30,6 +30,7 @@ import httpx
 import orjson
 from markupsafe import escape
 
+from mailer.rendering.personalize import placeholders_in
 from mailer.transports.base import (
     Envelope,
     Outcome,
@@ -98,12 +99,22 @@ class SendGridTransport:
             raise ValueError(f"a request takes 1 to {MAX_PERSONALIZATIONS} recipients")
         html_key, text_key = substitution_keys(envelope.nonce)
         domain = envelope.from_email.rpartition("@")[2]
+        # Only the tokens the template uses travel, each under its HTML and text key.
+        used = [
+            (token, f"{html_key}{token}%%", f"{text_key}{token}%%")
+            for token in sorted(
+                placeholders_in(envelope.html, envelope.nonce)
+                | placeholders_in(envelope.text, envelope.nonce)
+            )
+        ]
         personalizations = []
         for recipient in recipients:
+            values = recipient.tokens()
             substitutions = {}
-            for token, value in recipient.tokens().items():
-                substitutions[f"{html_key}{token}%%"] = str(escape(value))
-                substitutions[f"{text_key}{token}%%"] = value
+            for token, html_name, text_name in used:
+                value = values[token]
+                substitutions[html_name] = _escape(value)
+                substitutions[text_name] = value
             to: dict[str, str] = {"email": recipient.email}
             name = display_name(recipient.name)
             if name:
@@ -194,6 +205,14 @@ class SendGridTransport:
         except ValueError:
             wait = 1.0
         return min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT)
+
+
+_NEEDS_ESCAPE = re.compile(r"[<>&\"']")
+
+
+def _escape(value: str) -> str:
+    # Most values (URLs, plain names) need nothing; skip the call for them.
+    return str(escape(value)) if _NEEDS_ESCAPE.search(value) else value
 
 
 def _errors(response: httpx.Response) -> str:

@@ -1,0 +1,150 @@
+"""Benchmark: one edition to N subscribers through the SendGrid transport to a local sink.
+
+    .venv/bin/python bench/dispatch_bench.py [--n 100000] [--runs 3] [--database-url URL]
+
+Seeding the N subscribers is not timed. The timed part is what `mailer editions
+send` does: fill the ledger, claim batches of 1000, build and post the bodies,
+record the outcomes, until the edition is sent. The sink is ../shared/bench/sinks.py
+(a fast SendGrid capture server) run as a child process on 127.0.0.1. Peak
+memory is this process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import insert, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mailer.db import migrate  # noqa: E402
+from mailer.db.models import Base, Edition, MailingList, Subscriber, Subscription  # noqa: E402
+from mailer.db.session import make_engine, make_sessionmaker, transaction  # noqa: E402
+from mailer.dispatch.dispatcher import DispatchSettings, send_edition  # noqa: E402
+from mailer.transports.sendgrid import SendGridTransport  # noqa: E402
+from tests import factories  # noqa: E402
+
+SINK = ROOT.parent / "shared" / "bench" / "sinks.py"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, str(SINK), "sendgrid", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/stats", timeout=1)  # noqa: S310 - loopback
+            return sink, url
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the sink did not start")
+
+
+class Runtime:
+    """Just what tests.factories needs."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.sessions = make_sessionmaker(self.engine)
+
+
+def seed(url: str, n: int) -> int:
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    runtime = Runtime(url)
+    newsletter_id = factories.newsletter(runtime)  # type: ignore[arg-type]
+    with transaction(runtime.sessions) as session:
+        list_id = session.query(MailingList.id).filter_by(name="morning").scalar()
+    now = datetime.now(UTC)
+    step = 50_000
+    with engine.begin() as connection:
+        for start in range(1, n + 1, step):
+            ids = range(start, min(start + step, n + 1))
+            connection.execute(insert(Subscriber), [
+                {"id": i, "email": f"reader{i}@example{i % 97}.com", "name": f"Reader {i}",
+                 "status": "active", "attributes": {}, "created_at": now, "updated_at": now}
+                for i in ids
+            ])
+            connection.execute(insert(Subscription), [
+                {"subscriber_id": i, "list_id": list_id, "status": "active", "created_at": now}
+                for i in ids
+            ])
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("ANALYZE"))
+        else:
+            connection.execute(text("ANALYZE"))
+    edition_id = factories.edition(runtime, newsletter_id)  # type: ignore[arg-type]
+    runtime.engine.dispose()
+    engine.dispose()
+    return edition_id
+
+
+def one_run(url: str, n: int, sink_url: str) -> float:
+    edition_id = seed(url, n)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    transport = SendGridTransport("SG.bench", sink_url, timeout=60)
+    settings = DispatchSettings(base_url="https://news.example.org", secret_key=b"k" * 32)
+    started = time.perf_counter()
+    tally = send_edition(sessions, edition_id, transport, settings)
+    elapsed = time.perf_counter() - started
+    transport.close()
+    with sessions() as session:
+        status = session.get(Edition, edition_id).status  # type: ignore[union-attr]
+    assert tally["sent"] == n and status == "sent", (tally, status)
+    engine.dispose()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    sink, sink_url = start_sink()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            times = []
+            for run in range(args.runs):
+                url = args.database_url or f"sqlite:///{Path(tmp) / f'bench-{run}.db'}"
+                times.append(one_run(url, args.n, sink_url))
+    finally:
+        sink.terminate()
+        sink.wait()
+    median = statistics.median(times)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    database = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} "
+          f"cores, CPython {platform.python_version()}, {database}; median of {args.runs}")
+    print(f"{args.n:,} recipients in {median:.2f}s = {args.n / median:,.0f} recipients/s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in times)}); peak RSS {peak_mb:.0f} MB "
+          "(includes seeding)")
+
+
+if __name__ == "__main__":
+    main()
