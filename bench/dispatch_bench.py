@@ -48,8 +48,11 @@ def free_port() -> int:
 
 def start_sink() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    sink = subprocess.Popen([sys.executable, str(SINK), "sendgrid", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(
+        [sys.executable, str(SINK), "sendgrid", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -84,15 +87,28 @@ def seed(url: str, n: int) -> int:
     with engine.begin() as connection:
         for start in range(1, n + 1, step):
             ids = range(start, min(start + step, n + 1))
-            connection.execute(insert(Subscriber), [
-                {"id": i, "email": f"reader{i}@example{i % 97}.com", "name": f"Reader {i}",
-                 "status": "active", "attributes": {}, "created_at": now, "updated_at": now}
-                for i in ids
-            ])
-            connection.execute(insert(Subscription), [
-                {"subscriber_id": i, "list_id": list_id, "status": "active", "created_at": now}
-                for i in ids
-            ])
+            connection.execute(
+                insert(Subscriber),
+                [
+                    {
+                        "id": i,
+                        "email": f"reader{i}@example{i % 97}.com",
+                        "name": f"Reader {i}",
+                        "status": "active",
+                        "attributes": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+            connection.execute(
+                insert(Subscription),
+                [
+                    {"subscriber_id": i, "list_id": list_id, "status": "active", "created_at": now}
+                    for i in ids
+                ],
+            )
         if engine.dialect.name == "postgresql":
             connection.execute(text("ANALYZE"))
         else:
@@ -139,11 +155,15 @@ def main() -> None:
     median = statistics.median(times)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     database = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} "
-          f"cores, CPython {platform.python_version()}, {database}; median of {args.runs}")
-    print(f"{args.n:,} recipients in {median:.2f}s = {args.n / median:,.0f} recipients/s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)}); peak RSS {peak_mb:.0f} MB "
-          "(includes seeding)")
+    print(
+        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} "
+        f"cores, CPython {platform.python_version()}, {database}; median of {args.runs}"
+    )
+    print(
+        f"{args.n:,} recipients in {median:.2f}s = {args.n / median:,.0f} recipients/s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in times)}); peak RSS {peak_mb:.0f} MB "
+        "(includes seeding)"
+    )
 
 
 if __name__ == "__main__":
