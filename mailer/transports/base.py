@@ -23,7 +23,7 @@ class Envelope:
     nonce: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recipient:
     delivery_id: int
     email: str
@@ -37,6 +37,16 @@ class Recipient:
             "email": self.email,
         }
 
+    def token(self, name: str) -> str:
+        """One token's value (cheaper than building all of them, once per recipient)."""
+        if name == "unsubscribe_url":
+            return self.unsubscribe_url
+        if name == "name":
+            return self.name or ""
+        if name == "email":
+            return self.email
+        raise KeyError(name)
+
 
 class Outcome(StrEnum):
     SENT = "sent"
@@ -45,7 +55,7 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # may or may not have gone out: never resent blindly
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     delivery_id: int
     outcome: Outcome

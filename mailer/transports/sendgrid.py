@@ -47,7 +47,11 @@ _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f;,]")
 
 def display_name(name: str | None) -> str:
     """SendGrid refuses names with ';' or ','; control characters are never wanted."""
-    return _UNSAFE_NAME.sub("", name or "").strip()
+    if not name:
+        return ""
+    if name.isprintable() and ";" not in name and "," not in name:
+        return name.strip()  # the usual case, without a regex per recipient
+    return _UNSAFE_NAME.sub("", name).strip()
 
 
 def substitution_keys(nonce: str) -> tuple[str, str]:
@@ -109,10 +113,9 @@ class SendGridTransport:
         ]
         personalizations = []
         for recipient in recipients:
-            values = recipient.tokens()
             substitutions = {}
             for token, html_name, text_name in used:
-                value = values[token]
+                value = recipient.token(token)
                 substitutions[html_name] = _escape(value)
                 substitutions[text_name] = value
             to: dict[str, str] = {"email": recipient.email}
