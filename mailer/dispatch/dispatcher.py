@@ -169,6 +169,7 @@ def _send(
         with factory() as session:
             on_progress(ledger.counts(session, edition_id))
     throttle = Throttle(settings.throttle_per_second)
+    after_id = 0
     while envelope is not None:
         if should_stop is not None and should_stop():
             break  # asked to stop (SIGTERM): nothing claimed, nothing lost
@@ -176,9 +177,15 @@ def _send(
             edition = _load(session, edition_id)
             if edition.status != EditionStatus.SENDING:
                 break  # paused or cancelled by an operator
-            batch = ledger.claim(session, edition, worker, transport.name, settings.batch_size)
+            batch = ledger.claim(
+                session, edition, worker, transport.name, settings.batch_size, after_id=after_id
+            )
         if batch is None:
-            break
+            if after_id == 0:
+                break
+            after_id = 0  # one more pass from the start, for rows queued again behind us
+            continue
+        after_id = batch.last_id
         if batch.deliveries:
             recipients = [
                 Recipient(
