@@ -203,3 +203,19 @@ def test_title_templates_are_sandboxed_and_checked() -> None:
         check("{{ top.missing_field }}", "subject")
     with pytest.raises(TitleTemplateError):
         check("{{ top.__class__.__mro__[1].__subclasses__() }}", "subject")
+
+
+def test_a_briefing_from_a_shared_source_goes_to_every_newsletter(runtime: Runtime) -> None:
+    first = factories.newsletter(runtime, slug="daily")
+    second = factories.newsletter(runtime, slug="evening", lists=("evening",))
+    briefing(runtime, "shared", "News for everyone", hours_ago=1)
+
+    sent_by_first = compose(runtime, first, date(2026, 11, 25)).edition
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, sent_by_first.id)
+        assert edition is not None
+        dispatcher.start(session, edition)  # its briefings are now sent (and immutable)
+    later = compose(runtime, second, date(2026, 11, 25))
+
+    assert not later.skipped
+    assert titles_of(runtime, later.edition.id) == ["News for everyone"]

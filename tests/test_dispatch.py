@@ -225,7 +225,8 @@ class Down(OutboxTransport):
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
         self.calls += 1
         return [
-            Result(r.delivery_id, Outcome.RETRY, error="connection refused") for r in recipients
+            Result(r.delivery_id, Outcome.RETRY, error="connection refused", transport_down=True)
+            for r in recipients
         ]
 
 
@@ -244,6 +245,12 @@ def test_a_transport_that_is_down_stops_the_run_without_burning_attempts(
     with runtime.sessions() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None and edition.status == EditionStatus.SENDING
+    # However long the outage, nobody fails because of it.
+    for _ in range(7):
+        factories.backoff_passed(runtime)
+        assert send(runtime, edition_id, down, batch_size=10)["failed"] == 0
+    with runtime.sessions() as session:
+        assert set(session.scalars(select(Delivery.attempts))) == {0}
     resumed = send(runtime, edition_id, batch_size=10)
     assert resumed["sent"] == 20 and resumed["queued"] == 10  # the refused batch backs off
     factories.backoff_passed(runtime)

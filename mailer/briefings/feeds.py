@@ -21,6 +21,10 @@ import httpx
 from mailer.briefings.parser import DEFAULT_BOILERPLATE, BriefingError, ParsedBriefing, parse_html
 
 DEFAULT_TIMEOUT = 10.0
+MAX_URL_LENGTH = 2000
+MAX_GUID_LENGTH = 500
+MAX_TAG_LENGTH = 50
+MAX_VALIDATOR_LENGTH = 100
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 
 
@@ -92,14 +96,19 @@ def fetch(
                     raise FeedError(f"{url}: feed is larger than the limit of {max_bytes:,} bytes")
             return Fetched(
                 bytes(body),
-                response.headers.get("ETag"),
-                response.headers.get("Last-Modified"),
+                _validator(response.headers.get("ETag")),
+                _validator(response.headers.get("Last-Modified")),
                 response.headers.get("Content-Type"),
             )
     except httpx.TimeoutException as exc:
         raise FeedError(f"{url}: timed out ({type(exc).__name__})") from exc
     except httpx.HTTPError as exc:
         raise FeedError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified we can store; an absurd one is simply not used."""
+    return value if value is not None and len(value) <= MAX_VALIDATOR_LENGTH else None
 
 
 def read_feed(content: bytes, *, url: str, content_type: str | None = None) -> Any:
@@ -138,7 +147,11 @@ def _item(entry: Any, *, guid: str, where: str, boilerplate: Sequence[str]) -> F
         if str(entry.get("link", "")).startswith(("http://", "https://"))
         else None
     )
-    tags = tuple(t.get("term", "").strip() for t in entry.get("tags", []) if t.get("term"))
+    if link is not None and len(link) > MAX_URL_LENGTH:
+        link = None  # longer than any mail client or our column takes: keep the item
+    tags = tuple(
+        t.get("term", "").strip()[:MAX_TAG_LENGTH] for t in entry.get("tags", []) if t.get("term")
+    )
     published = _published(entry)
     fingerprint = json.dumps(
         [title, link, body, tags, published.isoformat() if published else None],
@@ -155,6 +168,9 @@ def _item(entry: Any, *, guid: str, where: str, boilerplate: Sequence[str]) -> F
         content_hash=hashlib.sha256(fingerprint.encode("utf-8")).hexdigest(),
     )
     author = (entry.get("author") or "").strip() or None
+    if len(guid) > MAX_GUID_LENGTH:
+        # Identity must fit its column; a digest of a long guid is just as stable.
+        guid = "sha256:" + hashlib.sha256(guid.encode("utf-8")).hexdigest()
     return FeedItem(guid=guid, author=author[:200] if author else None, parsed=parsed)
 
 

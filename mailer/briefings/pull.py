@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.briefings import feeds
@@ -97,15 +98,21 @@ def pull_feed(
         if isinstance(item, BriefingError):
             report.fail(item.source, str(item))
         else:
-            with transaction(factory) as session:
-                _, outcome = store_briefing(
-                    session,
-                    f"feed:{source.name}:{item.guid}",
-                    item.parsed,
-                    source_id=source.id,
-                    author=item.author,
-                    initial_status=status,
-                )
+            try:
+                with transaction(factory) as session:
+                    _, outcome = store_briefing(
+                        session,
+                        f"feed:{source.name}:{item.guid}",
+                        item.parsed,
+                        source_id=source.id,
+                        author=item.author,
+                        initial_status=status,
+                    )
+            except SQLAlchemyError as exc:
+                # This item only: the transaction rolled back, the rest of the feed goes on.
+                where = item.parsed.source
+                report.fail(where, f"{where}: cannot store: {type(exc).__name__}: {exc}")
+                continue
             report.counts[outcome] += 1
         if on_item is not None:
             on_item()

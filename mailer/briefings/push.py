@@ -7,9 +7,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    UrlConstraints,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.orm import Session
 
 from mailer.briefings.parser import (
@@ -43,7 +51,7 @@ class BriefingIn(BaseModel):
     sections: list[SectionIn] | None = Field(default=None, max_length=50)
     body: str | None = Field(default=None, max_length=MAX_BODY_CHARS)
     format: Literal["text", "markdown", "html"] = "text"
-    url: HttpUrl | None = None
+    url: Annotated[HttpUrl, UrlConstraints(max_length=2000)] | None = None
     tags: list[str] = Field(default_factory=list, max_length=20)
     published: datetime | None = None
     author: str | None = Field(default=None, max_length=200)

@@ -128,7 +128,8 @@ def _edit(edition_id: int, change: Callable[[Session, Edition, Runtime], None]) 
     with open_runtime() as runtime:
         try:
             with transaction(runtime.sessions) as session:
-                edition = session.get(Edition, edition_id)
+                # Locked like dispatcher.start: an edit never lands on a sending edition.
+                edition = session.get(Edition, edition_id, with_for_update=True)
                 if edition is None:
                     fail(f"no edition with id {edition_id}")
                 change(session, edition, runtime)

@@ -160,7 +160,8 @@ def _send(
     should_stop: Callable[[], bool] | None,
 ) -> dict[str, int]:
     with transaction(factory) as session:
-        edition = _load(session, edition_id)
+        # Locked: an editor's change and the start of sending cannot interleave.
+        edition = _load(session, edition_id, lock=True)
         start(session, edition)
         ledger.reap(session, settings.claim_timeout)
         envelope = envelope_for(edition) if edition.status == EditionStatus.SENDING else None
@@ -206,7 +207,7 @@ def _send(
                 break
             with transaction(factory) as session:
                 outcomes = ledger.record(session, batch.batch_id, results)
-            if outcomes[Outcome.RETRY] == len(results):
+            if all(r.transport_down for r in results):
                 # Nothing went out: the transport is down, not the recipients. Stop
                 # rather than burn every row's attempts in a tight loop; rerun later.
                 log.warning(
@@ -250,7 +251,10 @@ def _pause_for(
         ledger.record(
             session,
             batch_id,
-            [Result(r.delivery_id, Outcome.RETRY, error=reason) for r in recipients],
+            [
+                Result(r.delivery_id, Outcome.RETRY, error=reason, transport_down=True)
+                for r in recipients
+            ],
             backoff=False,
         )
         edition = _load(session, edition_id)
@@ -279,8 +283,8 @@ def cancel(session: Session, edition: Edition, reason: str = "cancelled by an op
     return ledger.skip_queued(session, edition.id, reason)
 
 
-def _load(session: Session, edition_id: int) -> Edition:
-    edition = session.get(Edition, edition_id)
+def _load(session: Session, edition_id: int, *, lock: bool = False) -> Edition:
+    edition = session.get(Edition, edition_id, with_for_update=lock or None)
     if edition is None:
         raise DispatchError(f"no edition with id {edition_id}")
     return edition

@@ -197,7 +197,8 @@ def claim(
     if skipped:
         connection.execute(
             update(DELIVERIES)
-            .where(Delivery.id.in_(skipped))
+            # Guarded: a row another worker took meanwhile stays that worker's.
+            .where(Delivery.id.in_(skipped), Delivery.status == DeliveryStatus.QUEUED)
             .values(
                 status=DeliveryStatus.SKIPPED,
                 error="unsubscribed or suppressed before its batch was claimed",
@@ -232,6 +233,9 @@ def claim(
     )
     claimed = [c for c in claimed if c.delivery_id in taken]
     batch.size = len(claimed)
+    if not claimed:
+        # Another claimer took them all: this batch never opens.
+        batch.outcome, batch.finished_at = "empty: taken by another worker", now
     return ClaimedBatch(batch.id, claimed, len(skipped), last_id)
 
 
@@ -275,9 +279,16 @@ def record(
             select(Delivery.id, Delivery.attempts).where(Delivery.batch_id == batch_id)
         )
     }
+    # The transport itself was unavailable (provider down, bad key): not these
+    # recipients' fault, so the claim is not counted as an attempt and an outage of
+    # any length never turns into failures.
     by_outcome: dict[Outcome, list[dict[str, Any]]] = {o: [] for o in Outcome}
     for result in results:
-        if result.outcome is Outcome.RETRY and attempts.get(result.delivery_id, 0) >= MAX_ATTEMPTS:
+        if (
+            result.outcome is Outcome.RETRY
+            and not result.transport_down
+            and attempts.get(result.delivery_id, 0) >= MAX_ATTEMPTS
+        ):
             result = Result(
                 result.delivery_id,
                 Outcome.FAILED,
@@ -287,8 +298,9 @@ def record(
         if result.outcome is Outcome.SENT:
             values |= {"message_id": result.message_id}
         if result.outcome is Outcome.RETRY:
-            delay = retry_delay(attempts.get(result.delivery_id, 1))
-            values |= {"retry_after": now + delay if backoff else None}
+            tries = attempts.get(result.delivery_id, 1)
+            values |= {"retry_after": now + retry_delay(tries) if backoff else None}
+            values |= {"attempts": max(tries - 1, 0) if result.transport_down else tries}
         by_outcome[result.outcome].append(values)
         tally[result.outcome] += 1
     fixed: dict[Outcome, dict[str, Any]] = {

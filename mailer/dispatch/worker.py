@@ -72,15 +72,21 @@ def run(
             for edition_id in editions:
                 if stop.is_set():
                     break
-                send_edition(
-                    factory,
-                    edition_id,
-                    transport,
-                    settings,
-                    worker=name,
-                    should_stop=stop.is_set,
-                    on_progress=on_batch,
-                )
+                try:
+                    send_edition(
+                        factory,
+                        edition_id,
+                        transport,
+                        settings,
+                        worker=name,
+                        should_stop=stop.is_set,
+                        on_progress=on_batch,
+                    )
+                except Exception:
+                    # One edition's trouble (a database hiccup, a bug) must not stop
+                    # every worker that polls it; what it claimed is in the ledger.
+                    log.exception("worker.edition_failed", extra={"edition_id": edition_id})
+                    stop.wait(poll_interval)
                 touched += 1
             if drain and not work_left(factory):
                 break

@@ -87,7 +87,9 @@ def candidates(session: Session, newsletter: Newsletter, now: datetime) -> list[
     query = (
         select(Briefing)
         .where(
-            Briefing.status == BriefingStatus.READY,
+            # SENT too: a briefing another newsletter has sent is still new to this one
+            # (what this newsletter carried is excluded just below).
+            Briefing.status.in_((BriefingStatus.READY, BriefingStatus.SENT)),
             Briefing.published_at >= window_start(session, newsletter, now),
             ~carried,
             ~elsewhere,

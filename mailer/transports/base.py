@@ -61,6 +61,9 @@ class Result:
     outcome: Outcome
     message_id: str | None = None
     error: str | None = None
+    # A retry because the transport itself is unavailable (provider down, no connection,
+    # bad credentials), not because of this recipient: not counted as an attempt.
+    transport_down: bool = False
 
 
 class TransportUnauthorized(RuntimeError):

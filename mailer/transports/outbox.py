@@ -30,7 +30,10 @@ class OutboxTransport:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             # Nothing was written: the whole batch can be queued again.
-            return [Result(r.delivery_id, Outcome.RETRY, error=str(exc)) for r in recipients]
+            return [
+                Result(r.delivery_id, Outcome.RETRY, error=str(exc), transport_down=True)
+                for r in recipients
+            ]
         results = []
         for recipient in recipients:
             try:

@@ -190,7 +190,10 @@ class SendGridTransport:
             return [Result(i, Outcome.FAILED, error=f"{status} {_errors(response)}") for i in ids]
         return [
             Result(
-                i, Outcome.RETRY, error=f"gave up for now after {attempt + 1} tries: {last_error}"
+                i,
+                Outcome.RETRY,
+                error=f"gave up for now after {attempt + 1} tries: {last_error}",
+                transport_down=True,
             )
             for i in ids
         ]

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import dkim
 
-from mailer.transports.base import Envelope, Outcome, Recipient, Result
+from mailer.transports.base import (
+    Envelope,
+    Outcome,
+    Recipient,
+    Result,
+    TransportUnauthorized,
+)
 from mailer.transports.mime import WIRE_POLICY, build_message
 
 
@@ -133,7 +139,7 @@ class SmtpTransport:
         delivery = recipient.delivery_id
         try:
             data = self._message(envelope, recipient)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, dkim.DKIMException) as exc:
             return Result(delivery, Outcome.FAILED, error=f"cannot build message: {exc}")
         sender = envelope.from_email
         if self.config.return_path:
@@ -142,10 +148,16 @@ class SmtpTransport:
             )
         try:
             connection = self._connection()
+        except smtplib.SMTPAuthenticationError as exc:
+            # Bad credentials fail every message alike: stop the edition, not the list.
+            refusal = _reply(exc.smtp_code, exc.smtp_error)
+            raise TransportUnauthorized(f"SMTP login refused: {refusal}") from exc
         except (smtplib.SMTPException, OSError) as exc:
             # Nothing was handed over: try again later.
             self._local.connection = None
-            return Result(delivery, Outcome.RETRY, error=f"could not connect: {exc}")
+            return Result(
+                delivery, Outcome.RETRY, error=f"could not connect: {exc}", transport_down=True
+            )
         try:
             connection.sendmail(sender, [recipient.email], data)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -153,17 +165,19 @@ class SmtpTransport:
             return self._refused(delivery, code, reply)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
             return self._refused(delivery, exc.smtp_code, exc.smtp_error)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except smtplib.SMTPServerDisconnected as exc:
+            # Lost mid-conversation: the server may already have taken the message.
             self._local.connection = None
-            return Result(
-                delivery, Outcome.UNKNOWN, error=f"outcome unknown: connection lost: {exc}"
-            )
+            error = f"outcome unknown: connection lost: {exc}"
+            return Result(delivery, Outcome.UNKNOWN, error=error)
         except smtplib.SMTPException as exc:
+            # Caught before OSError (SMTPException is one): refused before DATA.
             return Result(delivery, Outcome.RETRY, error=str(exc))
-        message_id = (
-            data.split(b"Message-ID: ", 1)[-1].split(b"\r\n", 1)[0].decode("ascii", "replace")
-        )
-        return Result(delivery, Outcome.SENT, message_id=message_id)
+        except OSError as exc:
+            self._local.connection = None
+            error = f"outcome unknown: connection lost: {exc}"
+            return Result(delivery, Outcome.UNKNOWN, error=error)
+        return Result(delivery, Outcome.SENT, message_id=_message_id(data))
 
     @staticmethod
     def _refused(delivery: int, code: int, reply: bytes | str) -> Result:

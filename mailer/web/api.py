@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from mailer.briefings.api_tokens import authenticate
 from mailer.briefings.parser import BriefingError
@@ -44,6 +45,12 @@ def briefing_json(briefing: Briefing, outcome: StoreOutcome) -> dict[str, Any]:
     }
 
 
+def _too_large() -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"body larger than the limit of {MAX_REQUEST_BYTES:,} bytes"}, status_code=413
+    )
+
+
 def _unauthorized(message: str) -> JSONResponse:
     return JSONResponse(
         {"detail": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
@@ -60,12 +67,16 @@ async def push_briefing(request: Request) -> JSONResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized("send 'Authorization: Bearer <token>'")
-    body = await request.body()
-    if len(body) > MAX_REQUEST_BYTES:
-        return JSONResponse(
-            {"detail": f"body is {len(body):,} bytes; the limit is {MAX_REQUEST_BYTES:,}"},
-            status_code=413,
-        )
+    # Bounded before and while reading: an oversized body is refused, never held whole.
+    declared = request.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        return _too_large()
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > MAX_REQUEST_BYTES:
+            return _too_large()
+    body = bytes(chunks)
     try:
         item = BriefingIn.model_validate_json(body)
     except ValidationError as exc:
@@ -96,10 +107,15 @@ def _store(runtime: Runtime, token: str, item: BriefingIn) -> JSONResponse:
         source = authenticate(session, token)
         if source is None:
             return _unauthorized("unknown or revoked token")
+        patterns = runtime.settings.boilerplate_patterns
         try:
-            briefing, outcome = store_pushed(
-                session, source, item, boilerplate=runtime.settings.boilerplate_patterns
-            )
+            try:
+                with session.begin_nested():
+                    briefing, outcome = store_pushed(session, source, item, boilerplate=patterns)
+            except IntegrityError:
+                # The same item posted twice at once: the other post inserted it first,
+                # so this one is a re-post of it.
+                briefing, outcome = store_pushed(session, source, item, boilerplate=patterns)
         except BriefingError as exc:
             return _unprocessable(
                 [{"loc": ["body", *_loc(exc.field)], "msg": exc.reason, "type": "value_error"}]
