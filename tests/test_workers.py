@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -137,7 +138,15 @@ def test_sigterm_stops_a_worker_cleanly(runtime: Runtime, sink: SinkServer, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)
+    # Signal only once it is running (its handlers are installed before it logs this).
+    assert idle.stderr is not None
+    deadline = time.monotonic() + 60
+    seen = b""
+    while b"worker.started" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([idle.stderr], [], [], 1.0)
+        if ready:
+            seen += os.read(idle.stderr.fileno(), 65536)
+    assert b"worker.started" in seen, seen.decode()[-2000:]
     idle.send_signal(signal.SIGTERM)
     out, err = idle.communicate(timeout=20)
     assert idle.returncode == 0, err.decode()[-2000:]
