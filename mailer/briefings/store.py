@@ -26,6 +26,26 @@ class StoreOutcome(StrEnum):
     CORRECTED = "corrected"  # changed at the source after it was sent: recorded, not applied
 
 
+def as_dict(briefing: Briefing) -> dict[str, Any]:
+    """A stored briefing as JSON-ready data: the one shape the CLI and the API show."""
+    return {
+        "id": briefing.id,
+        "status": briefing.status,
+        "source_key": briefing.source_key,
+        "title": briefing.title,
+        "lead": briefing.lead,
+        "sections": [
+            {"label": s.get("label"), "paragraphs": s.get("paragraphs", [])}
+            for s in briefing.sections
+        ],
+        "tags": briefing.tags,
+        "url": briefing.url,
+        "author": briefing.author,
+        "published": briefing.published_at.isoformat(),
+        "dropped": briefing.dropped,
+    }
+
+
 def stored_sections(parsed: ParsedBriefing) -> list[dict[str, Any]]:
     return [
         {"label": s.label, "paragraphs": list(s.paragraphs), "html": list(s.html)}

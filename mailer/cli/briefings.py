@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from mailer.briefings import feeds
 from mailer.briefings.parser import BriefingError, ParsedBriefing, parse_file
+from mailer.briefings.store import as_dict
 from mailer.cli.common import JsonOption, console, fail, load_settings, open_runtime, print_json
 from mailer.db.models import Briefing, BriefingStatus, Correction
 from mailer.db.session import transaction
@@ -112,20 +113,7 @@ def show(briefing_id: int = typer.Argument(..., metavar="ID"), as_json: bool = J
             select(Correction).where(Correction.briefing_id == briefing_id).order_by(Correction.id)
         ).all()
         data = {
-            "id": briefing.id,
-            "status": briefing.status,
-            "source_key": briefing.source_key,
-            "title": briefing.title,
-            "lead": briefing.lead,
-            "sections": [
-                {"label": s.get("label"), "paragraphs": s.get("paragraphs", [])}
-                for s in briefing.sections
-            ],
-            "tags": briefing.tags,
-            "url": briefing.url,
-            "author": briefing.author,
-            "published": briefing.published_at.isoformat(),
-            "dropped": briefing.dropped,
+            **as_dict(briefing),
             "corrections": [
                 {"recorded_at": c.recorded_at.isoformat(), "title": c.title, "lead": c.lead}
                 for c in corrections
@@ -140,7 +128,7 @@ def show(briefing_id: int = typer.Argument(..., metavar="ID"), as_json: bool = J
         label = f"{section.get('label')}: " if section.get("label") else ""
         body = "\n\n".join(section.get("paragraphs", []))
         console.print(f"\n{label}{body}", highlight=False, markup=False)
-    for correction in data["corrections"]:  # type: ignore[attr-defined]
+    for correction in data["corrections"]:
         console.print(f"\n[yellow]correction received {correction['recorded_at']}[/]")
 
 

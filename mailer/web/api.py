@@ -18,31 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from mailer.briefings.api_tokens import authenticate
 from mailer.briefings.parser import BriefingError
 from mailer.briefings.push import BriefingIn, store_pushed
-from mailer.briefings.store import StoreOutcome
-from mailer.db.models import Briefing
+from mailer.briefings.store import StoreOutcome, as_dict
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
 
 router = APIRouter(prefix="/api")
 MAX_REQUEST_BYTES = 1_048_576
-
-
-def briefing_json(briefing: Briefing, outcome: StoreOutcome) -> dict[str, Any]:
-    return {
-        "id": briefing.id,
-        "source_key": briefing.source_key,
-        "status": briefing.status,
-        "outcome": outcome.value,
-        "title": briefing.title,
-        "lead": briefing.lead,
-        "sections": [
-            {"label": s.get("label"), "paragraphs": s.get("paragraphs", [])}
-            for s in briefing.sections
-        ],
-        "tags": briefing.tags,
-        "url": briefing.url,
-        "published": briefing.published_at.isoformat(),
-    }
 
 
 def _too_large() -> JSONResponse:
@@ -120,5 +101,5 @@ def _store(runtime: Runtime, token: str, item: BriefingIn) -> JSONResponse:
             return _unprocessable(
                 [{"loc": ["body", *_loc(exc.field)], "msg": exc.reason, "type": "value_error"}]
             )
-        payload = briefing_json(briefing, outcome)
+        payload = {**as_dict(briefing), "outcome": outcome.value}
     return JSONResponse(payload, status_code=201 if outcome is StoreOutcome.NEW else 200)
