@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
-from mailer.transports.mime import WIRE_POLICY, build_message
+from mailer.transports.mime import MessageWriter
 
 
 class OutboxTransport:
@@ -20,6 +20,13 @@ class OutboxTransport:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._writer: MessageWriter | None = None
+
+    def _writer_for(self, envelope: Envelope) -> MessageWriter:
+        # One writer per edition run: its shared headers are encoded once.
+        if self._writer is None or self._writer.envelope is not envelope:
+            self._writer = MessageWriter(envelope)
+        return self._writer
 
     def folder_for(self, edition_id: int) -> Path:
         return self.directory / f"edition-{edition_id}"
@@ -34,25 +41,25 @@ class OutboxTransport:
                 Result(r.delivery_id, Outcome.RETRY, error=str(exc), transport_down=True)
                 for r in recipients
             ]
+        try:
+            writer = self._writer_for(envelope)
+        except (ValueError, TypeError) as exc:
+            # The shared headers cannot be written (say, a subject with a line break).
+            return [Result(r.delivery_id, Outcome.FAILED, error=str(exc)) for r in recipients]
         results = []
         for recipient in recipients:
             try:
-                message = build_message(envelope, recipient)
+                data, message_id = writer.render(recipient)
             except (ValueError, TypeError) as exc:
-                # A header the email package refuses: this recipient can never be sent.
+                # A value no header can carry: this recipient can never be sent.
                 results.append(Result(recipient.delivery_id, Outcome.FAILED, error=str(exc)))
                 continue
             try:
-                _write_atomically(
-                    folder / f"{recipient.delivery_id}.eml",
-                    message.as_bytes(policy=WIRE_POLICY),
-                )
+                _write_atomically(folder / f"{recipient.delivery_id}.eml", data)
             except OSError as exc:
                 results.append(Result(recipient.delivery_id, Outcome.RETRY, error=str(exc)))
             else:
-                results.append(
-                    Result(recipient.delivery_id, Outcome.SENT, message_id=message["Message-ID"])
-                )
+                results.append(Result(recipient.delivery_id, Outcome.SENT, message_id=message_id))
         return results
 
     def close(self) -> None:

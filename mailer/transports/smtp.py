@@ -14,7 +14,6 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
@@ -26,7 +25,7 @@ from mailer.transports.base import (
     Result,
     TransportUnauthorized,
 )
-from mailer.transports.mime import WIRE_POLICY, build_message
+from mailer.transports.mime import MessageWriter
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,6 @@ def load_dkim_key(value: str) -> bytes:
     return Path(value).read_bytes()
 
 
-def _message_id(data: bytes) -> str:
-    header = data.split(b"\r\nMessage-ID: ", 1)[-1].split(b"\r\n", 1)[0]
-    return header.decode("ascii", "replace")
-
-
 def _reply(code: int, message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
     return f"{code} {text}".strip()
@@ -70,6 +64,7 @@ class SmtpTransport:
         self._local = threading.local()
         self._connections: list[smtplib.SMTP] = []
         self._lock = threading.Lock()
+        self._writer: MessageWriter | None = None
         self._pool = ThreadPoolExecutor(config.pool_size, thread_name_prefix="smtp")
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
@@ -110,9 +105,15 @@ class SmtpTransport:
             self._connections.append(connection)
         return connection
 
-    def _message(self, envelope: Envelope, recipient: Recipient) -> bytes:
-        message: EmailMessage = build_message(envelope, recipient)
-        data = message.as_bytes(policy=WIRE_POLICY)
+    def _writer_for(self, envelope: Envelope) -> MessageWriter:
+        # One writer per edition run (shared headers encoded once), safe across threads.
+        with self._lock:
+            if self._writer is None or self._writer.envelope is not envelope:
+                self._writer = MessageWriter(envelope)
+            return self._writer
+
+    def _message(self, envelope: Envelope, recipient: Recipient) -> tuple[bytes, str]:
+        data, message_id = self._writer_for(envelope).render(recipient)
         config = self.config
         if config.dkim_domain and config.dkim_selector and config.dkim_key:
             signature = dkim.sign(
@@ -133,12 +134,12 @@ class SmtpTransport:
                 ],
             )
             data = signature + data
-        return data
+        return data, message_id
 
     def _send_one(self, envelope: Envelope, recipient: Recipient) -> Result:
         delivery = recipient.delivery_id
         try:
-            data = self._message(envelope, recipient)
+            data, message_id = self._message(envelope, recipient)
         except (ValueError, TypeError, dkim.DKIMException) as exc:
             return Result(delivery, Outcome.FAILED, error=f"cannot build message: {exc}")
         sender = envelope.from_email
@@ -177,7 +178,7 @@ class SmtpTransport:
             self._local.connection = None
             error = f"outcome unknown: connection lost: {exc}"
             return Result(delivery, Outcome.UNKNOWN, error=error)
-        return Result(delivery, Outcome.SENT, message_id=_message_id(data))
+        return Result(delivery, Outcome.SENT, message_id=message_id)
 
     @staticmethod
     def _refused(delivery: int, code: int, reply: bytes | str) -> Result:
