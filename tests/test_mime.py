@@ -51,7 +51,6 @@ def test_written_message_parses_back(name: str | None) -> None:
     assert message.get_content_type() == "multipart/alternative"
     plain, html = (part.get_content() for part in message.iter_parts())
     values = {"name": name or "", "unsubscribe_url": recipient.unsubscribe_url, "email": ""}
-    expected_name = name or ""
     assert plain.replace("\r\n", "\n") == personalize(TEXT, NONCE, values, html=False)
     assert html.replace("\r\n", "\n") == personalize(HTML, NONCE, values, html=True)
     if name:
