@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dkim
 import pytest
 from aiosmtpd.controller import Controller
-from cryptography.hazmat.primitives import serialization
+from aiosmtpd.smtp import AuthResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from mailer.db.base import utcnow
@@ -21,6 +28,7 @@ from mailer.db.models import Delivery, DeliveryStatus
 from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
 from mailer.transports import transport_for
+from mailer.transports.base import Envelope, Recipient
 from mailer.transports.smtp import SmtpConfig, SmtpTransport
 from tests import factories
 
@@ -182,3 +190,94 @@ def test_an_unreachable_server_leaves_everyone_queued(runtime: Runtime) -> None:
     finally:
         transport.close()
     assert tally["queued"] == 3 and tally["sent"] == 0
+
+
+def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client that trusts it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+def test_starttls_and_login(tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    recorder = Recorder()
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> Any:
+        logins.append((auth.login, auth.password))
+        ok = auth.login == b"desk" and auth.password == b"s3cret"
+        return AuthResult(success=ok)
+
+    port = free_port()
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_tls,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    controller.start()
+    envelope = Envelope(
+        edition_id=1,
+        newsletter_slug="daily",
+        from_name="Desk",
+        from_email="desk@news.example.org",
+        reply_to=None,
+        subject="Over TLS",
+        html="<p>%%0123456789ab:unsubscribe_url%%</p>",
+        text="%%0123456789ab:unsubscribe_url%%",
+        nonce="0123456789ab",
+    )
+    recipient = [Recipient(1, "r@example.com", "R", "https://x/u/1")]
+    try:
+        good = SmtpTransport(
+            SmtpConfig(
+                host="127.0.0.1",
+                port=port,
+                security="starttls",
+                username="desk",
+                password="s3cret",
+                pool_size=1,
+                tls_context=client_tls,
+            )
+        )
+        try:
+            (result,) = good.send(envelope, recipient)
+        finally:
+            good.close()
+    finally:
+        controller.stop()
+
+    assert result.outcome.value == "sent"
+    assert len(recorder.messages) == 1
+    assert logins[0] == (b"desk", b"s3cret")
