@@ -13,6 +13,7 @@ from mailer.db.session import transaction
 from mailer.demo.setup import BRIEFINGS_DIR
 from mailer.editions.compose import compose_edition
 from mailer.runtime import Runtime
+from mailer.transports.base import Envelope
 from subscribers.importer import ImportReport, Row, import_rows
 
 
@@ -59,3 +60,23 @@ def backoff_passed(runtime: Runtime) -> None:
     """As if every queued retry's backoff had run out (instead of sleeping through it)."""
     with transaction(runtime.sessions) as session:
         session.execute(update(Delivery).values(retry_after=None))
+
+
+NONCE = "0123456789ab"
+
+
+def envelope(**overrides: object) -> Envelope:
+    """A rendered edition's shared parts, written by hand; placeholders use ``NONCE``."""
+    values: dict[str, object] = {
+        "edition_id": 1,
+        "newsletter_slug": "daily",
+        "from_name": "Desk",
+        "from_email": "desk@news.example.org",
+        "reply_to": None,
+        "subject": "Today",
+        "html": f"<p>Hi %%{NONCE}:name%%</p>",
+        "text": f"Hi %%{NONCE}:name%% %%{NONCE}:unsubscribe_url%%",
+        "nonce": NONCE,
+    }
+    values.update(overrides)
+    return Envelope(**values)  # type: ignore[arg-type]

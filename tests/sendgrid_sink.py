@@ -18,11 +18,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
+from tests.loopback import LoopbackServer
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "sendgrid" / "tsg_mail_v3.json"
 API_KEY = "SG.test-key"
@@ -99,7 +101,7 @@ class Sink:
         ]
 
 
-class SinkServer:
+class SinkServer(LoopbackServer):
     def __init__(self) -> None:
         self.sink = Sink()
         validator = mail_send_validator()
@@ -204,21 +206,7 @@ class SinkServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from mailer.dispatch import dispatcher
 from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
 from mailer.transports import transport_for
-from mailer.transports.base import Envelope, Recipient
+from mailer.transports.base import Recipient
 from mailer.transports.sendgrid import SendGridTransport, substitution_keys
 from subscribers.models import Subscriber
 from tests import factories
@@ -195,17 +195,7 @@ def test_transport_is_configured_from_settings(runtime: Runtime, sink: SinkServe
 
 
 def test_values_are_escaped_for_html_and_raw_for_text() -> None:
-    envelope = Envelope(
-        edition_id=7,
-        newsletter_slug="daily",
-        from_name="Desk",
-        from_email="d@news.example.org",
-        reply_to=None,
-        subject="S",
-        html="<p>Hi %%0123456789ab:name%%</p>",
-        text="Hi %%0123456789ab:name%% %%0123456789ab:unsubscribe_url%%",
-        nonce="0123456789ab",
-    )
+    envelope = factories.envelope(edition_id=7, from_email="d@news.example.org", subject="S")
     sg = transport("http://127.0.0.1:9")
     recipient = Recipient(1, "a@example.com", 'Ada "Al" <L>; Esq', "https://x/u/1")
     body = sg.body(envelope, [recipient])

@@ -28,7 +28,7 @@ from mailer.db.models import Delivery, DeliveryStatus
 from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
 from mailer.transports import transport_for
-from mailer.transports.base import Envelope, Recipient
+from mailer.transports.base import Recipient
 from mailer.transports.smtp import SmtpConfig, SmtpTransport
 from tests import factories
 
@@ -149,19 +149,7 @@ def test_dkim_signature_verifies(smtp_server: tuple[Recorder, int]) -> None:
             dkim_key=pem,
         )
     )
-    from mailer.transports.base import Envelope, Recipient
-
-    envelope = Envelope(
-        edition_id=1,
-        newsletter_slug="daily",
-        from_name="Desk",
-        from_email="desk@news.example.org",
-        reply_to=None,
-        subject="Signed",
-        html="<p>Hi %%0123456789ab:name%%</p>",
-        text="Hi %%0123456789ab:name%% %%0123456789ab:unsubscribe_url%%",
-        nonce="0123456789ab",
-    )
+    envelope = factories.envelope(subject="Signed")
     try:
         (result,) = transport.send(envelope, [Recipient(1, "r@example.com", "R", "https://x/u/1")])
     finally:
@@ -247,16 +235,10 @@ def test_starttls_and_login(tmp_path: Path) -> None:
         authenticator=authenticator,
     )
     controller.start()
-    envelope = Envelope(
-        edition_id=1,
-        newsletter_slug="daily",
-        from_name="Desk",
-        from_email="desk@news.example.org",
-        reply_to=None,
+    envelope = factories.envelope(
         subject="Over TLS",
         html="<p>%%0123456789ab:unsubscribe_url%%</p>",
         text="%%0123456789ab:unsubscribe_url%%",
-        nonce="0123456789ab",
     )
     recipient = [Recipient(1, "r@example.com", "R", "https://x/u/1")]
     try:

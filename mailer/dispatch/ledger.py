@@ -79,15 +79,6 @@ class ClaimedBatch:
     last_id: int  # where the next claim of this caller starts
 
 
-@dataclass(frozen=True, slots=True)
-class _Picked:
-    id: int
-    subscriber_id: int
-    email: str
-    name: str | None
-    ok: bool
-
-
 def _newsletter_list_ids(newsletter_id: int) -> Any:
     return select(newsletter_lists.c.list_id).where(
         newsletter_lists.c.newsletter_id == newsletter_id
@@ -188,12 +179,8 @@ def claim(
     still_mailable = set(
         connection.scalars(mailable_among({r.subscriber_id for r in picked}, list_ids))
     )
-    rows = [
-        _Picked(r.id, r.subscriber_id, r.email, r.name, r.subscriber_id in still_mailable)
-        for r in picked
-    ]
     now = utcnow()
-    skipped = [r.id for r in rows if not r.ok]
+    skipped = [r.id for r in picked if r.subscriber_id not in still_mailable]
     if skipped:
         connection.execute(
             update(DELIVERIES)
@@ -205,7 +192,11 @@ def claim(
                 finished_at=now,
             )
         )
-    claimed = [Claimed(r.id, r.subscriber_id, r.email, r.name) for r in rows if r.ok]
+    claimed = [
+        Claimed(r.id, r.subscriber_id, r.email, r.name)
+        for r in picked
+        if r.subscriber_id in still_mailable
+    ]
     if not claimed:
         return ClaimedBatch(0, [], len(skipped), last_id)
     batch = Batch(
