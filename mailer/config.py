@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_webhook_public_key: str | None = None
     sendgrid_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Requests in flight at once per sender: overlaps SendGrid's answer with our work.
+    sendgrid_concurrency: int = Field(default=4, ge=1, le=16)
     sendgrid_click_tracking: bool = False
     sendgrid_open_tracking: bool = False
     smtp_host: str = "127.0.0.1"

@@ -63,7 +63,8 @@ def test_batches_are_valid_personalized_and_recorded(runtime: Runtime, sink: Sin
     tally = send(runtime, edition_id, transport(sink.base_url))
 
     assert tally["sent"] == 2500
-    assert [len(b["personalizations"]) for b in sink.sink.bodies] == [1000, 1000, 500]
+    # Several requests are in flight at once: they may arrive in any order.
+    assert sorted(len(b["personalizations"]) for b in sink.sink.bodies) == [500, 1000, 1000]
     assert sink.sink.answered == [202, 202, 202]  # the sink validated every body
     assert sorted(sink.sink.delivery_ids()) == sorted(rows(runtime))
     body = sink.sink.bodies[0]

@@ -13,10 +13,11 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.db.base import utcnow
@@ -30,7 +31,7 @@ from mailer.db.models import (
 )
 from mailer.db.session import transaction
 from mailer.dispatch import ledger, liveness
-from mailer.links import unsubscribe_url
+from mailer.links import UnsubscribeLinks
 from mailer.transports.base import (
     Envelope,
     Outcome,
@@ -165,67 +166,25 @@ def _send(
         start(session, edition)
         ledger.reap(session, settings.claim_timeout)
         envelope = envelope_for(edition) if edition.status == EditionStatus.SENDING else None
+        list_ids = [mailing_list.id for mailing_list in edition.newsletter.lists]
 
-    if on_progress is not None:
-        with factory() as session:
-            on_progress(ledger.counts(session, edition_id))
-    throttle = Throttle(settings.throttle_per_second)
-    after_id = 0
-    while envelope is not None:
-        if should_stop is not None and should_stop():
-            break  # asked to stop (SIGTERM): nothing claimed, nothing lost
-        with transaction(factory) as session:
-            edition = _load(session, edition_id)
-            if edition.status != EditionStatus.SENDING:
-                break  # paused or cancelled by an operator
-            batch = ledger.claim(
-                session, edition, worker, transport.name, settings.batch_size, after_id=after_id
-            )
-        if batch is None:
-            if after_id == 0:
-                break
-            after_id = 0  # one more pass from the start, for rows queued again behind us
-            continue
-        after_id = batch.last_id
-        if batch.deliveries:
-            recipients = [
-                Recipient(
-                    delivery_id=d.delivery_id,
-                    email=d.email,
-                    name=d.name,
-                    unsubscribe_url=unsubscribe_url(
-                        settings.base_url, settings.secret_key, d.subscriber_id, edition_id
-                    ),
+    progress = _Progress(factory, edition_id, on_progress)
+    progress.report(force=True)
+    if envelope is not None:
+        # One connection for the whole hot path (claims and records), without the ORM.
+        with factory.kw["bind"].connect() as connection:
+            pipeline = _Pipeline(factory, connection, edition_id, envelope, transport, progress)
+            with pipeline:
+                _claim_and_hand_over(
+                    connection,
+                    edition_id,
+                    list_ids,
+                    worker,
+                    transport,
+                    settings,
+                    pipeline,
+                    should_stop,
                 )
-                for d in batch.deliveries
-            ]
-            throttle.wait_for(len(recipients))
-            try:
-                results = transport.send(envelope, recipients)
-            except TransportUnauthorized as exc:
-                _pause_for(factory, edition_id, batch.batch_id, recipients, str(exc))
-                break
-            with transaction(factory) as session:
-                outcomes = ledger.record(session, batch.batch_id, results)
-            if all(r.transport_down for r in results):
-                # Nothing went out: the transport is down, not the recipients. Stop
-                # rather than burn every row's attempts in a tight loop; rerun later.
-                log.warning(
-                    "edition.transport_unavailable",
-                    extra={"edition_id": edition_id, "error": results[0].error},
-                )
-                break
-            log.info(
-                "batch.recorded",
-                extra={
-                    "edition_id": edition_id,
-                    "batch_id": batch.batch_id,
-                    **{k.value: v for k, v in outcomes.items()},
-                },
-            )
-        if on_progress is not None:
-            with factory() as session:
-                on_progress(ledger.counts(session, edition_id))
 
     with transaction(factory) as session:
         edition = _load(session, edition_id)
@@ -235,21 +194,190 @@ def _send(
             edition.status = EditionStatus.SENT
             edition.sent_at = utcnow()
             log.info("edition.sent", extra={"edition_id": edition_id, **tally})
+    progress.report(force=True)
     return tally
 
 
+def _claim_and_hand_over(
+    connection: Connection,
+    edition_id: int,
+    list_ids: list[int],
+    worker: str,
+    transport: Transport,
+    settings: DispatchSettings,
+    pipeline: _Pipeline,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    links = UnsubscribeLinks(settings.base_url, settings.secret_key)
+    throttle = Throttle(settings.throttle_per_second)
+    after_id = 0
+    while not pipeline.halted:
+        if should_stop is not None and should_stop():
+            break  # asked to stop (SIGTERM): nothing more claimed, what is in flight finishes
+        with connection.begin():
+            status = connection.scalar(select(Edition.status).where(Edition.id == edition_id))
+            if status != EditionStatus.SENDING:
+                break  # paused or cancelled by an operator
+            batch = ledger.claim(
+                connection,
+                edition_id,
+                list_ids,
+                worker,
+                transport.name,
+                settings.batch_size,
+                after_id=after_id,
+            )
+        if batch is None:
+            # Rows handed over may come back queued (a temporary refusal): settle them,
+            # then one more pass from the start for anything queued behind us.
+            pipeline.settle_all()
+            if after_id == 0:
+                break
+            after_id = 0
+            continue
+        after_id = batch.last_id
+        if batch.deliveries:
+            recipients = [
+                Recipient(
+                    delivery_id=d.delivery_id,
+                    email=d.email,
+                    name=d.name,
+                    unsubscribe_url=links.url(d.subscriber_id, edition_id),
+                )
+                for d in batch.deliveries
+            ]
+            throttle.wait_for(len(recipients))
+            pipeline.hand_over(batch.batch_id, recipients)
+        pipeline.progress.report()
+
+
+class _Progress:
+    """Counts by state for a progress display, read from the ledger at most every second
+    (a count over a million-row ledger per batch would cost more than the batch)."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        edition_id: int,
+        callback: ProgressCallback | None,
+        interval: float = 1.0,
+    ) -> None:
+        self.factory, self.edition_id, self.callback = factory, edition_id, callback
+        self.interval = interval
+        self.last = -interval
+
+    def report(self, *, force: bool = False) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            with self.factory() as session:
+                self.callback(ledger.counts(session, self.edition_id))
+
+
+class _Pipeline:
+    """Batches in flight: up to ``transport.concurrency`` at once, so that claiming the
+    next batch, the provider's work on this one and recording the last overlap.
+
+    Only the calling thread touches the database; the pool's threads only talk to
+    the transport. Completed batches are recorded together, one transaction.
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        connection: Connection,
+        edition_id: int,
+        envelope: Envelope,
+        transport: Transport,
+        progress: _Progress,
+    ) -> None:
+        self.factory, self.connection, self.edition_id = factory, connection, edition_id
+        self.envelope, self.transport, self.progress = envelope, transport, progress
+        self.depth = max(1, transport.concurrency)
+        self.pool = ThreadPoolExecutor(self.depth, thread_name_prefix="handover")
+        self.in_flight: dict[Future[list[Result]], tuple[int, list[Recipient]]] = {}
+        self.halted = False  # stop claiming: the transport is down or unauthorized
+        self.crash: BaseException | None = None
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Whatever happens, what went out is recorded before we leave.
+        self.settle_all()
+        self.pool.shutdown(wait=True)
+        if self.crash is not None and exc_info[0] is None:
+            raise self.crash
+
+    def hand_over(self, batch_id: int, recipients: list[Recipient]) -> None:
+        future = self.pool.submit(self.transport.send, self.envelope, recipients)
+        self.in_flight[future] = (batch_id, recipients)
+        if len(self.in_flight) >= self.depth:
+            self._settle()
+
+    def settle_all(self) -> None:
+        # Each batch is recorded as soon as it is answered, not when the slowest is.
+        while self.in_flight:
+            self._settle()
+
+    def _settle(self) -> None:
+        done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+        finished: list[tuple[int, list[Result]]] = []
+        for future in done:
+            batch_id, recipients = self.in_flight.pop(future)
+            try:
+                finished.append((batch_id, future.result()))
+            except TransportUnauthorized as exc:
+                _pause_for(self.connection, self.edition_id, batch_id, recipients, str(exc))
+                self.halted = True
+            except Exception as exc:
+                # A bug or an unforeseen error: the batch stays `sending` until reaped
+                # (then `unknown`), the others are still recorded, and the error is raised.
+                log.exception(
+                    "batch.handover_failed",
+                    extra={"edition_id": self.edition_id, "batch_id": batch_id},
+                )
+                self.crash = self.crash or exc
+                self.halted = True
+        if not finished:
+            return
+        with self.connection.begin():
+            tallies = [
+                ledger.record(self.connection, batch_id, results) for batch_id, results in finished
+            ]
+        for (batch_id, results), outcomes in zip(finished, tallies, strict=True):
+            log.info(
+                "batch.recorded",
+                extra={
+                    "edition_id": self.edition_id,
+                    "batch_id": batch_id,
+                    **{k.value: v for k, v in outcomes.items() if v},
+                },
+            )
+            if results and all(r.transport_down for r in results):
+                # Nothing went out: the transport is down, not the recipients. Stop
+                # rather than burn every row's attempts in a tight loop; rerun later.
+                log.warning(
+                    "edition.transport_unavailable",
+                    extra={"edition_id": self.edition_id, "error": results[0].error},
+                )
+                self.halted = True
+
+
 def _pause_for(
-    factory: sessionmaker[Session],
+    connection: Connection,
     edition_id: int,
     batch_id: int,
     recipients: list[Recipient],
     reason: str,
 ) -> None:
     """Nothing of this batch went out: queue it again and pause until an operator looks."""
-    with transaction(factory) as session:
+    with connection.begin():
         # No backoff: they go as soon as an operator has fixed the cause and resumed.
         ledger.record(
-            session,
+            connection,
             batch_id,
             [
                 Result(r.delivery_id, Outcome.RETRY, error=reason, transport_down=True)
@@ -257,9 +385,11 @@ def _pause_for(
             ],
             backoff=False,
         )
-        edition = _load(session, edition_id)
-        edition.status = EditionStatus.PAUSED
-        edition.status_reason = reason
+        connection.execute(
+            update(Edition)
+            .where(Edition.id == edition_id, Edition.status == EditionStatus.SENDING)
+            .values(status=EditionStatus.PAUSED, status_reason=reason)
+        )
     log.error("edition.paused", extra={"edition_id": edition_id, "reason": reason})
 
 

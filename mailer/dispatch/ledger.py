@@ -13,16 +13,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+import orjson
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    Connection,
     Integer,
+    Select,
     String,
     Table,
     and_,
+    any_,
+    bindparam,
     func,
+    insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -43,13 +51,17 @@ from mailer.db.models import (
 )
 from mailer.dispatch import liveness
 from mailer.transports.base import Outcome, Result
-from subscribers.audience import mailable, mailable_among
+from subscribers.audience import mailable
 from subscribers.models import Subscriber
 from subscribers.segments import compile_rule
 
 # The tables themselves, for Core statements on the hot path (no ORM bookkeeping).
 DELIVERIES = cast(Table, Delivery.__table__)
 BATCHES = cast(Table, Batch.__table__)
+
+# Spelled as a literal, not a bound parameter, so that both databases can prove the
+# claim index's predicate (status = 'queued') and use it.
+QUEUED_LITERALLY = text(f"deliveries.status = '{DeliveryStatus.QUEUED.value}'")
 
 MAX_BATCH = 1000
 MAX_ATTEMPTS = 5
@@ -63,15 +75,14 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, LONGEST_RETRY)
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(NamedTuple):
     delivery_id: int
     subscriber_id: int
     email: str
     name: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClaimedBatch:
     batch_id: int
     deliveries: list[Claimed]
@@ -134,104 +145,128 @@ def _ledger_size(session: Session, edition_id: int) -> int:
     )
 
 
+def ids_among(column: ColumnElement[Any], ids: Sequence[int], dialect: str) -> ColumnElement[bool]:
+    """``column IN ids`` with the ids as one parameter, not a thousand.
+
+    A statement with one array (PostgreSQL) or one JSON text (SQLite) parameter is
+    compiled once and cached; an expanding IN list is re-rendered for every batch.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(BigInteger)))
+    values: Select[Any] = select(literal_column("value", BigInteger)).select_from(
+        func.json_each(bindparam(None, orjson.dumps(list(ids)).decode(), type_=String))
+    )
+    return column.in_(values.scalar_subquery())
+
+
 def claim(
-    session: Session,
-    edition: Edition,
+    connection: Connection,
+    edition_id: int,
+    list_ids: Sequence[int],
     worker: str,
     transport: str,
     size: int,
     *,
     after_id: int = 0,
 ) -> ClaimedBatch | None:
-    """Take up to ``size`` queued deliveries and commit them as ``sending``.
+    """Take up to ``size`` queued deliveries and mark them ``sending``. The caller commits.
 
     Rows whose subscriber left, bounced or was suppressed since the ledger was
-    filled are marked ``skipped`` instead (Invariant 1). The caller commits.
+    filled are marked ``skipped`` instead (Invariant 1).
     """
     size = max(1, min(size, MAX_BATCH))
+    now = utcnow()
+    dialect = connection.dialect.name
     pick = (
-        select(Delivery.id, Delivery.subscriber_id, Subscriber.email, Subscriber.name)
+        select(
+            Delivery.id,
+            Delivery.subscriber_id,
+            Subscriber.email,
+            Subscriber.name,
+            # The audience re-check (Invariant 1), evaluated per picked row: correlated
+            # probes of the indexes for these rows, not a pass over every subscription.
+            mailable(list_ids, probe=True),
+        )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(
-            Delivery.edition_id == edition.id,
-            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.edition_id == edition_id,
+            QUEUED_LITERALLY,
             # Keyset: start after the caller's last batch. On PostgreSQL the index still
             # holds entries of rows claimed earlier (until vacuum); scanning from the
             # start every time would make a large send quadratic.
             Delivery.id > after_id,
-            or_(Delivery.retry_after.is_(None), Delivery.retry_after <= utcnow()),
+            or_(Delivery.retry_after.is_(None), Delivery.retry_after <= now),
         )
         .order_by(Delivery.id)
         .limit(size)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         # Workers on any number of machines take disjoint batches without waiting.
         pick = pick.with_for_update(skip_locked=True, of=DELIVERIES)
-    # Core execution on the session's connection: the ledger's hot path skips the ORM.
-    connection = session.connection()
-    picked = connection.execute(pick).all()
-    if not picked:
+    rows = connection.execute(pick).all()
+    if not rows:
         return None
-    last_id = picked[-1].id
-    # Re-check the audience of just these rows (Invariant 1), as a query of its own so
-    # the planner sees a thousand subscribers, not the whole ledger, and probes indexes.
-    list_ids = [mailing_list.id for mailing_list in edition.newsletter.lists]
-    still_mailable = set(
-        connection.scalars(mailable_among({r.subscriber_id for r in picked}, list_ids))
-    )
-    now = utcnow()
-    skipped = [r.id for r in picked if r.subscriber_id not in still_mailable]
+    last_id = rows[-1][0]
+    claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4]]
+    skipped = len(rows) - len(claimed)
     if skipped:
         connection.execute(
             update(DELIVERIES)
             # Guarded: a row another worker took meanwhile stays that worker's.
-            .where(Delivery.id.in_(skipped), Delivery.status == DeliveryStatus.QUEUED)
+            .where(
+                ids_among(DELIVERIES.c.id, [r[0] for r in rows if not r[4]], dialect),
+                Delivery.status == DeliveryStatus.QUEUED,
+            )
             .values(
                 status=DeliveryStatus.SKIPPED,
                 error="unsubscribed or suppressed before its batch was claimed",
                 finished_at=now,
             )
         )
-    claimed = [
-        Claimed(r.id, r.subscriber_id, r.email, r.name)
-        for r in picked
-        if r.subscriber_id in still_mailable
-    ]
     if not claimed:
-        return ClaimedBatch(0, [], len(skipped), last_id)
-    batch = Batch(
-        edition_id=edition.id, worker=worker, transport=transport, size=len(claimed), claimed_at=now
+        return ClaimedBatch(0, [], skipped, last_id)
+    batch_id = connection.scalar(
+        insert(BATCHES)
+        .values(
+            edition_id=edition_id,
+            worker=worker,
+            transport=transport,
+            size=len(claimed),
+            claimed_at=now,
+        )
+        .returning(BATCHES.c.id)
     )
-    session.add(batch)
-    session.flush()
+    assert batch_id is not None
     # The status guard makes a racing claimer (SQLite has no SKIP LOCKED) take nothing
     # twice: only rows this statement moved from queued are ours.
-    taken = set(
-        connection.scalars(
-            update(DELIVERIES)
-            .where(
-                Delivery.id.in_([c.delivery_id for c in claimed]),
-                Delivery.status == DeliveryStatus.QUEUED,
-            )
-            .values(
-                status=DeliveryStatus.SENDING,
-                batch_id=batch.id,
-                claimed_at=now,
-                attempts=Delivery.attempts + 1,
-            )
-            .returning(Delivery.id)
+    moved = connection.execute(
+        update(DELIVERIES)
+        .where(
+            ids_among(DELIVERIES.c.id, [c.delivery_id for c in claimed], dialect),
+            Delivery.status == DeliveryStatus.QUEUED,
         )
-    )
-    claimed = [c for c in claimed if c.delivery_id in taken]
-    batch.size = len(claimed)
-    if not claimed:
-        # Another claimer took them all: this batch never opens.
-        batch.outcome, batch.finished_at = "empty: taken by another worker", now
-    return ClaimedBatch(batch.id, claimed, len(skipped), last_id)
+        .values(
+            status=DeliveryStatus.SENDING,
+            batch_id=batch_id,
+            claimed_at=now,
+            attempts=Delivery.attempts + 1,
+        )
+    ).rowcount
+    if moved != len(claimed):
+        # Lost a race for some rows (rare): keep only those this batch holds.
+        taken = set(connection.scalars(select(Delivery.id).where(Delivery.batch_id == batch_id)))
+        claimed = [c for c in claimed if c.delivery_id in taken]
+        outcome = None if claimed else "empty: taken by another worker"
+        connection.execute(
+            update(BATCHES)
+            .where(BATCHES.c.id == batch_id)
+            .values(size=len(claimed), outcome=outcome, finished_at=None if claimed else now)
+        )
+    return ClaimedBatch(batch_id, claimed, skipped, last_id)
 
 
 def record(
-    session: Session, batch_id: int, results: Sequence[Result], *, backoff: bool = True
+    connection: Connection, batch_id: int, results: Sequence[Result], *, backoff: bool = True
 ) -> dict[Outcome, int]:
     """Write what the transport said about each delivery of a batch. The caller commits.
 
@@ -244,11 +279,10 @@ def record(
     if results and all(r.outcome is Outcome.SENT for r in results) and len(message_ids) == 1:
         # The usual batch API answer: the whole batch sent under one message id. One
         # statement marks it, instead of one row at a time.
-        session.connection().execute(
+        connection.execute(
             update(DELIVERIES)
             .where(
                 Delivery.batch_id == batch_id,
-                Delivery.id.in_([r.delivery_id for r in results]),
                 or_(
                     Delivery.status == DeliveryStatus.SENDING,
                     Delivery.status == DeliveryStatus.UNKNOWN,
@@ -262,11 +296,11 @@ def record(
             )
         )
         tally[Outcome.SENT] = len(results)
-        _finish_batch(session, batch_id, tally, now)
+        _finish_batch(connection, batch_id, tally, now)
         return tally
     attempts = {
         row.id: row.attempts
-        for row in session.execute(
+        for row in connection.execute(
             select(Delivery.id, Delivery.attempts).where(Delivery.batch_id == batch_id)
         )
     }
@@ -285,7 +319,7 @@ def record(
                 Outcome.FAILED,
                 error=f"gave up after {MAX_ATTEMPTS} attempts: {result.error}",
             )
-        values: dict[str, Any] = {"id": result.delivery_id, "error": result.error}
+        values: dict[str, Any] = {"delivery_id": result.delivery_id, "error": result.error}
         if result.outcome is Outcome.SENT:
             values |= {"message_id": result.message_id}
         if result.outcome is Outcome.RETRY:
@@ -302,10 +336,10 @@ def record(
     }
     for outcome, rows in by_outcome.items():
         if rows:
-            # ORM bulk UPDATE by primary key, one executemany per outcome.
-            session.execute(
-                update(Delivery)
-                .where(
+            # One executemany per outcome, by primary key.
+            connection.execute(
+                update(DELIVERIES).where(
+                    Delivery.id == bindparam("delivery_id"),
                     Delivery.batch_id == batch_id,
                     # A claim expired while we worked is `unknown`: what the transport
                     # actually said about it is better than a guess.
@@ -314,19 +348,18 @@ def record(
                         Delivery.status == DeliveryStatus.SENDING,
                         Delivery.status == DeliveryStatus.UNKNOWN,
                     ),
-                )
-                .execution_options(synchronize_session=None),
+                ),
                 [row | fixed[outcome] for row in rows],
             )
-    _finish_batch(session, batch_id, tally, now)
+    _finish_batch(connection, batch_id, tally, now)
     return tally
 
 
 def _finish_batch(
-    session: Session, batch_id: int, tally: dict[Outcome, int], now: datetime
+    connection: Connection, batch_id: int, tally: dict[Outcome, int], now: datetime
 ) -> None:
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
-    session.connection().execute(
+    connection.execute(
         update(BATCHES)
         .where(Batch.id == batch_id)
         .values(outcome=summary or "empty", finished_at=now)

@@ -25,6 +25,7 @@ def _sendgrid(settings: Settings) -> Transport:
         settings.sendgrid_api_key.get_secret_value(),
         settings.sendgrid_base_url,
         timeout=settings.sendgrid_timeout_seconds,
+        concurrency=settings.sendgrid_concurrency,
         click_tracking=settings.sendgrid_click_tracking,
         open_tracking=settings.sendgrid_open_tracking,
     )

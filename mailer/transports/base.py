@@ -72,6 +72,9 @@ class TransportUnauthorized(RuntimeError):
 
 class Transport(Protocol):
     name: str
+    # How many batches one sender may have in flight at once (``send`` is then
+    # called from that many threads).
+    concurrency: int
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
         """Hand a batch over; return one Result per recipient, in any order."""

@@ -17,6 +17,7 @@ from mailer.transports.mime import MessageWriter
 
 class OutboxTransport:
     name = "outbox"
+    concurrency = 1  # a local directory: nothing to overlap with
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

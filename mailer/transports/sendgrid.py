@@ -76,6 +76,7 @@ class SendGridTransport:
         click_tracking: bool = False,
         open_tracking: bool = False,
         max_retries: int = MAX_RETRIES,
+        concurrency: int = 4,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v3/mail/send"
@@ -88,11 +89,14 @@ class SendGridTransport:
             "open_tracking": {"enable": open_tracking},
         }
         self._max_retries = max_retries
+        self.concurrency = concurrency
         self._sleep = sleep
         # One pool for the life of the transport: keep-alive across batches.
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            limits=httpx.Limits(
+                max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1)
+            ),
         )
 
     def close(self) -> None:

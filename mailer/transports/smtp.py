@@ -58,6 +58,9 @@ def _reply(code: int, message: bytes | str) -> str:
 
 class SmtpTransport:
     name = "smtp"
+    # Each batch already fans out over the connection pool; a second one in flight
+    # keeps the pool busy while the first is recorded and the next claimed.
+    concurrency = 2
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
