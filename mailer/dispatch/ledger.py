@@ -296,7 +296,7 @@ def record(
             )
         )
         tally[Outcome.SENT] = len(results)
-        _finish_batch(connection, batch_id, tally, now)
+        _finish_batch(connection, batch_id, tally, now, message_id=results[0].message_id)
         return tally
     attempts = {
         row.id: row.attempts
@@ -351,18 +351,26 @@ def record(
                 ),
                 [row | fixed[outcome] for row in rows],
             )
-    _finish_batch(connection, batch_id, tally, now)
+    sent_ids = {r.message_id for r in results if r.outcome is Outcome.SENT and r.message_id}
+    _finish_batch(
+        connection, batch_id, tally, now, message_id=sent_ids.pop() if len(sent_ids) == 1 else None
+    )
     return tally
 
 
 def _finish_batch(
-    connection: Connection, batch_id: int, tally: dict[Outcome, int], now: datetime
+    connection: Connection,
+    batch_id: int,
+    tally: dict[Outcome, int],
+    now: datetime,
+    *,
+    message_id: str | None = None,
 ) -> None:
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
     connection.execute(
         update(BATCHES)
         .where(Batch.id == batch_id)
-        .values(outcome=summary or "empty", finished_at=now)
+        .values(outcome=summary or "empty", finished_at=now, provider_message_id=message_id)
     )
 
 
