@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_webhook_public_key: str | None = None
+    # Only for a deployment that verifies signatures elsewhere: /healthz and the logs
+    # say loudly that it is off.
+    sendgrid_webhook_verify: bool = True
+    # How far a signed webhook's timestamp may be from now (replays are refused).
+    sendgrid_webhook_tolerance_seconds: int = Field(default=600, ge=30, le=86_400)
     sendgrid_timeout_seconds: float = Field(default=30.0, gt=0)
     # Requests in flight at once per sender: overlaps SendGrid's answer with our work.
     sendgrid_concurrency: int = Field(default=4, ge=1, le=16)
@@ -76,6 +81,24 @@ class Settings(BaseSettings):
     # Paragraphs starting with one of these (case-insensitive regexes) are paywall or
     # log-in boilerplate and dropped from briefings. Set as a JSON list to replace them.
     boilerplate_patterns: tuple[str, ...] = DEFAULT_BOILERPLATE
+    # Bounce policy: soft bounces (blocks, deferrals, full mailboxes) counted per
+    # address; this many within the window suppress it.
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_window_days: int = Field(default=30, ge=1)
+    # Provider events older than this are pruned (suppressions and ledger facts stay).
+    event_retention_days: int = Field(default=400, ge=30)
+    # Unknown deliveries younger than this are left for provider events to reconcile.
+    reconcile_grace_hours: float = Field(default=2.0, gt=0)
+    # The mailbox SMTP bounces (the VERP return path) are delivered to, for
+    # `mailer bounces import --imap`.
+    bounce_imap_host: str | None = None
+    bounce_imap_port: int = Field(default=993, gt=0, lt=65536)
+    bounce_imap_security: Literal["tls", "starttls", "none"] = "tls"
+    bounce_imap_username: str | None = None
+    bounce_imap_password: SecretStr | None = None
+    bounce_imap_folder: str = "INBOX"
+    # HTTP Basic password of the operator pages (user "admin"); unset: no admin pages.
+    admin_password: SecretStr | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

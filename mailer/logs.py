@@ -58,3 +58,5 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # Alembic narrates every migration step at INFO; only its problems are news.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # flufl.bounce logs every format check it tries, for every message.
+    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ import typer
 
 from mailer.cli import (
     api_tokens,
+    bounces,
     briefings,
     db,
     demo,
@@ -13,6 +14,7 @@ from mailer.cli import (
     serve,
     sources,
     subscribers,
+    suppressions,
     worker,
 )
 
@@ -28,6 +30,8 @@ app.add_typer(editions.app, name="editions")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(sources.app, name="sources")
 app.add_typer(api_tokens.app, name="api-tokens")
+app.add_typer(bounces.app, name="bounces")
+app.add_typer(suppressions.app, name="suppressions")
 app.command("pull")(sources.pull)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -21,6 +22,11 @@ from mailer.editions import editing
 from mailer.editions.compose import compose_edition
 from mailer.editions.editing import EditionLocked
 from mailer.editions.titles import TitleTemplateError
+from mailer.events.policy import Policy, apply_pending
+from mailer.events.reconcile import ReconcileError
+from mailer.events.reconcile import decide as reconcile_decide
+from mailer.events.reconcile import review as reconcile_review
+from mailer.events.stats import StatsError, edition_stats
 from mailer.links import unsubscribe_url
 from mailer.rendering.personalize import personalize
 from mailer.rendering.render import RenderError
@@ -397,3 +403,85 @@ def preview(
     else:
         output.write_text(rendered, encoding="utf-8")
         console.print(f"wrote {output}")
+
+
+@app.command()
+def stats(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOption) -> None:
+    """What happened after the send: delivered, bounced, complaints, opens, clicks, rates."""
+    with open_runtime() as runtime, runtime.sessions() as session:
+        try:
+            result = edition_stats(session, edition_id)
+        except StatsError as exc:
+            fail(str(exc))
+    if as_json:
+        print_json(result.as_dict())
+        return
+    rates = result.rates()
+    table = Table("", "count", "rate", title=f"edition {edition_id}: {result.subject}")
+    rows = [
+        ("sent", result.sent, None),
+        ("delivered", result.delivered, rates["delivered"]),
+        ("bounced (hard)", result.bounced_hard, rates["bounced_hard"]),
+        ("bounced (soft)", result.bounced_soft, rates["bounced_soft"]),
+        ("dropped", result.dropped, rates["dropped"]),
+        ("complaints", result.complaints, rates["complaints"]),
+        ("unsubscribes", result.unsubscribes, rates["unsubscribes"]),
+        (f"opens ({result.opens} in all)", result.unique_opens, rates["opens"]),
+        (f"clicks ({result.clicks} in all)", result.unique_clicks, rates["clicks"]),
+        ("outcome unknown", result.unknown, None),
+    ]
+    for label, count, rate in rows:
+        table.add_row(label, f"{count:,}", "" if rate is None else f"{rate:.2%}")
+    console.print(table)
+    console.print(
+        "rates: bounces and drops of sent; the rest of delivered (unique readers)",
+        style="dim",
+    )
+
+
+@app.command()
+def reconcile(
+    edition_id: int = typer.Argument(..., metavar="ID"),
+    grace_hours: float | None = typer.Option(
+        None, "--grace-hours", help="Leave younger unknowns to provider events [config]."
+    ),
+    resend: bool = typer.Option(False, "--resend", help="Queue them again (may double-mail)."),
+    give_up: bool = typer.Option(False, "--give-up", help="Mark them failed, never resent."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List deliveries still `unknown` after the grace period; resend or give them up."""
+    if resend and give_up:
+        fail("choose one of --resend and --give-up")
+    with open_runtime() as runtime:
+        grace = timedelta(hours=grace_hours or runtime.settings.reconcile_grace_hours)
+        # Provider events that arrived since the last policy run may settle some now.
+        apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
+        with transaction(runtime.sessions) as session:
+            try:
+                view = reconcile_review(session, edition_id, grace)
+                changed = 0
+                if resend or give_up:
+                    changed = reconcile_decide(
+                        session,
+                        edition_id,
+                        "resend" if resend else "give-up",
+                        grace,
+                        operator=getpass.getuser(),
+                    )
+            except ReconcileError as exc:
+                fail(str(exc))
+    if as_json:
+        print_json({**view.as_dict(), "changed": changed})
+        return
+    console.print(
+        f"edition {edition_id}: {len(view.due)} unknown beyond {grace}, "
+        f"{view.waiting} still within it"
+    )
+    for item in view.due[:50]:
+        console.print(f"  {item.delivery_id}  {item.email}  {item.error or ''}", highlight=False)
+    if resend:
+        console.print(f"{changed} queued again: `mailer editions send {edition_id}` sends them")
+    elif give_up:
+        console.print(f"{changed} given up (failed, never resent)")
+    elif view.due:
+        console.print("decide with --resend or --give-up", style="dim")

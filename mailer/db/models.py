@@ -52,6 +52,7 @@ __all__ = [
     "Event",
     "MailingList",
     "Newsletter",
+    "ProviderSync",
     "PullError",
     "Segment",
     "Source",
@@ -287,7 +288,9 @@ class Batch(Base):
     transport: Mapped[str] = mapped_column(String(20))
     size: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(String(200))
-    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    # SendGrid's X-Message-Id for the batch: events carry it as the prefix of
+    # sg_message_id, the fallback when their custom args are missing.
+    provider_message_id: Mapped[str | None] = mapped_column(String(200), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -335,24 +338,55 @@ class Delivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A temporary refusal is tried again after this, with backoff, not in a tight loop.
     retry_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the provider reported afterwards (the first time each happened).
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    bounce_class: Mapped[str | None] = mapped_column(String(10))  # hard, soft
 
 
 class Event(Base):
     """Something that happened to an address: provider feedback, a reader's click."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_email", "email"),)
+    __table_args__ = (
+        Index("ix_events_email", "email"),
+        Index("ix_events_edition_kind", "edition_id", "kind"),
+        # Events whose policy has not been applied yet: the queue of the policy step.
+        Index(
+            "ix_events_pending",
+            "id",
+            postgresql_where=sql_text("processed_at IS NULL"),
+            sqlite_where=sql_text("processed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    source: Mapped[str] = mapped_column(String(30))  # sendgrid, link, one-click, dsn…
+    source: Mapped[str] = mapped_column(String(30))  # sendgrid, sendgrid-sync, dsn, one-click…
     # The provider's own id (SendGrid's sg_event_id) makes a retried webhook harmless.
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(30))
     email: Mapped[str] = mapped_column(String(320))
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"))
-    delivery_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="SET NULL")
-    )
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    bounce_class: Mapped[str | None] = mapped_column(String(10))  # hard, soft
+    detail: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set once the bounce policy has looked at the event; events recorded by the
+    # policy itself (an unsubscribe it made, a lifted suppression) are born processed.
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ProviderSync(Base):
+    """Where the last pull of a provider's suppression lists ended."""
+
+    __tablename__ = "provider_syncs"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    # Unix seconds: the next sync asks for what the provider recorded since then.
+    synced_until: Mapped[int | None] = mapped_column(BigInteger)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_count: Mapped[int] = mapped_column(Integer, default=0)

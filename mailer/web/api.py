@@ -21,15 +21,10 @@ from mailer.briefings.push import BriefingIn, store_pushed
 from mailer.briefings.store import StoreOutcome, as_dict
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
+from mailer.web.bodies import BodyTooLarge, read_capped
 
 router = APIRouter(prefix="/api")
 MAX_REQUEST_BYTES = 1_048_576
-
-
-def _too_large() -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"body larger than the limit of {MAX_REQUEST_BYTES:,} bytes"}, status_code=413
-    )
 
 
 def _unauthorized(message: str) -> JSONResponse:
@@ -48,16 +43,10 @@ async def push_briefing(request: Request) -> JSONResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized("send 'Authorization: Bearer <token>'")
-    # Bounded before and while reading: an oversized body is refused, never held whole.
-    declared = request.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        return _too_large()
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > MAX_REQUEST_BYTES:
-            return _too_large()
-    body = bytes(chunks)
+    try:
+        body = await read_capped(request, MAX_REQUEST_BYTES)
+    except BodyTooLarge as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
     try:
         item = BriefingIn.model_validate_json(body)
     except ValidationError as exc:

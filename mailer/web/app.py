@@ -13,7 +13,7 @@ from sqlalchemy import text
 from mailer.config import Settings
 from mailer.db.migrate import is_current
 from mailer.runtime import Runtime
-from mailer.web import api, unsubscribe
+from mailer.web import api, unsubscribe, webhooks
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(title="mailer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     app.state.pages = Jinja2Templates(directory=PAGES)
+    app.state.webhook_verifier = webhooks.make_verifier(runtime.settings)
 
     @app.middleware("http")
     async def security_headers(
@@ -48,8 +49,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return response
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> dict[str, object]:
+        health: dict[str, object] = {"status": "ok"}
+        if not runtime.settings.sendgrid_webhook_verify:
+            # Loud on purpose: an unverified webhook lets anyone suppress addresses.
+            health["warnings"] = ["SendGrid webhook signature verification is OFF"]
+        return health
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
@@ -70,4 +75,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(unsubscribe.router)
     app.include_router(api.router)
+    app.include_router(webhooks.router)
     return app

@@ -1,0 +1,111 @@
+"""``mailer bounces``: provider suppression sync, bounce mail, and the bounce policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mailer.bounces.mailbox import (
+    BounceSource,
+    BounceSourceError,
+    FolderSource,
+    ImapSource,
+    MboxSource,
+)
+from mailer.bounces.sendgrid_sync import SyncError
+from mailer.bounces.sync import SyncNotConfigured, import_bounce_mail, sync_sendgrid
+from mailer.cli.common import JsonOption, console, errors, fail, open_runtime, print_json
+from mailer.config import Settings
+from mailer.events.policy import Policy, apply_pending
+
+app = typer.Typer(help="Bounces, complaints and provider suppressions.", no_args_is_help=True)
+
+
+@app.command()
+def sync(as_json: bool = JsonOption) -> None:
+    """Pull SendGrid's bounces, blocks, spam reports, invalid emails and global
+    unsubscribes since the last sync, and apply the bounce policy. Safe to rerun."""
+    with open_runtime() as runtime:
+        try:
+            report = sync_sendgrid(runtime)
+        except (SyncNotConfigured, SyncError) as exc:
+            fail(str(exc))
+    if as_json:
+        print_json(report.as_dict())
+        return
+    policy = report.policy
+    console.print(
+        f"{report.fetched} records fetched, {report.stored} new; "
+        f"{policy.suppressed} addresses suppressed, {policy.unsubscribed} unsubscribed"
+    )
+    for line in report.skipped:
+        errors.print(f"[yellow]skipped:[/] {line}", highlight=False)
+
+
+@app.command("import")
+def import_mail(
+    folder: Path | None = typer.Option(None, help="A directory of .eml files."),
+    mbox: Path | None = typer.Option(None, help="An mbox file."),
+    imap: bool = typer.Option(False, help="The mailbox in MAILER_BOUNCE_IMAP_*."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Read bounce mail (RFC 3464 reports and other formats), apply the bounce policy.
+
+    Messages read are moved to processed/ (folder), removed (mbox) or flagged
+    deleted (IMAP), so a rerun reads only new mail."""
+    if sum((folder is not None, mbox is not None, imap)) != 1:
+        fail("give exactly one of --folder, --mbox, --imap")
+    with open_runtime() as runtime:
+        source = _source(runtime.settings, folder, mbox, imap)
+        try:
+            report = import_bounce_mail(runtime, source)
+        except BounceSourceError as exc:
+            fail(str(exc))
+        finally:
+            source.close()
+    if as_json:
+        print_json(report.as_dict())
+        return
+    console.print(
+        f"{report.messages} messages: {report.bounces} bounces ({report.stored} new), "
+        f"{report.not_bounces} not bounces; "
+        f"{report.policy.suppressed if report.policy else 0} addresses suppressed"
+    )
+
+
+def _source(settings: Settings, folder: Path | None, mbox: Path | None, imap: bool) -> BounceSource:
+    if folder is not None:
+        if not folder.is_dir():
+            fail(f"{folder} is not a directory")
+        return FolderSource(folder)
+    if mbox is not None:
+        return MboxSource(mbox)
+    if not settings.bounce_imap_host or not settings.bounce_imap_username:
+        fail("set MAILER_BOUNCE_IMAP_HOST and MAILER_BOUNCE_IMAP_USERNAME to read bounces by IMAP")
+    password = settings.bounce_imap_password
+    return ImapSource(
+        settings.bounce_imap_host,
+        settings.bounce_imap_port,
+        settings.bounce_imap_username,
+        password.get_secret_value() if password else "",
+        folder=settings.bounce_imap_folder,
+        ssl=settings.bounce_imap_security == "tls",
+        starttls=settings.bounce_imap_security == "starttls",
+    )
+
+
+@app.command()
+def apply(as_json: bool = JsonOption) -> None:
+    """Apply the bounce policy to stored events not yet applied (the webhook does this
+    itself right after answering; this is for catching up)."""
+    with open_runtime() as runtime:
+        report = apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        console.print(
+            f"{report.events} events applied: {report.suppressed} suppressed, "
+            f"{report.unsubscribed} unsubscribed, {report.reconciled} unknown deliveries "
+            "reconciled as sent"
+        )

@@ -1,0 +1,1 @@
+"""Provider feedback: verifying and parsing delivery events sent back to us."""

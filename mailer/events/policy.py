@@ -1,0 +1,283 @@
+"""The bounce policy: what each kind of feedback does to addresses and to the ledger.
+
+It runs over stored events still pending (``processed_at`` unset), whatever brought
+them: the signed webhook, the provider sync, bounce mail. Every step is idempotent,
+so an event applied twice (two processes, a crash before the mark) changes nothing
+more. Defaults, per the product's rules:
+
+- hard bounce: suppress (hard bounce), the subscriber is ``bounced``;
+- soft signals (``blocked`` bounces, ``deferred``, soft bounce mail): counted per
+  address, one per message; ``soft_bounce_limit`` within the window suppress;
+- spam report: suppress everywhere, the subscriber ``complained``;
+- ``unsubscribe`` leaves every list, ``group_unsubscribe`` the edition's newsletter
+  (every list if the edition is unknown: the reader asked to leave);
+  ``group_resubscribe`` undoes the latter;
+- ``dropped`` for a bounced, reported, invalid or unsubscribed address: suppress;
+  other drops are only recorded;
+- every provider event about a delivery proves the provider took it: an
+  ``unknown`` ledger row becomes ``sent``; delivered, opened and clicked are
+  stamped on the row the first time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.bounces.mail import BounceClass
+from mailer.config import Settings
+from mailer.db.base import utcnow
+from mailer.db.models import DeliveryStatus, Edition, Event
+from mailer.db.session import transaction
+from mailer.dispatch.ledger import DELIVERIES, ids_among
+from subscribers.models import Subscriber, Subscription, SubscriptionStatus
+from subscribers.suppressions import SuppressionReason, suppress
+from subscribers.unsubscribe import unsubscribe
+
+# SendGrid's drop reasons that mean "this address must not be mailed".
+DROP_SUPPRESSES = {
+    "bounced address": SuppressionReason.HARD_BOUNCE,
+    "spam reporting address": SuppressionReason.COMPLAINT,
+    "invalid": SuppressionReason.INVALID,
+    "unsubscribed address": SuppressionReason.UNSUBSCRIBED,
+}
+# Events that are not about a provider's handling of a delivery.
+NOT_PROVIDER = {"rejected", "suppression_lifted"}
+_FIRST_SEEN = {"delivered": "delivered_at", "open": "opened_at", "click": "clicked_at"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    soft_bounce_limit: int = 3
+    soft_bounce_window: timedelta = timedelta(days=30)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            soft_bounce_limit=settings.soft_bounce_limit,
+            soft_bounce_window=timedelta(days=settings.soft_bounce_window_days),
+        )
+
+
+@dataclass
+class PolicyReport:
+    events: int = 0
+    suppressed: int = 0
+    unsubscribed: int = 0
+    resubscribed: int = 0
+    reconciled: int = 0
+
+    def add(self, other: PolicyReport) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def apply_pending(
+    factory: sessionmaker[Session],
+    policy: Policy,
+    *,
+    chunk: int = 1000,
+    clock: Callable[[], datetime] = utcnow,
+) -> PolicyReport:
+    """Apply the policy to every pending event, a chunk per transaction."""
+    total = PolicyReport()
+    while True:
+        with transaction(factory) as session:
+            report = _apply_chunk(session, policy, chunk, clock())
+        total.add(report)
+        if report.events < chunk:
+            return total
+
+
+def _apply_chunk(session: Session, policy: Policy, chunk: int, now: datetime) -> PolicyReport:
+    report = PolicyReport()
+    query = select(Event).where(Event.processed_at.is_(None)).order_by(Event.id).limit(chunk)
+    if session.get_bind().dialect.name == "postgresql":
+        # Two appliers (a web process, a worker) take different events.
+        query = query.with_for_update(skip_locked=True)
+    events = list(session.scalars(query))
+    if not events:
+        return report
+    report.events = len(events)
+    _ledger_facts(session, events, report)
+    for event in events:
+        _apply_one(session, policy, event, now, report)
+        event.processed_at = now
+    return report
+
+
+def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -> None:
+    provider = [e for e in events if e.delivery_id is not None and e.kind not in NOT_PROVIDER]
+    if not provider:
+        return
+    connection = session.connection()
+    dialect = connection.dialect.name
+    reconciled = connection.execute(
+        update(DELIVERIES)
+        .where(
+            ids_among(
+                DELIVERIES.c.id, sorted({e.delivery_id for e in provider if e.delivery_id}), dialect
+            ),
+            DELIVERIES.c.status == DeliveryStatus.UNKNOWN,
+        )
+        .values(
+            status=DeliveryStatus.SENT,
+            error="outcome was unknown; the provider's events show it accepted the message",
+        )
+    )
+    report.reconciled += int(reconciled.rowcount or 0)
+    for kind, column in _FIRST_SEEN.items():
+        rows = [
+            {"delivery": e.delivery_id, "at": e.occurred_at} for e in provider if e.kind == kind
+        ]
+        if rows:
+            connection.execute(
+                update(DELIVERIES)
+                .where(
+                    DELIVERIES.c.id == bindparam("delivery"),
+                    DELIVERIES.c[column].is_(None),
+                )
+                .values({column: bindparam("at")}),
+                rows,
+            )
+    bounced = [
+        {"delivery": e.delivery_id, "class": e.bounce_class} for e in provider if e.bounce_class
+    ]
+    if bounced:
+        # Hard wins over soft; a soft signal never downgrades a hard bounce.
+        connection.execute(
+            update(DELIVERIES)
+            .where(
+                DELIVERIES.c.id == bindparam("delivery"),
+                (DELIVERIES.c.bounce_class.is_(None))
+                | (DELIVERIES.c.bounce_class != BounceClass.HARD.value),
+            )
+            .values(bounce_class=bindparam("class")),
+            bounced,
+        )
+
+
+def _apply_one(
+    session: Session, policy: Policy, event: Event, now: datetime, report: PolicyReport
+) -> None:
+    kind = event.kind
+    if not event.email:
+        return
+    if event.bounce_class == BounceClass.HARD:
+        report.suppressed += _suppress(session, event, SuppressionReason.HARD_BOUNCE)
+    elif event.bounce_class == BounceClass.SOFT:
+        if _soft_signals(session, event.email, now - policy.soft_bounce_window) >= (
+            policy.soft_bounce_limit
+        ):
+            report.suppressed += _suppress(session, event, SuppressionReason.SOFT_BOUNCES)
+    elif kind == "spamreport":
+        report.suppressed += _suppress(session, event, SuppressionReason.COMPLAINT)
+    elif kind == "dropped":
+        reason = _drop_reason(event)
+        if reason is not None:
+            report.suppressed += _suppress(session, event, reason)
+    elif kind in ("unsubscribe", "group_unsubscribe"):
+        report.unsubscribed += _unsubscribe(session, event)
+    elif kind == "group_resubscribe":
+        report.resubscribed += _resubscribe(session, event, now)
+
+
+def _suppress(session: Session, event: Event, reason: SuppressionReason) -> int:
+    added = suppress(
+        session,
+        event.email,
+        reason,
+        source=event.source,
+        detail=event.detail or "",
+        event_id=event.id,
+        at=event.occurred_at,
+    )
+    return int(added)
+
+
+def _soft_signals(session: Session, email: str, since: datetime) -> int:
+    """Soft signals for ``email`` since ``since``, one per message: SendGrid reports a
+    deferral at every retry of the same message, and one slow message is not three."""
+    one_per_message = func.coalesce(Event.delivery_id, -Event.id)
+    return int(
+        session.scalar(
+            select(func.count(func.distinct(one_per_message))).where(
+                Event.email == email,
+                Event.bounce_class == BounceClass.SOFT.value,
+                Event.occurred_at >= since,
+            )
+        )
+        or 0
+    )
+
+
+def _drop_reason(event: Event) -> SuppressionReason | None:
+    stated = event.payload.get("reason") if isinstance(event.payload, dict) else None
+    text = (stated if isinstance(stated, str) else event.detail or "").strip().lower()
+    return DROP_SUPPRESSES.get(text)
+
+
+def _subscriber(session: Session, email: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email == email))
+
+
+def _newsletter_lists(session: Session, event: Event) -> list[int] | None:
+    """The lists of the newsletter the event's edition belongs to, if known."""
+    if event.kind == "unsubscribe" or event.edition_id is None:
+        return None
+    edition = session.get(Edition, event.edition_id)
+    if edition is None:
+        return None
+    return [mailing_list.id for mailing_list in edition.newsletter.lists]
+
+
+def _unsubscribe(session: Session, event: Event) -> int:
+    subscriber = _subscriber(session, event.email)
+    if subscriber is None:
+        return 0
+    list_ids = _newsletter_lists(session, event)
+    if list_ids is None:
+        list_ids = list(
+            session.scalars(
+                select(Subscription.list_id).where(Subscription.subscriber_id == subscriber.id)
+            )
+        )
+    result = unsubscribe(
+        session,
+        subscriber,
+        list_ids,
+        source=f"{event.source}:{event.kind}",
+        edition_id=event.edition_id,
+    )
+    return int(result.changed)
+
+
+def _resubscribe(session: Session, event: Event, now: datetime) -> int:
+    subscriber = _subscriber(session, event.email)
+    list_ids = _newsletter_lists(session, event)
+    if subscriber is None or not list_ids:
+        return 0
+    # Suppressions still hold: a resubscribed but bounced address stays unmailed.
+    changed = session.execute(
+        update(Subscription)
+        .where(
+            Subscription.subscriber_id == subscriber.id,
+            Subscription.list_id.in_(list_ids),
+            Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+        )
+        .values(status=SubscriptionStatus.ACTIVE, unsubscribed_at=None)
+    )
+    return int(getattr(changed, "rowcount", 0) or 0)
+
+
+def pending_count(session: Session) -> int:
+    return int(
+        session.scalar(select(func.count(Event.id)).where(Event.processed_at.is_(None))) or 0
+    )

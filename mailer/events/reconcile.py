@@ -1,0 +1,173 @@
+"""Deliveries whose outcome is ``unknown``: wait for the provider's word, then ask a human.
+
+A timeout or a reset after the request went out, or a worker that died mid-send,
+leaves rows ``unknown`` (Invariant 2: never resent blindly). Provider events turn
+them ``sent`` as they arrive (``policy``). What is still unknown after a grace
+period is listed for an operator, who resends those rows or gives them up,
+explicitly, and the choice is recorded on each row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from mailer.db.base import utcnow
+from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from mailer.events.policy import Policy, apply_pending
+from mailer.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["resend", "give-up"]
+
+
+class ReconcileError(RuntimeError):
+    """The edition cannot be reconciled as asked."""
+
+
+@dataclass(frozen=True)
+class UnknownDelivery:
+    delivery_id: int
+    email: str
+    since: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReconcileView:
+    edition_id: int
+    grace: timedelta
+    waiting: int  # unknown, still within the grace period
+    due: list[UnknownDelivery]  # unknown beyond it: an operator's decision
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "edition_id": self.edition_id,
+            "grace_seconds": int(self.grace.total_seconds()),
+            "waiting": self.waiting,
+            "due": [
+                {
+                    "delivery_id": d.delivery_id,
+                    "email": d.email,
+                    "since": d.since.isoformat() if d.since else None,
+                    "error": d.error,
+                }
+                for d in self.due
+            ],
+        }
+
+
+def _unknown(edition_id: int) -> Any:
+    return (Delivery.edition_id == edition_id) & (Delivery.status == DeliveryStatus.UNKNOWN)
+
+
+def review(
+    session: Session,
+    edition_id: int,
+    grace: timedelta,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> ReconcileView:
+    if session.get(Edition, edition_id) is None:
+        raise ReconcileError(f"no edition with id {edition_id}")
+    cutoff = clock() - grace
+    old_enough = func.coalesce(Delivery.finished_at, Delivery.claimed_at) <= cutoff
+    due = [
+        UnknownDelivery(row.id, row.email, row.finished_at or row.claimed_at, row.error)
+        for row in session.execute(
+            select(
+                Delivery.id,
+                Delivery.email,
+                Delivery.finished_at,
+                Delivery.claimed_at,
+                Delivery.error,
+            )
+            .where(_unknown(edition_id), old_enough)
+            .order_by(Delivery.id)
+        )
+    ]
+    total = session.scalar(select(func.count(Delivery.id)).where(_unknown(edition_id))) or 0
+    return ReconcileView(edition_id, grace, int(total) - len(due), due)
+
+
+def decide(
+    session: Session,
+    edition_id: int,
+    decision: Decision,
+    grace: timedelta,
+    *,
+    operator: str,
+    clock: Callable[[], datetime] = utcnow,
+) -> int:
+    """Resend or give up every unknown delivery beyond the grace period. The caller commits.
+
+    Resending queues the rows again (the edition goes back to ``sending`` so workers
+    take them); giving up fails them with the operator's name in the reason.
+    """
+    view = review(session, edition_id, grace, clock=clock)
+    ids = [d.delivery_id for d in view.due]
+    if not ids:
+        return 0
+    now = clock()
+    guard = (Delivery.id.in_(ids), Delivery.status == DeliveryStatus.UNKNOWN)
+    if decision == "give-up":
+        values: dict[str, Any] = {
+            "status": DeliveryStatus.FAILED,
+            "error": f"given up by {operator} after an unknown outcome",
+            "finished_at": now,
+        }
+    else:
+        edition = session.get(Edition, edition_id, with_for_update=True)
+        assert edition is not None
+        if edition.status == EditionStatus.CANCELLED:
+            raise ReconcileError(f"edition {edition_id} is cancelled: nothing is resent")
+        values = {
+            "status": DeliveryStatus.QUEUED,
+            "error": f"resend requested by {operator} after an unknown outcome",
+            "batch_id": None,
+            "claimed_at": None,
+            "finished_at": None,
+            "retry_after": None,
+        }
+        if edition.status == EditionStatus.SENT:
+            edition.status = EditionStatus.SENDING
+            edition.status_reason = f"resending {len(ids)} unknown deliveries ({operator})"
+    result = session.execute(update(Delivery).where(*guard).values(**values))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def reconcile_due(runtime: Runtime) -> dict[int, int]:
+    """The service job: apply pending provider events (which reconcile what they can),
+    then report, per edition, the unknown deliveries now waiting for an operator."""
+    apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
+    grace = timedelta(hours=runtime.settings.reconcile_grace_hours)
+    cutoff = utcnow() - grace
+    with runtime.sessions() as session:
+        waiting = {
+            edition_id: int(count)
+            for edition_id, count in session.execute(
+                select(Delivery.edition_id, func.count(Delivery.id))
+                .where(
+                    Delivery.status == DeliveryStatus.UNKNOWN,
+                    func.coalesce(Delivery.finished_at, Delivery.claimed_at) <= cutoff,
+                )
+                .group_by(Delivery.edition_id)
+            )
+        }
+    for edition_id, count in waiting.items():
+        log.warning(
+            "edition.unknown_deliveries",
+            extra={
+                "edition_id": edition_id,
+                "unknown": count,
+                "hint": f"mailer editions reconcile {edition_id}",
+            },
+        )
+    return waiting

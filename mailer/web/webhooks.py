@@ -1,0 +1,102 @@
+"""SendGrid's Event Webhook: ``POST /webhooks/sendgrid``.
+
+Answers fast and stores once: the signature is checked over the raw body, the
+events are validated and stored in one transaction (duplicates, which SendGrid's
+24-hour retries make normal, are skipped by ``sg_event_id``), and the bounce
+policy runs after the answer. Status codes:
+
+- 403: missing or bad signature, or a timestamp outside the window; nothing stored;
+- 413: body over the limit; 400: not a JSON array at all; nothing stored;
+- 503: verification is on but no public key is configured (SendGrid retries, so
+  nothing is lost while an operator fixes it);
+- 200: stored, with malformed items recorded as ``rejected`` events rather than
+  refused, since SendGrid would otherwise retry the whole batch for a day.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from mailer.config import Settings
+from mailer.events.policy import Policy, apply_pending
+from mailer.events.sendgrid_events import PayloadError, ProviderEvent, Rejected, parse_events
+from mailer.events.signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SignatureError,
+    WebhookVerifier,
+)
+from mailer.events.store import StoreReport, store_sendgrid
+from mailer.runtime import Runtime
+from mailer.web.bodies import BodyTooLarge, read_capped
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+# SendGrid posts up to about 768 KB; some headroom, and no more.
+MAX_WEBHOOK_BYTES = 1_048_576
+
+
+def make_verifier(settings: Settings) -> WebhookVerifier | None:
+    """The verifier for this deployment, or None when verification is switched off.
+
+    Raises ValueError for a configured key that is not a P-256 public key: better
+    to refuse to start than to refuse every event.
+    """
+    if not settings.sendgrid_webhook_verify:
+        log.warning(
+            "webhook.verification_off",
+            extra={
+                "detail": "SendGrid webhook signatures are NOT checked "
+                "(MAILER_SENDGRID_WEBHOOK_VERIFY=false): anyone can post events"
+            },
+        )
+        return None
+    if not settings.sendgrid_webhook_public_key:
+        return None
+    return WebhookVerifier(
+        settings.sendgrid_webhook_public_key,
+        tolerance_seconds=settings.sendgrid_webhook_tolerance_seconds,
+    )
+
+
+@router.post("/webhooks/sendgrid")
+async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    verifier: WebhookVerifier | None = request.app.state.webhook_verifier
+    if verifier is None and settings.sendgrid_webhook_verify:
+        log.error("webhook.not_configured", extra={"missing": "MAILER_SENDGRID_WEBHOOK_PUBLIC_KEY"})
+        return JSONResponse(
+            {"error": "event webhook not configured: no verification key"}, status_code=503
+        )
+    try:
+        body = await read_capped(request, MAX_WEBHOOK_BYTES)
+    except BodyTooLarge as exc:
+        return JSONResponse({"error": str(exc)}, status_code=413)
+    if verifier is not None:
+        try:
+            verifier.verify(
+                request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER), body
+            )
+        except SignatureError as exc:
+            log.warning("webhook.refused", extra={"reason": str(exc)})
+            return JSONResponse({"error": str(exc)}, status_code=403)
+    try:
+        events, rejected = parse_events(body, max_bytes=MAX_WEBHOOK_BYTES)
+    except PayloadError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    report = await run_in_threadpool(_store, runtime, events, rejected)
+    if report.stored:
+        background.add_task(apply_pending, runtime.sessions, Policy.from_settings(settings))
+    log.info("webhook.stored", extra=report.as_dict())
+    return JSONResponse(report.as_dict())
+
+
+def _store(runtime: Runtime, events: list[ProviderEvent], rejected: list[Rejected]) -> StoreReport:
+    # One transaction: the batch is stored whole or not at all (SendGrid then retries).
+    with runtime.engine.begin() as connection:
+        return store_sendgrid(connection, events, rejected)
