@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
@@ -199,7 +200,7 @@ def test_values_are_escaped_for_html_and_raw_for_text() -> None:
     envelope = factories.envelope(edition_id=7, from_email="d@news.example.org", subject="S")
     sg = transport("http://127.0.0.1:9")
     recipient = Recipient(1, "a@example.com", 'Ada "Al" <L>; Esq', "https://x/u/1")
-    body = sg.body(envelope, [recipient])
+    body = json.loads(sg.body(envelope, [recipient]))
     sg.close()
     substitutions = body["personalizations"][0]["substitutions"]
     assert substitutions["%%0123456789ab:name%%"] == "Ada &#34;Al&#34; &lt;L&gt;; Esq"
