@@ -126,28 +126,30 @@ def test_persistent_5xx_leaves_the_batch_queued_for_later(
 def test_ambiguous_outcomes_are_unknown_and_never_resent(
     runtime: Runtime, sink: SinkServer, action: str
 ) -> None:
-    edition_id = prepared(runtime, 25)
+    # Batches of equal size: several are in flight at once and reach the sink in any
+    # order, so whichever gets the fault, the counts are the same.
+    edition_id = prepared(runtime, 30)
     sink.sink.actions = ["ok", action]
     sink.sink.hang_seconds = 2.0
 
     tally = send(runtime, edition_id, transport(sink.base_url, timeout=0.5), batch_size=10)
 
-    assert tally["sent"] == 15 and tally["unknown"] == 10
+    assert tally["sent"] == 20 and tally["unknown"] == 10
     again = send(runtime, edition_id, transport(sink.base_url))
     assert again["unknown"] == 10
     seen = sink.sink.delivery_ids()
-    assert len(seen) == len(set(seen)) == 25  # nobody reached the provider twice
+    assert len(seen) == len(set(seen)) == 30  # nobody reached the provider twice
     unknown = [d for d in rows(runtime).values() if d.status == DeliveryStatus.UNKNOWN]
     assert all("outcome unknown" in (d.error or "") for d in unknown)
 
 
 def test_refusals_fail_with_sendgrids_reasons(runtime: Runtime, sink: SinkServer) -> None:
-    edition_id = prepared(runtime, 12)
+    edition_id = prepared(runtime, 20)  # two batches of ten, in flight together
     sink.sink.actions = ["400"]
 
     tally = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
 
-    assert tally["failed"] == 10 and tally["sent"] == 2
+    assert tally["failed"] == 10 and tally["sent"] == 10
     failed = [d for d in rows(runtime).values() if d.status == DeliveryStatus.FAILED]
     assert all("verified Sender Identity" in (d.error or "") for d in failed)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.db.base import utcnow
@@ -280,8 +282,10 @@ class _Pipeline:
     """Batches in flight: up to ``transport.concurrency`` at once, so that claiming the
     next batch, the provider's work on this one and recording the last overlap.
 
-    Only the calling thread touches the database; the pool's threads only talk to
-    the transport. Completed batches are recorded together, one transaction.
+    The calling thread claims; the pool's threads only talk to the transport; a
+    recorder writes outcomes on its own connection (on PostgreSQL, so that marking
+    one batch overlaps claiming the next; on SQLite, with one writer at a time, the
+    calling thread records them itself).
     """
 
     def __init__(
@@ -300,14 +304,22 @@ class _Pipeline:
         self.in_flight: dict[Future[list[Result]], tuple[int, list[Recipient]]] = {}
         self.halted = False  # stop claiming: the transport is down or unauthorized
         self.crash: BaseException | None = None
+        engine = connection.engine
+        self.recorder = (
+            _Recorder(engine, edition_id) if engine.dialect.name == "postgresql" else None
+        )
 
     def __enter__(self) -> _Pipeline:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         # Whatever happens, what went out is recorded before we leave.
-        self.settle_all()
-        self.pool.shutdown(wait=True)
+        try:
+            self.settle_all()
+        finally:
+            self.pool.shutdown(wait=True)
+            if self.recorder is not None:
+                self.recorder.close()
         if self.crash is not None and exc_info[0] is None:
             raise self.crash
 
@@ -321,6 +333,8 @@ class _Pipeline:
         # Each batch is recorded as soon as it is answered, not when the slowest is.
         while self.in_flight:
             self._settle()
+        if self.recorder is not None:
+            self.recorder.flush()
 
     def _settle(self) -> None:
         done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
@@ -341,21 +355,7 @@ class _Pipeline:
                 )
                 self.crash = self.crash or exc
                 self.halted = True
-        if not finished:
-            return
-        with self.connection.begin():
-            tallies = [
-                ledger.record(self.connection, batch_id, results) for batch_id, results in finished
-            ]
-        for (batch_id, results), outcomes in zip(finished, tallies, strict=True):
-            log.info(
-                "batch.recorded",
-                extra={
-                    "edition_id": self.edition_id,
-                    "batch_id": batch_id,
-                    **{k.value: v for k, v in outcomes.items() if v},
-                },
-            )
+        for _batch_id, results in finished:
             if results and all(r.transport_down for r in results):
                 # Nothing went out: the transport is down, not the recipients. Stop
                 # rather than burn every row's attempts in a tight loop; rerun later.
@@ -364,6 +364,79 @@ class _Pipeline:
                     extra={"edition_id": self.edition_id, "error": results[0].error},
                 )
                 self.halted = True
+        if self.recorder is not None:
+            for batch_id, results in finished:
+                self.recorder.put(batch_id, results)
+            if self.recorder.error is not None:
+                self.crash, self.halted = self.crash or self.recorder.error, True
+        elif finished:
+            _record(self.connection, self.edition_id, finished)
+
+
+def _record(
+    connection: Connection, edition_id: int, finished: list[tuple[int, list[Result]]]
+) -> None:
+    """Record finished batches in one transaction (a group commit)."""
+    with connection.begin():
+        tallies = [ledger.record(connection, batch_id, results) for batch_id, results in finished]
+    for (batch_id, _), outcomes in zip(finished, tallies, strict=True):
+        log.info(
+            "batch.recorded",
+            extra={
+                "edition_id": edition_id,
+                "batch_id": batch_id,
+                **{k.value: v for k, v in outcomes.items() if v},
+            },
+        )
+
+
+class _Recorder:
+    """Writes finished batches' outcomes from a thread of its own, on its own connection,
+    committing whatever has finished since its last commit together."""
+
+    def __init__(self, engine: Engine, edition_id: int) -> None:
+        self.engine, self.edition_id = engine, edition_id
+        self.queue: queue.Queue[tuple[int, list[Result]] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self.thread.start()
+
+    def put(self, batch_id: int, results: list[Result]) -> None:
+        self.queue.put((batch_id, results))
+
+    def flush(self) -> None:
+        """Wait until everything handed to the recorder is committed (or failed)."""
+        self.queue.join()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        with self.engine.connect() as connection:
+            stop = False
+            while not stop:
+                items = [self.queue.get()]
+                while True:
+                    try:
+                        items.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                finished = [item for item in items if item is not None]
+                stop = len(finished) < len(items)
+                try:
+                    if finished and self.error is None:
+                        _record(connection, self.edition_id, finished)
+                except Exception as exc:
+                    # Unrecorded batches stay `sending` and are reaped as `unknown`: the
+                    # sender stops and raises this.
+                    log.exception("batch.record_failed", extra={"edition_id": self.edition_id})
+                    self.error = exc
+                finally:
+                    for _ in items:
+                        self.queue.task_done()
 
 
 def _pause_for(

@@ -50,8 +50,19 @@ class Liveness:
             if not _LIVE_HERE[self.worker]:
                 del _LIVE_HERE[self.worker]
         if self._connection is not None:
-            self._connection.close()  # the advisory lock goes with the session
-            self._connection = None
+            connection, self._connection = self._connection, None
+            try:
+                # Closing only returns the session to the pool, lock and all: unlock it
+                # explicitly, or the worker would look alive until the pool recycles it.
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(hashtext(:w))"), {"w": self.worker}
+                )
+                connection.commit()
+            except Exception:
+                # Closing the session for good releases the lock just as well.
+                connection.invalidate()
+            finally:
+                connection.close()
 
 
 def dead(session: Session, workers: Iterable[str]) -> tuple[set[str], set[str]]:
