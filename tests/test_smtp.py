@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from mailer.db.base import utcnow
-from mailer.db.models import Delivery, DeliveryStatus
+from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
 from mailer.transports import transport_for
@@ -222,7 +222,7 @@ def test_starttls_and_login(tmp_path: Path) -> None:
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> Any:
         logins.append((auth.login, auth.password))
         ok = auth.login == b"desk" and auth.password == b"s3cret"
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)
 
     port = free_port()
     controller = Controller(
@@ -263,3 +263,74 @@ def test_starttls_and_login(tmp_path: Path) -> None:
     assert result.outcome.value == "sent"
     assert len(recorder.messages) == 1
     assert logins[0] == (b"desk", b"s3cret")
+
+
+def test_implicit_tls(tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    recorder = Recorder()
+    port = free_port()
+    # TLS from the first byte (port 465 style), not upgraded with STARTTLS.
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, ssl_context=server_tls)
+    controller.start()
+    envelope = factories.envelope(
+        html="<p>%%0123456789ab:unsubscribe_url%%</p>", text="%%0123456789ab:unsubscribe_url%%"
+    )
+    try:
+        smtp = SmtpTransport(
+            SmtpConfig(
+                host="127.0.0.1", port=port, security="tls", pool_size=1, tls_context=client_tls
+            )
+        )
+        try:
+            (result,) = smtp.send(envelope, [Recipient(1, "r@example.com", "R", "https://x/u/1")])
+        finally:
+            smtp.close()
+    finally:
+        controller.stop()
+    assert result.outcome.value == "sent"
+    assert [rcpt for _, rcpt, _ in recorder.messages] == [["r@example.com"]]
+
+
+def test_a_refused_login_pauses_the_edition_and_sends_nothing(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    recorder = Recorder()
+    port = free_port()
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_tls,
+        require_starttls=True,
+        auth_required=True,
+        # handled=False: aiosmtpd then answers 535 itself (True would mean "already answered").
+        authenticator=lambda *args: AuthResult(success=False, handled=False),
+    )
+    controller.start()
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 5)
+    edition_id = factories.edition(runtime, newsletter_id)
+    smtp = SmtpTransport(
+        SmtpConfig(
+            host="127.0.0.1",
+            port=port,
+            security="starttls",
+            username="desk",
+            password="wrong",
+            pool_size=1,
+            timeout=5,
+            tls_context=client_tls,
+        )
+    )
+    try:
+        tally = send_edition(runtime.sessions, edition_id, smtp, runtime.dispatch_settings())
+    finally:
+        smtp.close()
+        controller.stop()
+    assert tally["queued"] == 5 and tally["sent"] == 0 and not recorder.messages
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.PAUSED
+        assert "login refused" in (edition.status_reason or "")
+        assert "wrong" not in (edition.status_reason or "")
