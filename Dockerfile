@@ -11,7 +11,8 @@ COPY pyproject.toml README.md ./
 COPY mailer ./mailer
 COPY subscribers ./subscribers
 COPY templates ./templates
-RUN pip install . && mkdir -p /data/outbox && chown -R mailer /data
+# tzdata: schedules name IANA timezones, and slim images may lack the system's zoneinfo.
+RUN pip install . tzdata && mkdir -p /data/outbox && chown -R mailer /data
 
 USER mailer
 WORKDIR /data

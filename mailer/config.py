@@ -99,6 +99,19 @@ class Settings(BaseSettings):
     bounce_imap_folder: str = "INBOX"
     # HTTP Basic password of the operator pages (user "admin"); unset: no admin pages.
     admin_password: SecretStr | None = None
+    # Scheduler (mailer/schedule): how often it looks at the database for due slots; how
+    # late a slot may still run after downtime (older ones are recorded as missed); how
+    # long a leader's lease lasts unless renewed (a standby takes over within it).
+    scheduler_tick_seconds: float = Field(default=20.0, ge=0.2, le=300)
+    scheduler_grace_hours: float = Field(default=6.0, ge=0, le=168)
+    scheduler_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Service jobs run by the leading scheduler.
+    scheduler_reap_seconds: float = Field(default=60.0, ge=1)
+    scheduler_sync_minutes: float = Field(default=15.0, gt=0)
+    scheduler_reconcile_minutes: float = Field(default=10.0, gt=0)
+    scheduler_prune_hours: float = Field(default=6.0, gt=0)
+    # SIGTERM: how long `mailer serve` / `mailer scheduler` wait for work in hand.
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=1, le=600)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,7 @@ class Row:
     email: str
     name: str | None
     attributes: dict[str, str]
+    timezone: str | None = None  # IANA name, for delivery at the slot in their own time
 
 
 @dataclass
@@ -106,8 +108,14 @@ def parse_rows(text: str, *, source: str) -> tuple[list[Row], list[tuple[int, st
                 continue
             extra = values[2:] if has_name else values[1:]
             attributes = {k: v.strip() for k, v in zip(attribute_names, extra, strict=True)}
+            # A `timezone` column is the subscriber's own zone, not a free attribute.
+            zone_key = next((k for k in attributes if k.lower() == "timezone"), None)
+            zone = (attributes.pop(zone_key) or None) if zone_key else None
+            if zone is not None and not _is_zone(zone):
+                errors.append((line, f"timezone: {zone!r} is not an IANA time zone"))
+                continue
             seen.add(email)
-            rows.append(Row(line, email, name, attributes))
+            rows.append(Row(line, email, name, attributes, zone))
     except csv.Error as exc:
         errors.append((reader.line_num, f"unreadable CSV: {exc}"))
     return rows, errors
@@ -139,12 +147,16 @@ def import_rows(
         for row in rows:
             subscriber = existing.get(row.email)
             if subscriber is None:
-                subscriber = Subscriber(email=row.email, name=row.name, attributes=row.attributes)
+                subscriber = Subscriber(
+                    email=row.email, name=row.name, attributes=row.attributes, timezone=row.timezone
+                )
                 fresh.append(subscriber)
                 report.added += 1
             else:
                 if row.name:
                     subscriber.name = row.name
+                if row.timezone:
+                    subscriber.timezone = row.timezone
                 subscriber.attributes = {**(subscriber.attributes or {}), **row.attributes}
                 report.updated += 1
         # One flush inserts every new subscriber in a few multi-row statements.
@@ -164,3 +176,11 @@ def import_csv(factory: sessionmaker[Session], path: Path, list_name: str) -> Im
     rows, errors = read_rows(path)
     report = ImportReport(errors=[(line, f"{path}:{line}: {r}") for line, r in errors])
     return import_rows(factory, rows, list_name, report)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True

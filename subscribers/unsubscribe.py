@@ -27,8 +27,13 @@ def unsubscribe(
     *,
     source: str,
     edition_id: int | None = None,
+    record: bool = True,
 ) -> UnsubscribeResult:
-    """End the subscriber's active subscriptions to ``list_ids`` and record why."""
+    """End the subscriber's active subscriptions to ``list_ids`` and record why.
+
+    ``record=False`` when the cause is already an event of its own (a provider's
+    unsubscribe event): one reader leaving is one event, not two.
+    """
     now = utcnow()
     # One conditional UPDATE: of two requests at once (two one-click POSTs), only the
     # one that actually moved rows from active records an event, on every database.
@@ -43,7 +48,7 @@ def unsubscribe(
         .returning(Subscription.list_id)
         .execution_options(synchronize_session="fetch")
     ).all()
-    if ended:
+    if ended and record:
         session.add(
             Event(
                 source=source,

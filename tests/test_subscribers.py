@@ -107,3 +107,18 @@ def test_csv_without_email_column_is_refused() -> None:
         parse_rows("name,email\nx,y@example.com\n", source="f.csv")
     with pytest.raises(ImportFileError, match="empty file"):
         parse_rows("", source="f.csv")
+
+
+def test_a_timezone_column_sets_the_subscribers_own_zone() -> None:
+    rows, errors = parse_rows(
+        "email,name,Timezone,city\n"
+        "a@example.com,A,Asia/Tokyo,Tokyo\n"
+        "b@example.com,B,,Lisbon\n"
+        "c@example.com,C,Mars/Olympus,Olympus\n",
+        source="f.csv",
+    )
+    assert [(r.email, r.timezone, r.attributes) for r in rows] == [
+        ("a@example.com", "Asia/Tokyo", {"city": "Tokyo"}),
+        ("b@example.com", None, {"city": "Lisbon"}),
+    ]
+    assert errors == [(4, "timezone: 'Mars/Olympus' is not an IANA time zone")]

@@ -11,6 +11,8 @@ from mailer.cli import (
     db,
     demo,
     editions,
+    newsletters,
+    scheduler,
     serve,
     sources,
     subscribers,
@@ -27,6 +29,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(briefings.app, name="briefings")
 app.add_typer(editions.app, name="editions")
+app.add_typer(newsletters.app, name="newsletters")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(sources.app, name="sources")
 app.add_typer(api_tokens.app, name="api-tokens")
@@ -36,6 +39,7 @@ app.command("pull")(sources.pull)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)
+app.command("scheduler")(scheduler.scheduler)
 
 
 def main() -> None:

@@ -390,3 +390,7 @@ class ProviderSync(Base):
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
     last_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# The scheduler's tables (mailer/schedule/models.py), so Base.metadata and Alembic see them.
+from mailer.schedule import models as schedule_models  # noqa: E402,F401

@@ -255,6 +255,7 @@ def _unsubscribe(session: Session, event: Event) -> int:
         list_ids,
         source=f"{event.source}:{event.kind}",
         edition_id=event.edition_id,
+        record=False,  # the provider's event is the record
     )
     return int(result.changed)
 
