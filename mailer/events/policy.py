@@ -34,7 +34,8 @@ from mailer.db.base import utcnow
 from mailer.db.models import DeliveryStatus, Edition, Event
 from mailer.db.session import transaction
 from mailer.dispatch.ledger import DELIVERIES, ids_among
-from subscribers.models import Subscriber, Subscription, SubscriptionStatus
+from mailer.events.store import EVENTS
+from subscribers.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from subscribers.suppressions import SuppressionReason, suppress
 from subscribers.unsubscribe import unsubscribe
 
@@ -107,10 +108,60 @@ def _apply_chunk(session: Session, policy: Policy, chunk: int, now: datetime) ->
         return report
     report.events = len(events)
     _ledger_facts(session, events, report)
+    chunk_facts = _ChunkFacts.load(session, events, now - policy.soft_bounce_window)
     for event in events:
-        _apply_one(session, policy, event, now, report)
-        event.processed_at = now
+        _apply_one(session, policy, event, chunk_facts, now, report)
+    # One statement marks the chunk done. Setting the attribute on each loaded event made
+    # every later query of the loop autoflush the events touched since the previous one.
+    connection = session.connection()
+    connection.execute(
+        update(EVENTS)
+        .where(ids_among(EVENTS.c.id, [e.id for e in events], connection.dialect.name))
+        .values(processed_at=now)
+    )
     return report
+
+
+@dataclass
+class _ChunkFacts:
+    """What the loop over one chunk would otherwise ask the database event by event."""
+
+    suppressed: set[str]  # addresses already on the suppression list
+    soft_signals: dict[str, int]  # soft signals per address within the window
+
+    @classmethod
+    def load(cls, session: Session, events: list[Event], since: datetime) -> _ChunkFacts:
+        emails = sorted({e.email.strip().lower() for e in events if e.email})
+        suppressed: set[str] = set()
+        for start in range(0, len(emails), 500):
+            suppressed.update(
+                session.scalars(
+                    select(Suppression.email).where(
+                        Suppression.email.in_(emails[start : start + 500])
+                    )
+                )
+            )
+        soft = sorted({e.email for e in events if e.email and e.bounce_class == BounceClass.SOFT})
+        counts: dict[str, int] = {}
+        if soft:
+            # One per message: SendGrid reports a deferral at every retry of the same
+            # message, and one slow message is not three. Every event of the chunk is
+            # already stored, so one grouped count gives what a count per event gave.
+            one_per_message = func.coalesce(Event.delivery_id, -Event.id)
+            for start in range(0, len(soft), 500):
+                counts.update(
+                    (email, int(n))
+                    for email, n in session.execute(
+                        select(Event.email, func.count(func.distinct(one_per_message)))
+                        .where(
+                            Event.email.in_(soft[start : start + 500]),
+                            Event.bounce_class == BounceClass.SOFT.value,
+                            Event.occurred_at >= since,
+                        )
+                        .group_by(Event.email)
+                    )
+                )
+        return cls(suppressed, counts)
 
 
 def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -> None:
@@ -119,12 +170,20 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
         return
     connection = session.connection()
     dialect = connection.dialect.name
+    delivery_ids = sorted({e.delivery_id for e in provider if e.delivery_id})
+    if dialect == "postgresql":
+        # Row locks in id order, before any update: two appliers (a web process and a
+        # worker) that touch the same deliveries in their events' order deadlock.
+        connection.execute(
+            select(DELIVERIES.c.id)
+            .where(ids_among(DELIVERIES.c.id, delivery_ids, dialect))
+            .order_by(DELIVERIES.c.id)
+            .with_for_update()
+        )
     reconciled = connection.execute(
         update(DELIVERIES)
         .where(
-            ids_among(
-                DELIVERIES.c.id, sorted({e.delivery_id for e in provider if e.delivery_id}), dialect
-            ),
+            ids_among(DELIVERIES.c.id, delivery_ids, dialect),
             DELIVERIES.c.status == DeliveryStatus.UNKNOWN,
         )
         .values(
@@ -165,31 +224,38 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
 
 
 def _apply_one(
-    session: Session, policy: Policy, event: Event, now: datetime, report: PolicyReport
+    session: Session,
+    policy: Policy,
+    event: Event,
+    facts: _ChunkFacts,
+    now: datetime,
+    report: PolicyReport,
 ) -> None:
     kind = event.kind
     if not event.email:
         return
     if event.bounce_class == BounceClass.HARD:
-        report.suppressed += _suppress(session, event, SuppressionReason.HARD_BOUNCE)
+        report.suppressed += _suppress(session, event, SuppressionReason.HARD_BOUNCE, facts)
     elif event.bounce_class == BounceClass.SOFT:
-        if _soft_signals(session, event.email, now - policy.soft_bounce_window) >= (
-            policy.soft_bounce_limit
-        ):
-            report.suppressed += _suppress(session, event, SuppressionReason.SOFT_BOUNCES)
+        if facts.soft_signals.get(event.email, 0) >= policy.soft_bounce_limit:
+            report.suppressed += _suppress(session, event, SuppressionReason.SOFT_BOUNCES, facts)
     elif kind == "spamreport":
-        report.suppressed += _suppress(session, event, SuppressionReason.COMPLAINT)
+        report.suppressed += _suppress(session, event, SuppressionReason.COMPLAINT, facts)
     elif kind == "dropped":
         reason = _drop_reason(event)
         if reason is not None:
-            report.suppressed += _suppress(session, event, reason)
+            report.suppressed += _suppress(session, event, reason, facts)
     elif kind in ("unsubscribe", "group_unsubscribe"):
         report.unsubscribed += _unsubscribe(session, event)
     elif kind == "group_resubscribe":
         report.resubscribed += _resubscribe(session, event, now)
 
 
-def _suppress(session: Session, event: Event, reason: SuppressionReason) -> int:
+def _suppress(session: Session, event: Event, reason: SuppressionReason, facts: _ChunkFacts) -> int:
+    address = event.email.strip().lower()
+    if address in facts.suppressed:
+        return 0  # what suppress() would find out with a query: its first reason stays
+    facts.suppressed.add(address)
     added = suppress(
         session,
         event.email,
@@ -200,22 +266,6 @@ def _suppress(session: Session, event: Event, reason: SuppressionReason) -> int:
         at=event.occurred_at,
     )
     return int(added)
-
-
-def _soft_signals(session: Session, email: str, since: datetime) -> int:
-    """Soft signals for ``email`` since ``since``, one per message: SendGrid reports a
-    deferral at every retry of the same message, and one slow message is not three."""
-    one_per_message = func.coalesce(Event.delivery_id, -Event.id)
-    return int(
-        session.scalar(
-            select(func.count(func.distinct(one_per_message))).where(
-                Event.email == email,
-                Event.bounce_class == BounceClass.SOFT.value,
-                Event.occurred_at >= since,
-            )
-        )
-        or 0
-    )
 
 
 def _drop_reason(event: Event) -> SuppressionReason | None:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from mailer.config import Settings
 from mailer.db.migrate import is_current
 from mailer.runtime import Runtime
-from mailer.web import api, status, unsubscribe, webhooks
+from mailer.web import api, stats, status, unsubscribe, webhooks
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -76,5 +76,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(unsubscribe.router)
     app.include_router(api.router)
     app.include_router(webhooks.router)
+    app.include_router(stats.router)
     app.include_router(status.router)
     return app

@@ -16,6 +16,7 @@ policy runs after the answer. Status codes:
 from __future__ import annotations
 
 import logging
+import threading
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
@@ -63,6 +64,43 @@ def make_verifier(settings: Settings) -> WebhookVerifier | None:
     )
 
 
+class PolicyRunner:
+    """Applies the bounce policy after webhook answers, one run at a time per process.
+
+    Every stored batch asks for a run. One that asks while a run is going only marks
+    that another is wanted, so a burst of batches makes a few runs over many events,
+    not one run per batch fighting the others for the same rows (SQLite's one write
+    lock; on PostgreSQL, deadlocks). A failed run is logged, not raised: its events
+    stay pending for the next run, and an exception after the answer would make the
+    server drop the keep-alive connection, with any request already sent on it.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+
+    def __call__(self) -> None:
+        self._wanted.set()
+        while self._wanted.is_set():
+            if not self._lock.acquire(blocking=False):
+                return  # the run in progress looks at the flag when it ends
+            try:
+                self._wanted.clear()
+                apply_pending(self._runtime.sessions, Policy.from_settings(self._runtime.settings))
+            except Exception:
+                log.exception("webhook.policy_failed")
+            finally:
+                self._lock.release()
+
+
+def _policy_runner(request: Request, runtime: Runtime) -> PolicyRunner:
+    runner: PolicyRunner | None = getattr(request.app.state, "policy_runner", None)
+    if runner is None:  # made on the event loop's thread: no race
+        runner = request.app.state.policy_runner = PolicyRunner(runtime)
+    return runner
+
+
 @router.post("/webhooks/sendgrid")
 async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
@@ -91,7 +129,7 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         return JSONResponse({"error": str(exc)}, status_code=400)
     report = await run_in_threadpool(_store, runtime, events, rejected)
     if report.stored:
-        background.add_task(apply_pending, runtime.sessions, Policy.from_settings(settings))
+        background.add_task(_policy_runner(request, runtime))
     log.info("webhook.stored", extra=report.as_dict())
     return JSONResponse(report.as_dict())
 
