@@ -11,8 +11,7 @@ COPY pyproject.toml README.md ./
 COPY mailer ./mailer
 COPY subscribers ./subscribers
 COPY templates ./templates
-# tzdata: schedules name IANA timezones, and slim images may lack the system's zoneinfo.
-RUN pip install . tzdata && mkdir -p /data/outbox && chown -R mailer /data
+RUN pip install . && mkdir -p /data/outbox && chown -R mailer /data
 
 USER mailer
 WORKDIR /data

@@ -14,12 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.db.session import transaction
+from mailer.schedule.slots import ScheduleError, parse_timezone
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 
@@ -111,9 +111,12 @@ def parse_rows(text: str, *, source: str) -> tuple[list[Row], list[tuple[int, st
             # A `timezone` column is the subscriber's own zone, not a free attribute.
             zone_key = next((k for k in attributes if k.lower() == "timezone"), None)
             zone = (attributes.pop(zone_key) or None) if zone_key else None
-            if zone is not None and not _is_zone(zone):
-                errors.append((line, f"timezone: {zone!r} is not an IANA time zone"))
-                continue
+            if zone is not None:
+                try:
+                    parse_timezone(zone)
+                except ScheduleError as exc:
+                    errors.append((line, str(exc)))
+                    continue
             seen.add(email)
             rows.append(Row(line, email, name, attributes, zone))
     except csv.Error as exc:
@@ -176,11 +179,3 @@ def import_csv(factory: sessionmaker[Session], path: Path, list_name: str) -> Im
     rows, errors = read_rows(path)
     report = ImportReport(errors=[(line, f"{path}:{line}: {r}") for line, r in errors])
     return import_rows(factory, rows, list_name, report)
-
-
-def _is_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -28,13 +29,14 @@ def unsubscribe(
     source: str,
     edition_id: int | None = None,
     record: bool = True,
+    at: datetime | None = None,
 ) -> UnsubscribeResult:
     """End the subscriber's active subscriptions to ``list_ids`` and record why.
 
     ``record=False`` when the cause is already an event of its own (a provider's
     unsubscribe event): one reader leaving is one event, not two.
     """
-    now = utcnow()
+    now = at or utcnow()
     # One conditional UPDATE: of two requests at once (two one-click POSTs), only the
     # one that actually moved rows from active records an event, on every database.
     ended = session.scalars(

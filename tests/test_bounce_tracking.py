@@ -369,11 +369,11 @@ def test_unsubscribe_events_leave_and_group_resubscribe_returns(
         [event("group_unsubscribe", leaver, edition_id, deliveries[leaver], asm_group_id=7)],
     )
     assert leaver not in audience_of_next_edition(runtime)
-    post(
-        client,
-        key,
-        [event("group_resubscribe", leaver, edition_id, deliveries[leaver], asm_group_id=7)],
-    )
+    resubscribe = event("group_resubscribe", leaver, edition_id, deliveries[leaver], asm_group_id=7)
+    stale = resubscribe | {"sg_event_id": "stale", "timestamp": resubscribe["timestamp"] - 3600}
+    post(client, key, [stale])  # older than the unsubscribe: a late retry, ignored
+    assert leaver not in audience_of_next_edition(runtime)
+    post(client, key, [resubscribe | {"timestamp": resubscribe["timestamp"] + 30}])
     assert leaver in audience_of_next_edition(runtime)
 
 
@@ -585,3 +585,66 @@ def test_pending_events_are_applied_once_even_if_asked_twice(
     post(client, key, [event("spamreport", "reader00001@example.com", edition_id, None)])
     again = apply_pending(runtime.sessions, Policy())
     assert again.events == 0 and again.suppressed == 0
+
+
+# -- hardening --------------------------------------------------------------------------
+
+
+def test_a_nul_character_does_not_lose_the_batch(
+    runtime: Runtime, client: TestClient, key: Any
+) -> None:
+    edition_id, deliveries = sent_edition(runtime, 2)
+    bounced = "reader00001@example.com"
+    events = [
+        event("bounce", bounced, edition_id, deliveries[bounced], type="bounce", status="5.1.1"),
+        event("deferred", "reader00002@example.com", None, None, response="451 odd\u0000reply"),
+    ]
+    response = post(client, key, events)
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 2
+    assert suppressed(runtime) == {bounced: "hard bounce"}
+
+
+def test_policy_blocks_are_soft_whatever_sendgrid_calls_them(
+    runtime: Runtime, client: TestClient, key: Any
+) -> None:
+    sent_edition(runtime, 2)
+    # Our IP on a blocklist, reported as a bounce: not the reader's address at fault.
+    post(
+        client,
+        key,
+        [
+            event(
+                "bounce", "reader00001@example.com", None, None,
+                type="bounce", status="5.7.1", reason="550 5.7.1 IP listed",
+            )
+        ],
+    )  # fmt: skip
+    assert suppressed(runtime) == {}
+    with runtime.sessions() as session:
+        kind = session.scalar(select(Event.bounce_class).where(Event.kind == "bounce"))
+    assert kind == "soft"
+
+
+def test_deferrals_of_messages_delivered_in_the_end_do_not_count(
+    runtime: Runtime, client: TestClient, key: Any
+) -> None:
+    reader = "reader00001@example.com"
+    for slug in ("daily", "second", "third"):
+        edition_id, deliveries = sent_edition(runtime, 2, slug=slug)
+        post(client, key, [event("deferred", reader, edition_id, deliveries[reader])])
+        post(client, key, [event("delivered", reader, edition_id, deliveries[reader])])
+    assert suppressed(runtime) == {}
+
+
+def test_sync_skips_a_record_it_cannot_date_and_goes_on(runtime: Runtime) -> None:
+    now = int(time.time())
+    with suppression_server() as server:
+        server.state.add(
+            "bounces",
+            item("bounces", "millis@example.com", now * 1000),  # milliseconds, not seconds
+            item("bounces", "fine@example.com", now - 600),
+        )
+        report = sync_sendgrid(runtime, client=SendGridSuppressionClient(API_KEY, server.base_url))
+    assert report.stored == 1 and len(report.skipped) == 1
+    assert set(suppressed(runtime)) == {"fine@example.com"}

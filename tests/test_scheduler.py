@@ -455,19 +455,22 @@ def test_service_jobs(runtime: Runtime, folder: Path) -> None:
     with transaction(runtime.sessions) as session:
         session.add_all(
             [
-                Event(source="t", kind="delivered", email="a@x.org", received_at=old,
+                Event(source="sendgrid", kind="delivered", email="a@x.org", received_at=old,
                       processed_at=old),
-                Event(source="t", kind="bounce", email="b@x.org", received_at=old,
+                Event(source="sendgrid", kind="bounce", email="b@x.org", received_at=old,
                       processed_at=None),
-                Event(source="t", kind="delivered", email="c@x.org", received_at=now,
+                Event(source="sendgrid", kind="delivered", email="c@x.org", received_at=now,
                       processed_at=now),
+                # Our own records outlive the retention of provider feedback.
+                Event(source="operator", kind="suppression_lifted", email="d@x.org",
+                      received_at=old, processed_at=old),
             ]
         )  # fmt: skip
     with transaction(runtime.sessions) as session:  # (the model's default would set it)
         session.execute(update(Event).where(Event.email == "b@x.org").values(processed_at=None))
     assert svc.prune() == 1
     with runtime.sessions() as session:
-        assert sorted(session.scalars(select(Event.email))) == ["b@x.org", "c@x.org"]
+        assert sorted(session.scalars(select(Event.email))) == ["b@x.org", "c@x.org", "d@x.org"]
     assert svc.reap() == 0
     # Hooks into the tracking work: skipped unless SendGrid (and the module) is there.
     assert svc.sync() is False

@@ -385,8 +385,8 @@ def test_malformed_items_are_skipped_and_reported(
         f"bounces item 6: 'created' missing or not a number: {compact(planted[4])}",
         # true is an int to Python, not a time to SendGrid
         f"bounces item 7: 'created' missing or not a number: {compact(planted[5])}",
-        f"bounces item 8: 'created' is not a time: {compact(planted[6])}",
-        f"bounces item 9: 'created' is not a time: {compact(planted[7])}",
+        f"bounces item 8: 'created' is not a time in unix seconds: {compact(planted[6])}",
+        f"bounces item 9: 'created' is not a time in unix seconds: {compact(planted[7])}",
         'bounces item 10: not an object: "just a string"',
         "bounces item 11: not an object: null",
     ]

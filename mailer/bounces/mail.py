@@ -223,7 +223,7 @@ def _recipient_block(block: Message, action: str) -> _Failure | None:
         return None
     diagnostic = _DIAGNOSTIC_TYPE.sub("", _field(block, "Diagnostic-Code"), count=1)
     status = _status(_field(block, "Status")) or _status(diagnostic)
-    kind = BounceClass.SOFT if verb_text == "delayed" else _classify(status, diagnostic)
+    kind = BounceClass.SOFT if verb_text == "delayed" else classify_status(status, diagnostic)
     return _Failure(address, kind, status, _short(diagnostic or _field(block, "Status")))
 
 
@@ -260,7 +260,7 @@ def _other_formats(msg: Message, parts: list[Message]) -> list[_Failure]:
             continue
         paragraph = _paragraph(text, address)
         status = _status(paragraph)
-        kind = _classify(status, "") if is_permanent else BounceClass.SOFT
+        kind = classify_status(status, "") if is_permanent else BounceClass.SOFT
         failures.append(_Failure(address, kind, status, _short(paragraph)))
     return failures
 
@@ -283,8 +283,10 @@ def _plain_headers_for_flufl(msg: Message) -> None:
             msg[name] = text
 
 
-def _classify(status: str | None, diagnostic: str) -> BounceClass:
-    """The class of a report the MTA has given up on."""
+def classify_status(status: str | None, diagnostic: str = "") -> BounceClass:
+    """The class of a bounce the receiving side has given up on, from its RFC 3463
+    status (or the reply code at the start of ``diagnostic``). One rule for bounce
+    mail, the webhook and the provider sync."""
     if status is None:
         code = _BASIC_CODE.match(diagnostic.strip())
         return BounceClass.SOFT if code and code.group(1) == "4" else BounceClass.HARD

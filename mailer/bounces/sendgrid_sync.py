@@ -42,6 +42,10 @@ _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # RFC 3463 class.subject.detai
 _SNIPPET = 200
 
 
+# 9999-12-31T23:59:59Z, the last second a datetime holds.
+_LAST_SECOND = 253_402_300_799
+
+
 class SuppressionKind(StrEnum):
     """The lists, named by their path segment under ``/v3/suppression/``."""
 
@@ -255,8 +259,9 @@ def _suppression(kind: SuppressionKind, item: object) -> ProviderSuppression:
     # bool is an int to Python, not a time to SendGrid; bounces document "number".
     if isinstance(created, bool) or not isinstance(created, int | float):
         raise _Malformed("'created' missing or not a number")
-    if not math.isfinite(created) or created < 0:
-        raise _Malformed("'created' is not a time")
+    if not math.isfinite(created) or not 0 <= created <= _LAST_SECOND:
+        # Milliseconds, or garbage: a time we cannot store must not stop the sync.
+        raise _Malformed("'created' is not a time in unix seconds")
     # The other fields only describe: a wrong type loses the words, not the suppression.
     given_status = _text(item.get("status"))
     reason = _text(item.get("reason"))
@@ -279,8 +284,8 @@ def _suppression(kind: SuppressionKind, item: object) -> ProviderSuppression:
 
 
 def _text(value: object) -> str:
-    # SendGrid's reasons carry trailing and doubled spaces.
-    return " ".join(value.split()) if isinstance(value, str) else ""
+    # SendGrid's reasons carry trailing and doubled spaces; PostgreSQL stores no NUL.
+    return " ".join(value.replace("\x00", "").split()) if isinstance(value, str) else ""
 
 
 def _rate_limit_wait(response: httpx.Response) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mailer.bounces.mail import BounceClass, parse_bounce
+from mailer.bounces.mail import BounceClass, classify_status, parse_bounce
 from mailer.bounces.mailbox import BounceSource
 from mailer.bounces.sendgrid_sync import (
     ProviderSuppression,
@@ -66,11 +66,7 @@ class SyncReport:
 
 def _event_row(item: ProviderSuppression, now: datetime) -> dict[str, Any]:
     kind, bounce_class, detail = {
-        SuppressionKind.BOUNCE: (
-            "bounce",
-            BounceClass.SOFT if (item.status or "").startswith("4") else BounceClass.HARD,
-            item.reason,
-        ),
+        SuppressionKind.BOUNCE: ("bounce", classify_status(item.status, item.reason), item.reason),
         SuppressionKind.BLOCK: ("bounce", BounceClass.SOFT, item.reason),
         SuppressionKind.SPAM_REPORT: ("spamreport", None, item.reason),
         SuppressionKind.INVALID_EMAIL: ("dropped", None, "Invalid"),

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -417,7 +418,7 @@ def stats(edition_id: int = typer.Argument(..., metavar="ID"), as_json: bool = J
         print_json(result.as_dict())
         return
     rates = result.rates()
-    table = Table("", "count", "rate", title=f"edition {edition_id}: {result.subject}")
+    table = Table("", "count", "rate", title=f"edition {edition_id}: {escape(result.subject)}")
     rows = [
         ("sent", result.sent, None),
         ("delivered", result.delivered, rates["delivered"]),
@@ -453,7 +454,8 @@ def reconcile(
     if resend and give_up:
         fail("choose one of --resend and --give-up")
     with open_runtime() as runtime:
-        grace = timedelta(hours=grace_hours or runtime.settings.reconcile_grace_hours)
+        hours = runtime.settings.reconcile_grace_hours if grace_hours is None else grace_hours
+        grace = timedelta(hours=hours)
         # Provider events that arrived since the last policy run may settle some now.
         apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
         with transaction(runtime.sessions) as session:
@@ -478,7 +480,9 @@ def reconcile(
         f"{view.waiting} still within it"
     )
     for item in view.due[:50]:
-        console.print(f"  {item.delivery_id}  {item.email}  {item.error or ''}", highlight=False)
+        console.print(
+            f"  {item.delivery_id}  {item.email}  {escape(item.error or '')}", highlight=False
+        )
     if resend:
         console.print(f"{changed} queued again: `mailer editions send {edition_id}` sends them")
     elif give_up:

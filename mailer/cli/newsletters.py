@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -125,8 +126,9 @@ def _describe(session: Session, newsletter: Newsletter) -> dict[str, Any]:
 
 
 def _print(data: dict[str, Any]) -> None:
-    console.print(f"[bold]{data['slug']}[/]: {data['name']}", highlight=False)
-    console.print(f"  from {data['from']}; lists: {', '.join(data['lists']) or 'none'}")
+    console.print(f"[bold]{escape(data['slug'])}[/]: {escape(data['name'])}", highlight=False)
+    lists = escape(", ".join(data["lists"]) or "none")
+    console.print(f"  from {escape(data['from'])}; lists: {lists}", highlight=False)
     schedule = data["schedule"]
     if schedule is None:
         console.print("  no schedule (create one with `mailer newsletters update SLUG --enable`)")
@@ -151,7 +153,10 @@ def _print(data: dict[str, Any]) -> None:
         table = Table("slot date", "state", "edition", "reason")
         for run in data["runs"]:
             table.add_row(
-                run["slot_date"], run["state"], str(run["edition_id"] or ""), run["reason"] or ""
+                run["slot_date"],
+                run["state"],
+                str(run["edition_id"] or ""),
+                escape(run["reason"] or ""),
             )
         console.print(table)
 
@@ -362,12 +367,12 @@ def list_newsletters(as_json: bool = JsonOption) -> None:
     for row in rows:
         schedule: dict[str, Any] | None = row["schedule"]
         if schedule is None:
-            table.add_row(row["slug"], row["name"], "", "", "", "", "no schedule", "")
+            table.add_row(row["slug"], escape(row["name"]), "", "", "", "", "no schedule", "")
             continue
         upcoming = schedule["next_slots"]
         table.add_row(
             row["slug"],
-            row["name"],
+            escape(row["name"]),
             schedule["slot"],
             schedule["timezone"],
             schedule["weekdays"],
@@ -406,7 +411,7 @@ def runs(
             run["slot_at"][:16],
             run["state"],
             str(run["edition_id"] or ""),
-            run["reason"] or "",
+            escape(run["reason"] or ""),
         )
     console.print(table)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.cli.common import JsonOption, console, fail, open_runtime, print_json
@@ -30,7 +31,11 @@ def list_(
     table = Table("email", "reason", "source", "since", "detail")
     for row in rows:
         table.add_row(
-            row.email, row.reason, row.source, f"{row.created_at:%Y-%m-%d %H:%M}", row.detail[:60]
+            row.email,
+            row.reason,
+            escape(row.source),
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            escape(row.detail[:60]),
         )
     console.print(table)
 

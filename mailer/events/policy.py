@@ -25,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from mailer.bounces.mail import BounceClass
 from mailer.config import Settings
 from mailer.db.base import utcnow
-from mailer.db.models import DeliveryStatus, Edition, Event
+from mailer.db.models import Delivery, DeliveryStatus, Edition, Event
 from mailer.db.session import transaction
 from mailer.dispatch.ledger import DELIVERIES, ids_among
 from mailer.events.store import EVENTS
@@ -145,18 +145,30 @@ class _ChunkFacts:
         counts: dict[str, int] = {}
         if soft:
             # One per message: SendGrid reports a deferral at every retry of the same
-            # message, and one slow message is not three. Every event of the chunk is
-            # already stored, so one grouped count gives what a count per event gave.
+            # message, and one slow message is not three. A message that was delivered
+            # in the end does not count at all (large providers defer routinely), nor
+            # does anything before an operator last lifted the address's suppression.
+            # Every event of the chunk is already stored, so one grouped count per
+            # chunk gives what a count per event gave.
             one_per_message = func.coalesce(Event.delivery_id, -Event.id)
+            lift = aliased(Event)
+            last_lift = (
+                select(func.max(lift.occurred_at))
+                .where(lift.email == Event.email, lift.kind == "suppression_lifted")
+                .scalar_subquery()
+            )
             for start in range(0, len(soft), 500):
                 counts.update(
                     (email, int(n))
                     for email, n in session.execute(
                         select(Event.email, func.count(func.distinct(one_per_message)))
+                        .outerjoin(Delivery, Delivery.id == Event.delivery_id)
                         .where(
                             Event.email.in_(soft[start : start + 500]),
                             Event.bounce_class == BounceClass.SOFT.value,
                             Event.occurred_at >= since,
+                            Delivery.delivered_at.is_(None),
+                            or_(last_lift.is_(None), Event.occurred_at > last_lift),
                         )
                         .group_by(Event.email)
                     )
@@ -306,6 +318,7 @@ def _unsubscribe(session: Session, event: Event) -> int:
         source=f"{event.source}:{event.kind}",
         edition_id=event.edition_id,
         record=False,  # the provider's event is the record
+        at=event.occurred_at,
     )
     return int(result.changed)
 
@@ -322,6 +335,8 @@ def _resubscribe(session: Session, event: Event, now: datetime) -> int:
             Subscription.subscriber_id == subscriber.id,
             Subscription.list_id.in_(list_ids),
             Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+            # A late retry of an old resubscribe must not undo a newer unsubscribe.
+            Subscription.unsubscribed_at < event.occurred_at,
         )
         .values(status=SubscriptionStatus.ACTIVE, unsubscribed_at=None)
     )

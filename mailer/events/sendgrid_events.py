@@ -93,6 +93,10 @@ def parse_events(
         raise PayloadError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, list):
         raise PayloadError(f"body must be a JSON array of events, not {_json_type(data)}")
+    if b"\\u0000" in body:
+        # PostgreSQL stores no NUL in text or JSONB: one in a remote server's reply
+        # would fail the whole batch, and SendGrid would retry it until it gave up.
+        data = _without_nul(data)
 
     events: list[ProviderEvent] = []
     rejected: list[Rejected] = []
@@ -105,6 +109,16 @@ def parse_events(
             seen.add(result.event_id)
             events.append(result)
     return events, rejected
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def message_id_prefix(sg_message_id: str) -> str:

@@ -20,15 +20,17 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, and_, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.bounces.mail import BounceClass
+from mailer.bounces.mail import BounceClass, classify_status
 from mailer.db.base import utcnow
-from mailer.db.models import Batch, Delivery, Event
-from mailer.dispatch.ledger import ids_among
+from mailer.db.models import Batch, Event
+from mailer.dispatch.ledger import DELIVERIES, ids_among
 from mailer.events.sendgrid_events import ProviderEvent, Rejected, message_id_prefix
 from subscribers.models import Subscriber
 
 EVENTS = cast(Table, Event.__table__)
-DELIVERIES = cast(Table, Delivery.__table__)
+# Where provider feedback comes from; other events (a reader's own unsubscribe, an
+# operator lifting a suppression) are our records and are kept.
+PROVIDER_SOURCES = ("sendgrid", "sendgrid-sync", "dsn")
 
 # SendGrid's soft signals: the receiving server refused for now, or for a reason
 # that is not the address itself (a block of our IP, a full mailbox).
@@ -63,7 +65,10 @@ class _Match:
 
 def bounce_class(event: ProviderEvent) -> str | None:
     if event.kind == "bounce":
-        return BounceClass.SOFT if event.bounce_type == "blocked" else BounceClass.HARD
+        if event.bounce_type == "blocked":
+            return BounceClass.SOFT
+        # A 5.7.x refusal of our IP or content is not the address's fault (see mail.py).
+        return classify_status(event.status, event.reason or "")
     if event.kind in SOFT_KINDS:
         return BounceClass.SOFT
     return None

@@ -22,6 +22,7 @@ from mailer.db.models import Event
 from mailer.db.session import transaction
 from mailer.dispatch import ledger
 from mailer.events.reconcile import reconcile_due
+from mailer.events.store import PROVIDER_SOURCES
 from mailer.runtime import Runtime
 from mailer.schedule.models import Schedule
 
@@ -77,7 +78,8 @@ def reap(runtime: Runtime) -> int:
 
 def prune_events(runtime: Runtime, now: datetime) -> int:
     """Delete provider events older than the retention that the policy has processed
-    (suppressions and the ledger's facts stay). In chunks: no giant transaction."""
+    (suppressions, the ledger's facts and our own records of readers and operators
+    stay). In chunks: no giant transaction."""
     cutoff = now - timedelta(days=runtime.settings.event_retention_days)
     total = 0
     while True:
@@ -85,7 +87,11 @@ def prune_events(runtime: Runtime, now: datetime) -> int:
             ids = list(
                 session.scalars(
                     select(Event.id)
-                    .where(Event.received_at < cutoff, Event.processed_at.is_not(None))
+                    .where(
+                        Event.received_at < cutoff,
+                        Event.processed_at.is_not(None),
+                        Event.source.in_(PROVIDER_SOURCES),
+                    )
                     .order_by(Event.id)
                     .limit(PRUNE_CHUNK)
                 )

@@ -109,6 +109,9 @@ class Runner:
                 log.error(
                     "schedule.invalid", extra={"newsletter_id": newsletter_id, "error": str(exc)}
                 )
+            except Exception:
+                # One newsletter's trouble must not keep the others from their slots.
+                log.exception("schedule.plan_failed", extra={"newsletter_id": newsletter_id})
         with self.sessions() as session:
             open_runs = list(
                 session.scalars(
@@ -120,7 +123,12 @@ class Runner:
         for run_id in open_runs:
             if self.stopping():
                 break
-            self._advance(run_id, report)
+            try:
+                self._advance(run_id, report)
+            except Exception:
+                # Left as it is for the next tick (a database hiccup clears; a lasting
+                # fault ends as `missed` after the grace), and the other runs go on.
+                log.exception("schedule.run_failed", extra={"run_id": run_id})
         return report
 
     def _plan(self, newsletter_id: int, report: TickReport) -> None:
@@ -300,7 +308,13 @@ class Runner:
             run = self._take(session, run_id, (RunState.HELD,))
             if run is None:
                 return
-            edition = session.get(Edition, run.edition_id) if run.edition_id else None
+            # Locked and re-read: an editor starting the send at the deadline must not
+            # have it cancelled under them by a stale read.
+            edition = (
+                session.get(Edition, run.edition_id, with_for_update=True, populate_existing=True)
+                if run.edition_id
+                else None
+            )
             schedule = session.get(Schedule, run.newsletter_id)
             if edition is None:
                 run.state, run.reason = RunState.SKIPPED, "its edition was deleted"
