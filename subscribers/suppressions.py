@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
@@ -60,6 +60,16 @@ class SuppressionView:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class NewSuppression:
+    email: str
+    reason: SuppressionReason
+    source: str
+    detail: str = ""
+    event_id: int | None = None
+    at: datetime | None = None
+
+
 def suppress(
     session: Session,
     email: str,
@@ -71,42 +81,72 @@ def suppress(
     at: datetime | None = None,
 ) -> bool:
     """Put ``email`` on the list; return False if it already was (its first reason stays)."""
-    address = email.strip().lower()
-    if session.scalar(select(Suppression.id).where(Suppression.email == address)) is not None:
-        return False
-    try:
-        with session.begin_nested():
-            session.add(
-                Suppression(
-                    email=address,
-                    reason=reason.value,
-                    source=source,
-                    detail=detail[:1000],
-                    event_id=event_id,
-                    created_at=at or utcnow(),
-                )
-            )
-    except IntegrityError:
-        return False  # suppressed at the same moment by another process
-    status = _SUBSCRIBER_STATUS.get(reason)
-    if status is not None:
+    return bool(
+        suppress_many(session, [NewSuppression(email, reason, source, detail, event_id, at)])
+    )
+
+
+def suppress_many(session: Session, items: Sequence[NewSuppression]) -> int:
+    """Put addresses on the list, set-based; return how many were not on it before.
+
+    An address already suppressed keeps its first reason; of several for one address
+    here, the first wins. Subscribers take the matching status, and a complaint
+    ends every subscription.
+    """
+    now = utcnow()
+    first: dict[str, NewSuppression] = {}
+    for item in items:
+        first.setdefault(item.email.strip().lower(), item)
+    if not first:
+        return 0
+    connection = session.connection()
+    insert_fn = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    # ON CONFLICT: an address suppressed at the same moment by another process stays as is.
+    added = set(
+        session.scalars(
+            insert_fn(Suppression)
+            .on_conflict_do_nothing(index_elements=["email"])
+            .returning(Suppression.email),
+            [
+                {
+                    "email": address,
+                    "reason": item.reason.value,
+                    "source": item.source,
+                    "detail": item.detail[:1000],
+                    "event_id": item.event_id,
+                    "created_at": item.at or now,
+                }
+                for address, item in first.items()
+            ],
+        )
+    )
+    by_status: dict[SubscriberStatus, list[str]] = {}
+    for address in added:
+        status = _SUBSCRIBER_STATUS.get(first[address].reason)
+        if status is not None:
+            by_status.setdefault(status, []).append(address)
+    for status, addresses in by_status.items():
         session.execute(
             update(Subscriber)
-            .where(Subscriber.email == address, Subscriber.status == SubscriberStatus.ACTIVE)
+            .where(Subscriber.email.in_(addresses), Subscriber.status == SubscriberStatus.ACTIVE)
             .values(status=status)
+            .execution_options(synchronize_session=False)
         )
-    if reason is SuppressionReason.COMPLAINT:
+    complained = [a for a in added if first[a].reason is SuppressionReason.COMPLAINT]
+    if complained:
         # A complaint ends every subscription, not just the one that was mailed.
-        subscriber_ids = select(Subscriber.id).where(Subscriber.email == address)
         session.execute(
             update(Subscription)
             .where(
-                Subscription.subscriber_id.in_(subscriber_ids),
+                Subscription.subscriber_id.in_(
+                    select(Subscriber.id).where(Subscriber.email.in_(complained))
+                ),
                 Subscription.status == SubscriptionStatus.ACTIVE,
             )
-            .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=at or utcnow())
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now)
+            .execution_options(synchronize_session=False)
         )
-    return True
+    return len(added)
 
 
 def lift(session: Session, email: str, *, operator: str, note: str) -> SuppressionView:

@@ -22,7 +22,7 @@ more. Defaults, per the product's rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, or_, select, update
@@ -36,7 +36,7 @@ from mailer.db.session import transaction
 from mailer.dispatch.ledger import DELIVERIES, ids_among
 from mailer.events.store import EVENTS
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus, Suppression
-from subscribers.suppressions import SuppressionReason, suppress
+from subscribers.suppressions import NewSuppression, SuppressionReason, suppress_many
 from subscribers.unsubscribe import unsubscribe
 
 # SendGrid's drop reasons that mean "this address must not be mailed".
@@ -111,6 +111,7 @@ def _apply_chunk(session: Session, policy: Policy, chunk: int, now: datetime) ->
     chunk_facts = _ChunkFacts.load(session, events, now - policy.soft_bounce_window)
     for event in events:
         _apply_one(session, policy, event, chunk_facts, now, report)
+    suppress_many(session, chunk_facts.to_suppress)
     # One statement marks the chunk done. Setting the attribute on each loaded event made
     # every later query of the loop autoflush the events touched since the previous one.
     connection = session.connection()
@@ -128,6 +129,7 @@ class _ChunkFacts:
 
     suppressed: set[str]  # addresses already on the suppression list
     soft_signals: dict[str, int]  # soft signals per address within the window
+    to_suppress: list[NewSuppression] = field(default_factory=list)
 
     @classmethod
     def load(cls, session: Session, events: list[Event], since: datetime) -> _ChunkFacts:
@@ -247,37 +249,39 @@ def _apply_one(
     if not event.email:
         return
     if event.bounce_class == BounceClass.HARD:
-        report.suppressed += _suppress(session, event, SuppressionReason.HARD_BOUNCE, facts)
+        report.suppressed += _suppress(event, SuppressionReason.HARD_BOUNCE, facts)
     elif event.bounce_class == BounceClass.SOFT:
         if facts.soft_signals.get(event.email, 0) >= policy.soft_bounce_limit:
-            report.suppressed += _suppress(session, event, SuppressionReason.SOFT_BOUNCES, facts)
+            report.suppressed += _suppress(event, SuppressionReason.SOFT_BOUNCES, facts)
     elif kind == "spamreport":
-        report.suppressed += _suppress(session, event, SuppressionReason.COMPLAINT, facts)
+        report.suppressed += _suppress(event, SuppressionReason.COMPLAINT, facts)
     elif kind == "dropped":
         reason = _drop_reason(event)
         if reason is not None:
-            report.suppressed += _suppress(session, event, reason, facts)
+            report.suppressed += _suppress(event, reason, facts)
     elif kind in ("unsubscribe", "group_unsubscribe"):
         report.unsubscribed += _unsubscribe(session, event)
     elif kind == "group_resubscribe":
         report.resubscribed += _resubscribe(session, event, now)
 
 
-def _suppress(session: Session, event: Event, reason: SuppressionReason, facts: _ChunkFacts) -> int:
+def _suppress(event: Event, reason: SuppressionReason, facts: _ChunkFacts) -> int:
+    """Queue a suppression for the chunk's one set-based write (``suppress_many``)."""
     address = event.email.strip().lower()
     if address in facts.suppressed:
-        return 0  # what suppress() would find out with a query: its first reason stays
+        return 0  # already on the list, or queued by an earlier event: the first reason stays
     facts.suppressed.add(address)
-    added = suppress(
-        session,
-        event.email,
-        reason,
-        source=event.source,
-        detail=event.detail or "",
-        event_id=event.id,
-        at=event.occurred_at,
+    facts.to_suppress.append(
+        NewSuppression(
+            address,
+            reason,
+            source=event.source,
+            detail=event.detail or "",
+            event_id=event.id,
+            at=event.occurred_at,
+        )
     )
-    return int(added)
+    return 1
 
 
 def _drop_reason(event: Event) -> SuppressionReason | None:
