@@ -417,7 +417,9 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> RunResult:
     try:
         if args.profile:
             out = Path(args.profile) / f"webhook-{'pg' if args.database_url else 'sqlite'}-{run}"
-            py_spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "200"]
+            # --idle: wall-clock time, so waits on the database show too.
+            spy = str(Path(sys.executable).parent / "py-spy")
+            py_spy = [spy, "record", "--rate", "200", "--idle"]
             profiler = subprocess.Popen(
                 [*py_spy, "--pid", str(server.pid), "--format", "raw", "--output", f"{out}.txt"],
                 stdout=subprocess.DEVNULL,

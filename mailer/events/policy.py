@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import BigInteger, Connection, DateTime, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.bounces.mail import BounceClass
 from mailer.config import Settings
@@ -46,6 +47,7 @@ DROP_SUPPRESSES = {
     "invalid": SuppressionReason.INVALID,
     "unsubscribed address": SuppressionReason.UNSUBSCRIBED,
 }
+SUBSCRIPTION_KINDS = frozenset({"unsubscribe", "group_unsubscribe", "group_resubscribe"})
 # Events that are not about a provider's handling of a delivery.
 NOT_PROVIDER = {"rejected", "suppression_lifted"}
 _FIRST_SEEN = {"delivered": "delivered_at", "open": "opened_at", "click": "clicked_at"}
@@ -129,7 +131,9 @@ class _ChunkFacts:
 
     suppressed: set[str]  # addresses already on the suppression list
     soft_signals: dict[str, int]  # soft signals per address within the window
+    subscribers: dict[str, Subscriber]  # of the chunk's (un)subscribe events, by address
     to_suppress: list[NewSuppression] = field(default_factory=list)
+    edition_lists: dict[int, list[int] | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, events: list[Event], since: datetime) -> _ChunkFacts:
@@ -150,32 +154,43 @@ class _ChunkFacts:
             # message, and one slow message is not three. A message that was delivered
             # in the end does not count at all (large providers defer routinely), nor
             # does anything before an operator last lifted the address's suppression.
-            # Every event of the chunk is already stored, so one grouped count per
-            # chunk gives what a count per event gave.
+            # Every event of the chunk is already stored, so one read per chunk gives
+            # what a count per event gave.
             one_per_message = func.coalesce(Event.delivery_id, -Event.id)
-            lift = aliased(Event)
-            last_lift = (
-                select(func.max(lift.occurred_at))
-                .where(lift.email == Event.email, lift.kind == "suppression_lifted")
-                .scalar_subquery()
-            )
+            messages: dict[str, set[int]] = {}
             for start in range(0, len(soft), 500):
-                counts.update(
-                    (email, int(n))
-                    for email, n in session.execute(
-                        select(Event.email, func.count(func.distinct(one_per_message)))
-                        .outerjoin(Delivery, Delivery.id == Event.delivery_id)
-                        .where(
-                            Event.email.in_(soft[start : start + 500]),
-                            Event.bounce_class == BounceClass.SOFT.value,
-                            Event.occurred_at >= since,
-                            Delivery.delivered_at.is_(None),
-                            or_(last_lift.is_(None), Event.occurred_at > last_lift),
-                        )
+                emails = soft[start : start + 500]
+                lifted = dict(
+                    session.execute(
+                        select(Event.email, func.max(Event.occurred_at))
+                        .where(Event.email.in_(emails), Event.kind == "suppression_lifted")
                         .group_by(Event.email)
-                    )
+                    ).all()
                 )
-        return cls(suppressed, counts)
+                # Plain rows, counted here: a correlated subquery for the lifts made
+                # PostgreSQL's estimate big enough to JIT-compile every chunk's query.
+                for email, message, at in session.execute(
+                    select(Event.email, one_per_message, Event.occurred_at)
+                    .outerjoin(Delivery, Delivery.id == Event.delivery_id)
+                    .where(
+                        Event.email.in_(emails),
+                        Event.bounce_class == BounceClass.SOFT.value,
+                        Event.occurred_at >= since,
+                        Delivery.delivered_at.is_(None),
+                    )
+                ):
+                    if email not in lifted or at > lifted[email]:
+                        messages.setdefault(email, set()).add(message)
+            counts = {email: len(found) for email, found in messages.items()}
+        leaving = sorted({e.email for e in events if e.email and e.kind in SUBSCRIPTION_KINDS})
+        subscribers = {
+            subscriber.email: subscriber
+            for start in range(0, len(leaving), 500)
+            for subscriber in session.scalars(
+                select(Subscriber).where(Subscriber.email.in_(leaving[start : start + 500]))
+            )
+        }
+        return cls(suppressed, counts, subscribers)
 
 
 def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -> None:
@@ -207,19 +222,13 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
     )
     report.reconciled += int(reconciled.rowcount or 0)
     for kind, column in _FIRST_SEEN.items():
-        rows = [
-            {"delivery": e.delivery_id, "at": e.occurred_at} for e in provider if e.kind == kind
-        ]
-        if rows:
-            connection.execute(
-                update(DELIVERIES)
-                .where(
-                    DELIVERIES.c.id == bindparam("delivery"),
-                    DELIVERIES.c[column].is_(None),
-                )
-                .values({column: bindparam("at")}),
-                rows,
-            )
+        first: dict[int, datetime] = {}
+        for e in provider:
+            if e.kind == kind and e.delivery_id is not None:
+                seen = first.get(e.delivery_id)
+                first[e.delivery_id] = e.occurred_at if seen is None else min(seen, e.occurred_at)
+        if first:
+            _stamp_first(connection, column, first)
     bounced = [
         {"delivery": e.delivery_id, "class": e.bounce_class} for e in provider if e.bounce_class
     ]
@@ -235,6 +244,35 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
             .values(bounce_class=bindparam("class")),
             bounced,
         )
+
+
+def _stamp_first(connection: Connection, column: str, first: dict[int, datetime]) -> None:
+    """Set ``column`` to the given time on rows where it is still unset."""
+    target = DELIVERIES.c[column]
+    if connection.dialect.name == "postgresql":
+        # One statement over two arrays: an UPDATE per row would be a round trip each.
+        ids, times = zip(*sorted(first.items()), strict=True)
+        given = select(
+            func.unnest(bindparam("ids", list(ids), type_=postgresql.ARRAY(BigInteger))).label(
+                "id"
+            ),
+            func.unnest(
+                bindparam("times", list(times), type_=postgresql.ARRAY(DateTime(timezone=True)))
+            ).label("at"),
+        ).subquery()
+        connection.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == given.c.id, target.is_(None))
+            .values({column: given.c.at})
+        )
+        return
+    # SQLite runs in-process: executemany costs no round trips.
+    connection.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == bindparam("delivery"), target.is_(None))
+        .values({column: bindparam("at")}),
+        [{"delivery": delivery, "at": at} for delivery, at in first.items()],
+    )
 
 
 def _apply_one(
@@ -260,9 +298,9 @@ def _apply_one(
         if reason is not None:
             report.suppressed += _suppress(event, reason, facts)
     elif kind in ("unsubscribe", "group_unsubscribe"):
-        report.unsubscribed += _unsubscribe(session, event)
+        report.unsubscribed += _unsubscribe(session, event, facts)
     elif kind == "group_resubscribe":
-        report.resubscribed += _resubscribe(session, event, now)
+        report.resubscribed += _resubscribe(session, event, facts)
 
 
 def _suppress(event: Event, reason: SuppressionReason, facts: _ChunkFacts) -> int:
@@ -290,25 +328,23 @@ def _drop_reason(event: Event) -> SuppressionReason | None:
     return DROP_SUPPRESSES.get(text)
 
 
-def _subscriber(session: Session, email: str) -> Subscriber | None:
-    return session.scalar(select(Subscriber).where(Subscriber.email == email))
-
-
-def _newsletter_lists(session: Session, event: Event) -> list[int] | None:
+def _newsletter_lists(session: Session, event: Event, facts: _ChunkFacts) -> list[int] | None:
     """The lists of the newsletter the event's edition belongs to, if known."""
     if event.kind == "unsubscribe" or event.edition_id is None:
         return None
-    edition = session.get(Edition, event.edition_id)
-    if edition is None:
-        return None
-    return [mailing_list.id for mailing_list in edition.newsletter.lists]
+    if event.edition_id not in facts.edition_lists:
+        edition = session.get(Edition, event.edition_id)
+        facts.edition_lists[event.edition_id] = (
+            [mailing_list.id for mailing_list in edition.newsletter.lists] if edition else None
+        )
+    return facts.edition_lists[event.edition_id]
 
 
-def _unsubscribe(session: Session, event: Event) -> int:
-    subscriber = _subscriber(session, event.email)
+def _unsubscribe(session: Session, event: Event, facts: _ChunkFacts) -> int:
+    subscriber = facts.subscribers.get(event.email)
     if subscriber is None:
         return 0
-    list_ids = _newsletter_lists(session, event)
+    list_ids = _newsletter_lists(session, event, facts)
     if list_ids is None:
         list_ids = list(
             session.scalars(
@@ -327,9 +363,9 @@ def _unsubscribe(session: Session, event: Event) -> int:
     return int(result.changed)
 
 
-def _resubscribe(session: Session, event: Event, now: datetime) -> int:
-    subscriber = _subscriber(session, event.email)
-    list_ids = _newsletter_lists(session, event)
+def _resubscribe(session: Session, event: Event, facts: _ChunkFacts) -> int:
+    subscriber = facts.subscribers.get(event.email)
+    list_ids = _newsletter_lists(session, event, facts)
     if subscriber is None or not list_ids:
         return 0
     # Suppressions still hold: a resubscribed but bounced address stays unmailed.
