@@ -161,6 +161,24 @@ def _print(data: dict[str, Any]) -> None:
         console.print(table)
 
 
+def _new_schedule(newsletter: Newsletter, now: datetime, *, slot: str, timezone: str) -> Schedule:
+    """A daily schedule with the defaults, before the command's options are applied."""
+    return Schedule(
+        newsletter=newsletter,
+        slot=slot,
+        timezone=timezone,
+        weekdays="mon,tue,wed,thu,fri,sat,sun",
+        pull_interval_minutes=15,
+        steps=DEFAULT_STEPS,
+        requires_approval=False,
+        approval_deadline_minutes=120,
+        local_time_delivery=False,
+        enabled=True,
+        effective_from=now,
+        created_at=now,
+    )
+
+
 def _load(session: Session, slug: str) -> Newsletter:
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
     if newsletter is None:
@@ -219,20 +237,7 @@ def create(
                 )
                 session.add(newsletter)
                 session.flush()
-                schedule = Schedule(
-                    newsletter=newsletter,
-                    slot="07:00",
-                    timezone="UTC",
-                    weekdays="mon,tue,wed,thu,fri,sat,sun",
-                    pull_interval_minutes=15,
-                    steps=DEFAULT_STEPS,
-                    requires_approval=False,
-                    approval_deadline_minutes=120,
-                    local_time_delivery=False,
-                    enabled=True,
-                    effective_from=now,
-                    created_at=now,
-                )
+                schedule = _new_schedule(newsletter, now, slot="07:00", timezone="UTC")
                 _apply(
                     schedule,
                     now,
@@ -296,19 +301,8 @@ def update(
                         setattr(newsletter, attr, value)
                 schedule = session.get(Schedule, newsletter.id)
                 if schedule is None:
-                    schedule = Schedule(
-                        newsletter=newsletter,
-                        slot=newsletter.send_time,
-                        timezone=newsletter.timezone,
-                        weekdays="mon,tue,wed,thu,fri,sat,sun",
-                        pull_interval_minutes=15,
-                        steps=DEFAULT_STEPS,
-                        requires_approval=False,
-                        approval_deadline_minutes=120,
-                        local_time_delivery=False,
-                        enabled=True,
-                        effective_from=now,
-                        created_at=now,
+                    schedule = _new_schedule(
+                        newsletter, now, slot=newsletter.send_time, timezone=newsletter.timezone
                     )
                     parse_slot(schedule.slot)
                     parse_timezone(schedule.timezone)
