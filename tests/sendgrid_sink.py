@@ -15,8 +15,6 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, send_json
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "sendgrid" / "tsg_mail_v3.json"
 API_KEY = "SG.test-key"
@@ -194,14 +192,7 @@ class SinkServer(LoopbackServer):
             def _answer(
                 self, status: int, payload: object, headers: dict[str, str] | None = None
             ) -> None:
-                data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload, headers)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -209,11 +200,6 @@ class SinkServer(LoopbackServer):
         super().__init__(Handler)
 
 
-@contextmanager
-def sendgrid_sink() -> Iterator[SinkServer]:
-    server = SinkServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def sendgrid_sink() -> SinkServer:
+    """A sink to use as a context manager: serving inside the ``with``."""
+    return SinkServer()

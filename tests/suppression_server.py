@@ -16,8 +16,6 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -26,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, send_json
 
 API_KEY = "SG.suppressions-test-key"
 KINDS = ("bounces", "blocks", "spam_reports", "invalid_emails", "unsubscribes")
@@ -220,18 +218,11 @@ class SuppressionServer(LoopbackServer):
                 payload: Any,
                 headers: dict[str, str] | None = None,
             ) -> None:
-                data = json.dumps(payload).encode()
                 # Recorded before answering: the client may look as soon as it hears back.
                 with state.lock:
                     record.status = status
                     record.body = payload
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload, headers)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -239,11 +230,6 @@ class SuppressionServer(LoopbackServer):
         super().__init__(Handler)
 
 
-@contextmanager
-def suppression_server() -> Iterator[SuppressionServer]:
-    server = SuppressionServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def suppression_server() -> SuppressionServer:
+    """A server to use as a context manager: serving inside the ``with``."""
+    return SuppressionServer()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from ssl import SSLContext, create_default_context
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,25 @@ class BounceSource(Protocol):
     def close(self) -> None: ...
 
 
-class FolderSource:
+class _ClosedOnExit:
+    """``with source:`` closes it however the block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class FolderSource(_ClosedOnExit):
     """``*.eml`` files in one directory (as a pipe-to-file alias or a drop folder leaves
     them); done ones move into ``processed/`` beside them."""
 
@@ -71,19 +89,8 @@ class FolderSource:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> FolderSource:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class MboxSource:
+class MboxSource(_ClosedOnExit):
     """An mbox file, as a local delivery agent appends to it.
 
     The file is locked (fcntl and a dot-lock, as mail delivery agents do) while it is
@@ -137,17 +144,6 @@ class MboxSource:
     def close(self) -> None:
         self._read = {}
 
-    def __enter__(self) -> MboxSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _locked(self) -> mailbox.mbox:
         try:
             box = mailbox.mbox(self.path, create=False)
@@ -182,7 +178,7 @@ def _digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-class ImapSource:
+class ImapSource(_ClosedOnExit):
     """An IMAP mailbox that bounces are delivered to.
 
     Messages are fetched with BODY.PEEK[] so that reading alone marks nothing: only
@@ -225,17 +221,9 @@ class ImapSource:
             f"folder={self.folder!r}, ssl={self.ssl}, starttls={self.starttls})"
         )
 
-    def __enter__(self) -> ImapSource:
+    def __enter__(self) -> Self:
         self._connect()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
         connection = self._connect()

@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     app.state.pages = Jinja2Templates(directory=PAGES)
     app.state.webhook_verifier = webhooks.make_verifier(runtime.settings)
+    app.state.policy_runner = webhooks.PolicyRunner(runtime)
 
     @app.middleware("http")
     async def security_headers(

@@ -94,13 +94,6 @@ class PolicyRunner:
                 self._lock.release()
 
 
-def _policy_runner(request: Request, runtime: Runtime) -> PolicyRunner:
-    runner: PolicyRunner | None = getattr(request.app.state, "policy_runner", None)
-    if runner is None:  # made on the event loop's thread: no race
-        runner = request.app.state.policy_runner = PolicyRunner(runtime)
-    return runner
-
-
 @router.post("/webhooks/sendgrid")
 async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
@@ -129,7 +122,7 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         return JSONResponse({"error": str(exc)}, status_code=400)
     report = await run_in_threadpool(_store, runtime, events, rejected)
     if report.stored:
-        background.add_task(_policy_runner(request, runtime))
+        background.add_task(request.app.state.policy_runner)
     log.info("webhook.stored", extra=report.as_dict())
     return JSONResponse(report.as_dict())
 
