@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from mailer.cli import app
 from mailer.db.models import (
+    Batch,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -178,6 +179,58 @@ def test_who_unsubscribes_mid_send_gets_nothing_more(runtime: Runtime) -> None:
     assert len(received) == 28
 
 
+def test_cancel_mid_send_keeps_what_went_out_and_skips_the_rest(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 30)
+    edition_id = factories.edition(runtime, newsletter_id)
+    skipped_by_cancel: list[int] = []
+
+    def after(batch: int) -> None:
+        if batch == 1:
+            # Batch 1 is in flight: handed over, its outcome not recorded yet.
+            with transaction(runtime.sessions) as session:
+                edition = session.get(Edition, edition_id)
+                assert edition is not None
+                skipped_by_cancel.append(dispatcher.cancel(session, edition))
+
+    transport = Hooked(runtime.settings.outbox_dir, after)
+    tally = send(runtime, edition_id, transport, batch_size=10)
+
+    assert skipped_by_cancel == [20]
+    assert transport.batches == 1
+    assert tally == {**tally, "sent": 10, "skipped": 20, "queued": 0, "sending": 0}
+    assert len(set(outbox_recipients(runtime, edition_id))) == 10
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.CANCELLED
+
+
+def test_pause_then_resume_sends_everyone_once(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 30)
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    def after(batch: int) -> None:
+        if batch == 1:
+            with transaction(runtime.sessions) as session:
+                edition = session.get(Edition, edition_id)
+                assert edition is not None
+                dispatcher.pause(session, edition)
+
+    first = send(runtime, edition_id, Hooked(runtime.settings.outbox_dir, after), batch_size=10)
+    assert first == {**first, "sent": 10, "queued": 20, "sending": 0}
+
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.PAUSED
+        dispatcher.resume(session, edition)
+    second = send(runtime, edition_id, batch_size=10)
+
+    assert second == {**second, "sent": 30, "queued": 0, "sending": 0}
+    received = outbox_recipients(runtime, edition_id)
+    assert len(received) == len(set(received)) == 30
+
+
 class Crashing(OutboxTransport):
     """Writes half a batch, then dies the way a killed process would."""
 
@@ -198,9 +251,10 @@ def test_crash_mid_batch_loses_nothing_and_resends_nothing_blindly(runtime: Runt
     assert after_crash["sending"] == 10 and after_crash["queued"] == 10
 
     with runtime.sessions() as session:
-        in_flight = set(
-            session.scalars(select(Delivery.id).where(Delivery.status == DeliveryStatus.SENDING))
-        )
+        # Claimed rows stay queued; the open batch row is what holds them.
+        held = session.scalars(select(Batch.delivery_ids).where(Batch.finished_at.is_(None)))
+        in_flight = {i for ids in held for i in json.loads(ids)}
+    assert len(in_flight) == 10
 
     # Restarted: the crashed run is gone, so its claim is taken over at once. What it
     # had in flight may have gone out: `unknown`, never mailed again blindly.

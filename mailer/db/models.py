@@ -270,7 +270,9 @@ class EditionBriefing(Base):
 
 class DeliveryStatus(StrEnum):
     QUEUED = "queued"
-    SENDING = "sending"  # committed before the transport call (Invariant 2)
+    # In flight: a queued row held by an open batch. Counted, never stored: the batch
+    # row, committed before the transport call, is what holds it (Invariant 2).
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"  # suppressed or unsubscribed by the time its batch was claimed
@@ -278,15 +280,34 @@ class DeliveryStatus(StrEnum):
 
 
 class Batch(Base):
-    """One claim of up to 1000 deliveries by one worker, and how its send ended."""
+    """One claim of up to 1000 deliveries by one worker, and how its send ended.
+
+    Claiming writes this one row, not a thousand: while the batch is open (no
+    ``finished_at``) its deliveries stay ``queued`` and nobody else may take a row
+    between ``first_id`` and ``last_id``. Recording the outcome writes the rows.
+    """
 
     __tablename__ = "batches"
+    __table_args__ = (
+        # Claims exclude the ranges of open batches, row by row: only open ones indexed.
+        Index(
+            "ix_batches_open",
+            "edition_id",
+            "first_id",
+            postgresql_where=sql_text("finished_at IS NULL"),
+            sqlite_where=sql_text("finished_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
     worker: Mapped[str] = mapped_column(String(200))
     transport: Mapped[str] = mapped_column(String(20))
     size: Mapped[int] = mapped_column(Integer)
+    first_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The ids it holds (a JSON array) while open; cleared when it is recorded.
+    delivery_ids: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(String(200))
     # SendGrid's X-Message-Id for the batch: events carry it as the prefix of
     # sg_message_id, the fallback when their custom args are missing.

@@ -217,8 +217,7 @@ def _claim_and_hand_over(
         if should_stop is not None and should_stop():
             break  # asked to stop (SIGTERM): nothing more claimed, what is in flight finishes
         with connection.begin():
-            status = connection.scalar(select(Edition.status).where(Edition.id == edition_id))
-            if status != EditionStatus.SENDING:
+            if ledger.lock_edition(connection, edition_id) != EditionStatus.SENDING:
                 break  # paused or cancelled by an operator
             batch = ledger.claim(
                 connection,

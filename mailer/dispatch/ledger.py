@@ -3,8 +3,8 @@
 All SQL for the ledger lives here. Invariants (DESIGN.md):
 1. nobody suppressed or unsubscribed is mailed: checked when the ledger is
    filled and again when a batch is claimed;
-2. at most once per (edition, subscriber): the row is unique, and a batch is
-   committed as ``sending`` before any transport call;
+2. at most once per (edition, subscriber): the row is unique, and the batch
+   row that holds it is committed before any transport call;
 4. every state that matters is a committed row.
 """
 
@@ -27,6 +27,8 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    delete,
+    exists,
     func,
     insert,
     literal,
@@ -58,6 +60,7 @@ from subscribers.segments import compile_rule
 # The tables themselves, for Core statements on the hot path (no ORM bookkeeping).
 DELIVERIES = cast(Table, Delivery.__table__)
 BATCHES = cast(Table, Batch.__table__)
+EDITIONS = cast(Table, Edition.__table__)
 
 # Spelled as a literal, not a bound parameter, so that both databases can prove the
 # claim index's predicate (status = 'queued') and use it.
@@ -159,6 +162,34 @@ def ids_among(column: ColumnElement[Any], ids: Sequence[int], dialect: str) -> C
     return column.in_(values.scalar_subquery())
 
 
+def lock_edition(connection: Connection, edition_id: int) -> str | None:
+    """Serialise the claims of one edition; returns its status. Held until commit.
+
+    Claimed rows stay ``queued`` (only the batch row is written), so a claimer must
+    see every batch committed before it: on PostgreSQL it waits here for the one
+    ahead of it (``FOR NO KEY UPDATE``, which leaves inserts referencing the edition
+    alone); SQLite has one writer at a time, taken by the claim's first write.
+    """
+    return connection.scalar(
+        select(EDITIONS.c.status).where(EDITIONS.c.id == edition_id).with_for_update(key_share=True)
+    )
+
+
+def _outside_open_batches(edition_id: int) -> ColumnElement[bool]:
+    """The row is in no open batch's range: nobody holds it."""
+    return ~exists(
+        select(literal(1))
+        .where(
+            BATCHES.c.edition_id == edition_id,
+            BATCHES.c.finished_at.is_(None),
+            BATCHES.c.first_id <= DELIVERIES.c.id,
+            BATCHES.c.last_id >= DELIVERIES.c.id,
+        )
+        # Probed per row through the small index of open batches (see mailable()).
+        .offset(0)
+    )
+
+
 def claim(
     connection: Connection,
     edition_id: int,
@@ -169,42 +200,51 @@ def claim(
     *,
     after_id: int = 0,
 ) -> ClaimedBatch | None:
-    """Take up to ``size`` queued deliveries and mark them ``sending``. The caller commits.
+    """Take up to ``size`` queued deliveries into a new batch. The caller holds
+    ``lock_edition`` and commits.
 
-    Rows whose subscriber left, bounced or was suppressed since the ledger was
-    filled are marked ``skipped`` instead (Invariant 1).
+    One batch row is written, naming the rows; they stay ``queued`` until their
+    outcome is recorded. Rows whose subscriber left, bounced or was suppressed since
+    the ledger was filled are marked ``skipped`` instead (Invariant 1).
     """
     size = max(1, min(size, MAX_BATCH))
     now = utcnow()
     dialect = connection.dialect.name
+    # Written first: on SQLite this takes the write lock before anything is read, so
+    # a claimer in another process cannot pick the same rows.
+    batch_id = connection.scalar(
+        insert(BATCHES)
+        .values(edition_id=edition_id, worker=worker, transport=transport, size=0, claimed_at=now)
+        .returning(BATCHES.c.id)
+    )
+    assert batch_id is not None
     pick = (
         select(
-            Delivery.id,
-            Delivery.subscriber_id,
+            DELIVERIES.c.id,
+            DELIVERIES.c.subscriber_id,
             Subscriber.email,
             Subscriber.name,
             # The audience re-check (Invariant 1), evaluated per picked row: correlated
             # probes of the indexes for these rows, not a pass over every subscription.
             mailable(list_ids, probe=True),
         )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .join(Subscriber, Subscriber.id == DELIVERIES.c.subscriber_id)
         .where(
-            Delivery.edition_id == edition_id,
+            DELIVERIES.c.edition_id == edition_id,
             QUEUED_LITERALLY,
             # Keyset: start after the caller's last batch. On PostgreSQL the index still
-            # holds entries of rows claimed earlier (until vacuum); scanning from the
+            # holds entries of rows recorded earlier (until vacuum); scanning from the
             # start every time would make a large send quadratic.
-            Delivery.id > after_id,
-            or_(Delivery.retry_after.is_(None), Delivery.retry_after <= now),
+            DELIVERIES.c.id > after_id,
+            or_(DELIVERIES.c.retry_after.is_(None), DELIVERIES.c.retry_after <= now),
+            _outside_open_batches(edition_id),
         )
-        .order_by(Delivery.id)
+        .order_by(DELIVERIES.c.id)
         .limit(size)
     )
-    if dialect == "postgresql":
-        # Workers on any number of machines take disjoint batches without waiting.
-        pick = pick.with_for_update(skip_locked=True, of=DELIVERIES)
     rows = connection.execute(pick).all()
     if not rows:
+        connection.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
         return None
     last_id = rows[-1][0]
     claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4]]
@@ -212,11 +252,7 @@ def claim(
     if skipped:
         connection.execute(
             update(DELIVERIES)
-            # Guarded: a row another worker took meanwhile stays that worker's.
-            .where(
-                ids_among(DELIVERIES.c.id, [r[0] for r in rows if not r[4]], dialect),
-                Delivery.status == DeliveryStatus.QUEUED,
-            )
+            .where(ids_among(DELIVERIES.c.id, [r[0] for r in rows if not r[4]], dialect))
             .values(
                 status=DeliveryStatus.SKIPPED,
                 error="unsubscribed or suppressed before its batch was claimed",
@@ -224,131 +260,133 @@ def claim(
             )
         )
     if not claimed:
+        connection.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
         return ClaimedBatch(0, [], skipped, last_id)
-    batch_id = connection.scalar(
-        insert(BATCHES)
+    connection.execute(
+        update(BATCHES)
+        .where(BATCHES.c.id == batch_id)
         .values(
-            edition_id=edition_id,
-            worker=worker,
-            transport=transport,
             size=len(claimed),
-            claimed_at=now,
+            first_id=claimed[0].delivery_id,
+            last_id=claimed[-1].delivery_id,
+            delivery_ids=orjson.dumps([c.delivery_id for c in claimed]).decode(),
         )
-        .returning(BATCHES.c.id)
     )
-    assert batch_id is not None
-    # The status guard makes a racing claimer (SQLite has no SKIP LOCKED) take nothing
-    # twice: only rows this statement moved from queued are ours.
-    moved = connection.execute(
-        update(DELIVERIES)
-        .where(
-            ids_among(DELIVERIES.c.id, [c.delivery_id for c in claimed], dialect),
-            Delivery.status == DeliveryStatus.QUEUED,
-        )
-        .values(
-            status=DeliveryStatus.SENDING,
-            batch_id=batch_id,
-            claimed_at=now,
-            attempts=Delivery.attempts + 1,
-        )
-    ).rowcount
-    if moved != len(claimed):
-        # Lost a race for some rows (rare): keep only those this batch holds.
-        taken = set(connection.scalars(select(Delivery.id).where(Delivery.batch_id == batch_id)))
-        claimed = [c for c in claimed if c.delivery_id in taken]
-        outcome = None if claimed else "empty: taken by another worker"
-        connection.execute(
-            update(BATCHES)
-            .where(BATCHES.c.id == batch_id)
-            .values(size=len(claimed), outcome=outcome, finished_at=None if claimed else now)
-        )
     return ClaimedBatch(batch_id, claimed, skipped, last_id)
+
+
+class _OpenBatch(NamedTuple):
+    delivery_ids: list[int]
+    claimed_at: datetime
+    still_open: bool
+
+
+def _held_by(connection: Connection, batch_id: int) -> _OpenBatch:
+    row = connection.execute(
+        select(BATCHES.c.delivery_ids, BATCHES.c.claimed_at, BATCHES.c.finished_at).where(
+            BATCHES.c.id == batch_id
+        )
+    ).one()
+    return _OpenBatch(orjson.loads(row[0] or "[]"), row[1], row[2] is None)
+
+
+def _still_ours(batch_id: int, still_open: bool) -> ColumnElement[bool]:
+    """Rows a batch may still write: queued while it is open, or made ``unknown`` when it
+    was taken over (what the transport said beats a guess)."""
+    taken_over = and_(
+        DELIVERIES.c.status == DeliveryStatus.UNKNOWN, DELIVERIES.c.batch_id == batch_id
+    )
+    return or_(QUEUED_LITERALLY, taken_over) if still_open else taken_over
 
 
 def record(
     connection: Connection, batch_id: int, results: Sequence[Result], *, backoff: bool = True
 ) -> dict[Outcome, int]:
-    """Write what the transport said about each delivery of a batch. The caller commits.
+    """Write what the transport said about each delivery of a batch, and close it. The
+    caller commits.
 
-    Only rows still ``sending`` in this batch are touched, so a claim that was
-    taken over in the meantime is not overwritten.
+    A delivery the transport gave no outcome for is ``unknown``: it may have gone out.
     """
     now = utcnow()
+    held = _held_by(connection, batch_id)
+    dialect = connection.dialect.name
     tally = dict.fromkeys(Outcome, 0)
+    ours = _still_ours(batch_id, held.still_open)
+    stamp = {"batch_id": batch_id, "claimed_at": held.claimed_at}
+    reported = {r.delivery_id for r in results}
     message_ids = {r.message_id for r in results}
-    if results and all(r.outcome is Outcome.SENT for r in results) and len(message_ids) == 1:
+    if (
+        results
+        and all(r.outcome is Outcome.SENT for r in results)
+        and len(message_ids) == 1
+        and reported.issuperset(held.delivery_ids)
+    ):
         # The usual batch API answer: the whole batch sent under one message id. One
         # statement marks it, instead of one row at a time.
         connection.execute(
             update(DELIVERIES)
-            .where(
-                Delivery.batch_id == batch_id,
-                or_(
-                    Delivery.status == DeliveryStatus.SENDING,
-                    Delivery.status == DeliveryStatus.UNKNOWN,
-                ),
-            )
+            .where(ids_among(DELIVERIES.c.id, held.delivery_ids, dialect), ours)
             .values(
                 status=DeliveryStatus.SENT,
                 message_id=message_ids.pop(),
                 error=None,
                 finished_at=now,
+                attempts=DELIVERIES.c.attempts + 1,
+                **stamp,
             )
         )
         tally[Outcome.SENT] = len(results)
         _finish_batch(connection, batch_id, tally, now, message_id=results[0].message_id)
         return tally
     attempts = {
-        row.id: row.attempts
+        row[0]: row[1] + 1
         for row in connection.execute(
-            select(Delivery.id, Delivery.attempts).where(Delivery.batch_id == batch_id)
+            select(DELIVERIES.c.id, DELIVERIES.c.attempts).where(
+                ids_among(DELIVERIES.c.id, held.delivery_ids, dialect)
+            )
         )
     }
+    silent = [
+        Result(i, Outcome.UNKNOWN, error="the transport reported no outcome")
+        for i in held.delivery_ids
+        if i not in reported
+    ]
     # The transport itself was unavailable (provider down, bad key): not these
     # recipients' fault, so the claim is not counted as an attempt and an outage of
     # any length never turns into failures.
     by_outcome: dict[Outcome, list[dict[str, Any]]] = {o: [] for o in Outcome}
-    for result in results:
-        if (
-            result.outcome is Outcome.RETRY
-            and not result.transport_down
-            and attempts.get(result.delivery_id, 0) >= MAX_ATTEMPTS
-        ):
+    for result in [*results, *silent]:
+        tries = attempts.get(result.delivery_id, 1)
+        if result.outcome is Outcome.RETRY and not result.transport_down and tries >= MAX_ATTEMPTS:
             result = Result(
                 result.delivery_id,
                 Outcome.FAILED,
                 error=f"gave up after {MAX_ATTEMPTS} attempts: {result.error}",
             )
-        values: dict[str, Any] = {"delivery_id": result.delivery_id, "error": result.error}
+        values: dict[str, Any] = {
+            "delivery_id": result.delivery_id,
+            "error": result.error,
+            "attempts": tries,
+        }
         if result.outcome is Outcome.SENT:
             values |= {"message_id": result.message_id}
         if result.outcome is Outcome.RETRY:
-            tries = attempts.get(result.delivery_id, 1)
             values |= {"retry_after": now + retry_delay(tries) if backoff else None}
-            values |= {"attempts": max(tries - 1, 0) if result.transport_down else tries}
+            values |= {"attempts": tries - 1 if result.transport_down else tries}
         by_outcome[result.outcome].append(values)
         tally[result.outcome] += 1
     fixed: dict[Outcome, dict[str, Any]] = {
-        Outcome.SENT: {"status": DeliveryStatus.SENT, "finished_at": now},
-        Outcome.FAILED: {"status": DeliveryStatus.FAILED, "finished_at": now},
-        Outcome.UNKNOWN: {"status": DeliveryStatus.UNKNOWN, "finished_at": now},
+        Outcome.SENT: {"status": DeliveryStatus.SENT, "finished_at": now, **stamp},
+        Outcome.FAILED: {"status": DeliveryStatus.FAILED, "finished_at": now, **stamp},
+        Outcome.UNKNOWN: {"status": DeliveryStatus.UNKNOWN, "finished_at": now, **stamp},
+        # Back in the queue, in no batch: claimable once this batch is closed below.
         Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": None, "claimed_at": None},
     }
     for outcome, rows in by_outcome.items():
         if rows:
             # One executemany per outcome, by primary key.
             connection.execute(
-                update(DELIVERIES).where(
-                    Delivery.id == bindparam("delivery_id"),
-                    Delivery.batch_id == batch_id,
-                    # A claim expired while we worked is `unknown`: what the transport
-                    # actually said about it is better than a guess.
-                    # (or_, not in_: expanding IN cannot run under executemany)
-                    or_(
-                        Delivery.status == DeliveryStatus.SENDING,
-                        Delivery.status == DeliveryStatus.UNKNOWN,
-                    ),
-                ),
+                update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"), ours),
                 [row | fixed[outcome] for row in rows],
             )
     sent_ids = {r.message_id for r in results if r.outcome is Outcome.SENT and r.message_id}
@@ -369,8 +407,13 @@ def _finish_batch(
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
     connection.execute(
         update(BATCHES)
-        .where(Batch.id == batch_id)
-        .values(outcome=summary or "empty", finished_at=now, provider_message_id=message_id)
+        .where(BATCHES.c.id == batch_id, BATCHES.c.finished_at.is_(None))
+        .values(
+            outcome=summary or "empty",
+            finished_at=now,
+            provider_message_id=message_id,
+            delivery_ids=None,
+        )
     )
 
 
@@ -383,41 +426,55 @@ def reap(session: Session, timeout: timedelta) -> int:
     reports late still records what its transport said (see ``record``).
     """
     open_batches = session.execute(
-        select(Batch.id, Batch.worker, Batch.claimed_at).where(Batch.finished_at.is_(None))
+        select(Batch.id, Batch.worker, Batch.claimed_at, Batch.delivery_ids).where(
+            Batch.finished_at.is_(None)
+        )
     ).all()
     if not open_batches:
         return 0
     gone, unseen = liveness.dead(session, (b.worker for b in open_batches))
     cutoff = utcnow() - timeout
     stale = [
-        b.id
-        for b in open_batches
-        if b.worker in gone or (b.worker in unseen and b.claimed_at < cutoff)
+        batch
+        for batch in open_batches
+        if batch.worker in gone or (batch.worker in unseen and batch.claimed_at < cutoff)
     ]
-    if not stale:
-        return 0
     now = utcnow()
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.batch_id.in_(stale), Delivery.status == DeliveryStatus.SENDING)
-        .values(
-            status=DeliveryStatus.UNKNOWN,
-            error="its worker stopped before recording an outcome",
-            finished_at=now,
+    dialect = session.get_bind().dialect.name
+    taken = 0
+    for batch in stale:
+        result = session.execute(
+            update(DELIVERIES)
+            .where(
+                ids_among(DELIVERIES.c.id, orjson.loads(batch.delivery_ids or "[]"), dialect),
+                QUEUED_LITERALLY,
+            )
+            .values(
+                status=DeliveryStatus.UNKNOWN,
+                batch_id=batch.id,
+                claimed_at=batch.claimed_at,
+                error="its worker stopped before recording an outcome",
+                finished_at=now,
+            )
         )
-    )
-    session.execute(
-        update(Batch)
-        .where(Batch.id.in_(stale))
-        .values(outcome="worker stopped: in-flight rows unknown", finished_at=now)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+        taken += int(getattr(result, "rowcount", 0) or 0)
+        session.execute(
+            update(BATCHES)
+            .where(BATCHES.c.id == batch.id)
+            .values(outcome="worker stopped: in-flight rows unknown", finished_at=now)
+        )
+    return taken
 
 
 def skip_queued(session: Session, edition_id: int, reason: str) -> int:
+    """Skip what is still queued; rows in flight keep their batch's outcome."""
     result = session.execute(
-        update(Delivery)
-        .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.QUEUED)
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.edition_id == edition_id,
+            QUEUED_LITERALLY,
+            _outside_open_batches(edition_id),
+        )
         .values(status=DeliveryStatus.SKIPPED, error=reason, finished_at=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -444,4 +501,15 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         .group_by(Delivery.status)
     ):
         tally[status] = number
+    # In flight: the queued rows that open batches hold.
+    in_flight = int(
+        session.scalar(
+            select(func.coalesce(func.sum(Batch.size), 0)).where(
+                Batch.edition_id == edition_id, Batch.finished_at.is_(None)
+            )
+        )
+        or 0
+    )
+    tally[DeliveryStatus.SENDING] = in_flight
+    tally[DeliveryStatus.QUEUED] -= in_flight
     return tally

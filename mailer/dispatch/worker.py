@@ -34,7 +34,7 @@ def sending_editions(factory: sessionmaker[Session]) -> list[int]:
 
 
 def work_left(factory: sessionmaker[Session]) -> bool:
-    """Some sending edition still has queued rows, or rows in flight elsewhere."""
+    """Some sending edition still has queued rows (rows in flight elsewhere among them)."""
     with factory() as session:
         return bool(
             session.scalar(
@@ -42,7 +42,8 @@ def work_left(factory: sessionmaker[Session]) -> bool:
                     exists().where(
                         Delivery.edition_id == Edition.id,
                         Edition.status == EditionStatus.SENDING,
-                        Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.SENDING)),
+                        # In-flight rows are queued too, until their batch is recorded.
+                        Delivery.status == DeliveryStatus.QUEUED,
                     )
                 )
             )
