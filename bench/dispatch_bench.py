@@ -125,9 +125,11 @@ def one_run(url: str, n: int, sink_url: str) -> float:
     sessions = make_sessionmaker(engine)
     transport = SendGridTransport("SG.bench", sink_url, timeout=60)
     settings = DispatchSettings(base_url="https://news.example.org", secret_key=b"k" * 32)
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), os.times()
     tally = send_edition(sessions, edition_id, transport, settings)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_after = time.perf_counter() - started, os.times()
+    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    print(f"run: {elapsed:.2f}s wall, {cpu:.2f}s CPU in this process ({cpu / elapsed:.0%})")
     transport.close()
     with sessions() as session:
         status = session.get(Edition, edition_id).status  # type: ignore[union-attr]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import pytest
 
 from subscribers.addresses import InvalidAddress, normalize_email
@@ -58,6 +62,15 @@ def test_tokens_round_trip_and_refuse_tampering() -> None:
     for malformed in ["", "42.7", "42.7.short", "x.7." + signature, token + "."]:
         with pytest.raises(TokenError):
             verify_unsubscribe(KEY, malformed)
+
+
+@pytest.mark.parametrize("key", [b"k", KEY, b"x" * 64, b"long key " * 20])
+def test_token_signature_is_hmac_sha256_over_purpose_and_ids(key: bytes) -> None:
+    # Tokens already in sent mail must keep verifying: the signature is plain
+    # HMAC-SHA256, whatever shortcut computes it, for keys of every length.
+    expected = hmac.new(key, b"mailer/unsubscribe/v1:42:7", hashlib.sha256).digest()
+    signature = base64.urlsafe_b64encode(expected)[:43].decode()
+    assert sign_unsubscribe(key, 42, 7) == f"42.7.{signature}"
 
 
 def test_segment_rules_are_checked_with_their_place() -> None:

@@ -7,6 +7,7 @@ it had in flight become ``unknown`` once their claim expires.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -14,8 +15,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -174,7 +176,7 @@ def _send(
     progress.report(force=True)
     if envelope is not None:
         # One connection for the whole hot path (claims and records), without the ORM.
-        with factory.kw["bind"].connect() as connection:
+        with _fewer_collections(), factory.kw["bind"].connect() as connection:
             pipeline = _Pipeline(factory, connection, edition_id, envelope, transport, progress)
             with pipeline:
                 _claim_and_hand_over(
@@ -250,6 +252,35 @@ def _claim_and_hand_over(
             throttle.wait_for(len(recipients))
             pipeline.hand_over(batch.batch_id, recipients)
         pipeline.progress.report()
+
+
+# A send makes a few objects per recipient that live while their batch is in flight.
+# At the default threshold (700) the collector ran thousands of times per million
+# recipients, and every run that reached the oldest generation walked every object
+# the process holds: 15 % of a send's CPU. That garbage is acyclic and freed by
+# reference counting, so collecting ten times less often costs little memory.
+_SEND_GC_THRESHOLD = 10_000
+_gc_lock = threading.Lock()
+_gc_sends = 0
+_gc_default = gc.get_threshold()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Raise the collector's threshold while any send runs in this process."""
+    global _gc_sends, _gc_default
+    with _gc_lock:
+        if _gc_sends == 0:
+            _gc_default = gc.get_threshold()
+            gc.set_threshold(max(_SEND_GC_THRESHOLD, _gc_default[0]), *_gc_default[1:])
+        _gc_sends += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_sends -= 1
+            if _gc_sends == 0:
+                gc.set_threshold(*_gc_default)
 
 
 class _Progress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,9 @@ class Envelope:
     nonce: str
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
+# Recipients and results are made a million times a send: named tuples, which cost a
+# third of a frozen dataclass to create.
+class Recipient(NamedTuple):
     delivery_id: int
     email: str
     name: str | None
@@ -55,8 +56,7 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # may or may not have gone out: never resent blindly
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     delivery_id: int
     outcome: Outcome
     message_id: str | None = None
