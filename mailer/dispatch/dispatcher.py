@@ -177,7 +177,10 @@ def _send(
     if envelope is not None:
         # One connection for the whole hot path (claims and records), without the ORM.
         with _fewer_collections(), factory.kw["bind"].connect() as connection:
-            pipeline = _Pipeline(factory, connection, edition_id, envelope, transport, progress)
+            links = UnsubscribeLinks(settings.base_url, settings.secret_key)
+            pipeline = _Pipeline(
+                factory, connection, edition_id, envelope, transport, links, progress
+            )
             with pipeline:
                 _claim_and_hand_over(
                     connection,
@@ -212,7 +215,6 @@ def _claim_and_hand_over(
     pipeline: _Pipeline,
     should_stop: Callable[[], bool] | None,
 ) -> None:
-    links = UnsubscribeLinks(settings.base_url, settings.secret_key)
     throttle = Throttle(settings.throttle_per_second)
     after_id = 0
     while not pipeline.halted:
@@ -240,17 +242,8 @@ def _claim_and_hand_over(
             continue
         after_id = batch.last_id
         if batch.deliveries:
-            recipients = [
-                Recipient(
-                    delivery_id=d.delivery_id,
-                    email=d.email,
-                    name=d.name,
-                    unsubscribe_url=links.url(d.subscriber_id, edition_id),
-                )
-                for d in batch.deliveries
-            ]
-            throttle.wait_for(len(recipients))
-            pipeline.hand_over(batch.batch_id, recipients)
+            throttle.wait_for(len(batch.deliveries))
+            pipeline.hand_over(batch.batch_id, batch.deliveries)
         pipeline.progress.report()
 
 
@@ -312,8 +305,9 @@ class _Pipeline:
     """Batches in flight: up to ``transport.concurrency`` at once, so that claiming the
     next batch, the provider's work on this one and recording the last overlap.
 
-    The calling thread claims; the pool's threads only talk to the transport; a
-    recorder writes outcomes on its own connection (on PostgreSQL, so that marking
+    The calling thread claims; the pool's threads sign the recipients' links and talk
+    to the transport (Python work that overlaps the database's, which runs without
+    the GIL); a recorder writes outcomes on its own connection (on PostgreSQL, so that marking
     one batch overlaps claiming the next; on SQLite, with one writer at a time, the
     calling thread records them itself).
     """
@@ -325,13 +319,15 @@ class _Pipeline:
         edition_id: int,
         envelope: Envelope,
         transport: Transport,
+        links: UnsubscribeLinks,
         progress: _Progress,
     ) -> None:
         self.factory, self.connection, self.edition_id = factory, connection, edition_id
         self.envelope, self.transport, self.progress = envelope, transport, progress
+        self.links = links
         self.depth = max(1, transport.concurrency)
         self.pool = ThreadPoolExecutor(self.depth, thread_name_prefix="handover")
-        self.in_flight: dict[Future[list[Result]], tuple[int, list[Recipient]]] = {}
+        self.in_flight: dict[Future[list[Result]], tuple[int, list[ledger.Claimed]]] = {}
         self.halted = False  # stop claiming: the transport is down or unauthorized
         self.crash: BaseException | None = None
         engine = connection.engine
@@ -353,11 +349,19 @@ class _Pipeline:
         if self.crash is not None and exc_info[0] is None:
             raise self.crash
 
-    def hand_over(self, batch_id: int, recipients: list[Recipient]) -> None:
-        future = self.pool.submit(self.transport.send, self.envelope, recipients)
-        self.in_flight[future] = (batch_id, recipients)
+    def hand_over(self, batch_id: int, deliveries: list[ledger.Claimed]) -> None:
+        future = self.pool.submit(self._send, deliveries)
+        self.in_flight[future] = (batch_id, deliveries)
         if len(self.in_flight) >= self.depth:
             self._settle()
+
+    def _send(self, deliveries: list[ledger.Claimed]) -> list[Result]:
+        url, edition_id = self.links.url, self.edition_id
+        recipients = [
+            Recipient(d.delivery_id, d.email, d.name, url(d.subscriber_id, edition_id))
+            for d in deliveries
+        ]
+        return self.transport.send(self.envelope, recipients)
 
     def settle_all(self) -> None:
         # Each batch is recorded as soon as it is answered, not when the slowest is.
@@ -370,11 +374,11 @@ class _Pipeline:
         done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
         finished: list[tuple[int, list[Result]]] = []
         for future in done:
-            batch_id, recipients = self.in_flight.pop(future)
+            batch_id, deliveries = self.in_flight.pop(future)
             try:
                 finished.append((batch_id, future.result()))
             except TransportUnauthorized as exc:
-                _pause_for(self.connection, self.edition_id, batch_id, recipients, str(exc))
+                _pause_for(self.connection, self.edition_id, batch_id, deliveries, str(exc))
                 self.halted = True
             except Exception as exc:
                 # A bug or an unforeseen error: the batch stays `sending` until reaped
@@ -473,7 +477,7 @@ def _pause_for(
     connection: Connection,
     edition_id: int,
     batch_id: int,
-    recipients: list[Recipient],
+    deliveries: list[ledger.Claimed],
     reason: str,
 ) -> None:
     """Nothing of this batch went out: queue it again and pause until an operator looks."""
@@ -484,7 +488,7 @@ def _pause_for(
             batch_id,
             [
                 Result(r.delivery_id, Outcome.RETRY, error=reason, transport_down=True)
-                for r in recipients
+                for r in deliveries
             ],
             backoff=False,
         )
@@ -512,6 +516,9 @@ def cancel(session: Session, edition: Edition, reason: str = "cancelled by an op
     """Stop for good: whoever is still queued is skipped. Returns how many."""
     if edition.status in (EditionStatus.SENT, EditionStatus.CANCELLED):
         raise DispatchError(f"edition {edition.id} is already {edition.status}")
+    # Claims of this edition wait (or have committed): none can start a batch whose
+    # rows the skip below would miss.
+    ledger.lock_edition(session.connection(), edition.id)
     edition.status, edition.status_reason = EditionStatus.CANCELLED, reason
     return ledger.skip_queued(session, edition.id, reason)
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
+    Row,
     Select,
     String,
     Table,
@@ -218,31 +219,7 @@ def claim(
         .returning(BATCHES.c.id)
     )
     assert batch_id is not None
-    pick = (
-        select(
-            DELIVERIES.c.id,
-            DELIVERIES.c.subscriber_id,
-            Subscriber.email,
-            Subscriber.name,
-            # The audience re-check (Invariant 1), evaluated per picked row: correlated
-            # probes of the indexes for these rows, not a pass over every subscription.
-            mailable(list_ids, probe=True),
-        )
-        .join(Subscriber, Subscriber.id == DELIVERIES.c.subscriber_id)
-        .where(
-            DELIVERIES.c.edition_id == edition_id,
-            QUEUED_LITERALLY,
-            # Keyset: start after the caller's last batch. On PostgreSQL the index still
-            # holds entries of rows recorded earlier (until vacuum); scanning from the
-            # start every time would make a large send quadratic.
-            DELIVERIES.c.id > after_id,
-            or_(DELIVERIES.c.retry_after.is_(None), DELIVERIES.c.retry_after <= now),
-            _outside_open_batches(edition_id),
-        )
-        .order_by(DELIVERIES.c.id)
-        .limit(size)
-    )
-    rows = connection.execute(pick).all()
+    rows = _pick(connection, edition_id, list_ids, size, after_id, now)
     if not rows:
         connection.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
         return None
@@ -273,6 +250,78 @@ def claim(
         )
     )
     return ClaimedBatch(batch_id, claimed, skipped, last_id)
+
+
+_NO_END = 2**62  # above any id: the gap after the last open batch has no end
+
+
+def _pick(
+    connection: Connection,
+    edition_id: int,
+    list_ids: Sequence[int],
+    size: int,
+    after_id: int,
+    now: datetime,
+) -> Sequence[Row[int, int, str, str | None, bool]]:
+    """The next ``size`` claimable rows after ``after_id``, each with its audience check.
+
+    Rows that open batches hold are still ``queued``; they are skipped by looking
+    only in the gaps between those batches' ranges. Under ``lock_edition`` the
+    open batches read here are all there are.
+    """
+    held = connection.execute(
+        select(BATCHES.c.first_id, BATCHES.c.last_id)
+        .where(
+            BATCHES.c.edition_id == edition_id,
+            BATCHES.c.finished_at.is_(None),
+            BATCHES.c.last_id > after_id,
+        )
+        .order_by(BATCHES.c.first_id)
+    ).all()
+    lower = after_id
+    for first_held, last_held in [*held, (_NO_END, _NO_END)]:
+        if first_held > lower + 1:
+            rows = connection.execute(
+                _CLAIMABLE,
+                {
+                    "edition_id": edition_id,
+                    "list_ids": list_ids,
+                    "lower": lower,
+                    "upper": first_held,
+                    "now": now,
+                    "size": size,
+                },
+            ).all()
+            if rows:
+                return rows
+        lower = max(lower, last_held)
+    return []
+
+
+_CLAIMABLE = (
+    select(
+        DELIVERIES.c.id,
+        DELIVERIES.c.subscriber_id,
+        Subscriber.email,
+        Subscriber.name,
+        # The audience re-check (Invariant 1), evaluated per picked row: correlated
+        # probes of the indexes for these rows, not a pass over every subscription.
+        mailable(bindparam("list_ids", expanding=True), probe=True),
+    )
+    .join(Subscriber, Subscriber.id == DELIVERIES.c.subscriber_id)
+    .where(
+        DELIVERIES.c.edition_id == bindparam("edition_id"),
+        QUEUED_LITERALLY,
+        # Keyset: after the caller's last batch, before the next open one. On
+        # PostgreSQL the index still holds entries of rows recorded earlier (until
+        # vacuum); scanning from the start every time would make a send quadratic.
+        DELIVERIES.c.id > bindparam("lower"),
+        DELIVERIES.c.id < bindparam("upper"),
+        or_(DELIVERIES.c.retry_after.is_(None), DELIVERIES.c.retry_after <= bindparam("now")),
+    )
+    .order_by(DELIVERIES.c.id)
+    .limit(bindparam("size"))
+)
 
 
 class _OpenBatch(NamedTuple):
