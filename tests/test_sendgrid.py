@@ -10,10 +10,12 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus, Event
 from mailer.db.session import transaction
 from mailer.dispatch import dispatcher
 from mailer.dispatch.dispatcher import send_edition
+from mailer.events.sendgrid_events import parse_events
+from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
 from mailer.transports import transport_for
 from mailer.transports.base import Recipient
@@ -210,3 +212,40 @@ def test_values_are_escaped_for_html_and_raw_for_text() -> None:
     assert body["content"][0]["value"] == (
         "Hi %%0123456789abt:name%% %%0123456789abt:unsubscribe_url%%"
     )
+
+
+def test_events_without_custom_args_find_their_delivery_by_x_message_id(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    edition_id = prepared(runtime, 1500)
+    send(runtime, edition_id, transport(sink.base_url), batch_size=1000)
+    ledger_rows = rows(runtime)
+    # One reader of each batch, and an address the batch does not hold.
+    by_batch: dict[str, Delivery] = {}
+    for delivery in ledger_rows.values():
+        assert delivery.message_id is not None
+        by_batch.setdefault(delivery.message_id, delivery)
+    assert len(by_batch) == 2
+    first, second = by_batch.values()
+    items = [
+        {
+            "email": d.email,
+            "timestamp": 1_700_000_000,
+            "event": "delivered",
+            "sg_event_id": f"evt-{d.id}",
+            "sg_message_id": f"{d.message_id}.filterdrecv-5645d9c87f-78xgx-1-0",
+        }
+        for d in (first, second)
+    ]
+    items.append(items[0] | {"sg_event_id": "evt-stranger", "email": second.email})
+    events, rejected = parse_events(json.dumps(items).encode())
+    with runtime.engine.begin() as connection:
+        report = store_sendgrid(connection, events, rejected)
+    assert (report.stored, report.unmatched) == (3, 1)
+    with runtime.sessions() as session:
+        matched = dict(session.execute(select(Event.external_id, Event.delivery_id)).all())
+    assert matched == {
+        f"evt-{first.id}": first.id,
+        f"evt-{second.id}": second.id,
+        "evt-stranger": None,
+    }

@@ -332,12 +332,6 @@ class Delivery(Base):
             postgresql_where=sql_text("status = 'queued'"),
             sqlite_where=sql_text("status = 'queued'"),
         ),
-        Index(
-            "ix_deliveries_batch",
-            "batch_id",
-            postgresql_where=sql_text("batch_id IS NOT NULL"),
-            sqlite_where=sql_text("batch_id IS NOT NULL"),
-        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -175,7 +175,15 @@ def _match(connection: Connection, events: Sequence[ProviderEvent]) -> dict[str,
                 DELIVERIES.c.email,
                 Batch.provider_message_id,
             )
-            .join(Batch, Batch.id == DELIVERIES.c.batch_id)
+            # A batch's rows lie in its id range and carry its message id.
+            .join(
+                Batch,
+                and_(
+                    DELIVERIES.c.edition_id == Batch.edition_id,
+                    DELIVERIES.c.id.between(Batch.first_id, Batch.last_id),
+                    DELIVERIES.c.message_id == Batch.provider_message_id,
+                ),
+            )
             .where(
                 Batch.provider_message_id.in_(sorted(prefixes)),
                 DELIVERIES.c.email.in_(sorted({e.email for e in rest})),
