@@ -28,7 +28,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    delete,
     exists,
     func,
     insert,
@@ -170,10 +169,19 @@ def lock_edition(connection: Connection, edition_id: int) -> str | None:
     """Serialise the claims of one edition; returns its status. Held until commit.
 
     Claimed rows stay ``queued`` (only the batch row is written), so a claimer must
-    see every batch committed before it: on PostgreSQL it waits here for the one
+    see every batch committed before it. On PostgreSQL it waits here for the one
     ahead of it (``FOR NO KEY UPDATE``, which leaves inserts referencing the edition
-    alone); SQLite has one writer at a time, taken by the claim's first write.
+    alone). SQLite has one writer at a time: a write to the edition row takes it
+    before anything is read.
     """
+    if connection.dialect.name == "sqlite":
+        status: str | None = connection.scalar(
+            update(EDITIONS)
+            .where(EDITIONS.c.id == edition_id)
+            .values(status=EDITIONS.c.status)
+            .returning(EDITIONS.c.status)
+        )
+        return status
     return connection.scalar(
         select(EDITIONS.c.status).where(EDITIONS.c.id == edition_id).with_for_update(key_share=True)
     )
@@ -214,17 +222,8 @@ def claim(
     size = max(1, min(size, MAX_BATCH))
     now = utcnow()
     dialect = connection.dialect.name
-    # Written first: on SQLite this takes the write lock before anything is read, so
-    # a claimer in another process cannot pick the same rows.
-    batch_id = connection.scalar(
-        insert(BATCHES)
-        .values(edition_id=edition_id, worker=worker, transport=transport, size=0, claimed_at=now)
-        .returning(BATCHES.c.id)
-    )
-    assert batch_id is not None
     rows = _pick(connection, edition_id, list_ids, size, after_id, now)
     if not rows:
-        connection.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
         return None
     last_id = rows[-1][0]
     claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4]]
@@ -240,18 +239,22 @@ def claim(
             )
         )
     if not claimed:
-        connection.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
         return ClaimedBatch(0, [], skipped, last_id)
-    connection.execute(
-        update(BATCHES)
-        .where(BATCHES.c.id == batch_id)
+    batch_id = connection.scalar(
+        insert(BATCHES)
         .values(
+            edition_id=edition_id,
+            worker=worker,
+            transport=transport,
             size=len(claimed),
+            claimed_at=now,
             first_id=claimed[0].delivery_id,
             last_id=claimed[-1].delivery_id,
             delivery_ids=orjson.dumps([c.delivery_id for c in claimed]).decode(),
         )
+        .returning(BATCHES.c.id)
     )
+    assert batch_id is not None
     return ClaimedBatch(batch_id, claimed, skipped, last_id)
 
 
