@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1, le=1000)
     # Messages per second one process hands to its transport; 0 means as fast as it goes.
     throttle_per_second: float = Field(default=0, ge=0)
-    # A `sending` claim older than this belongs to a worker that died; its rows
+    # An open batch older than this whose worker cannot be seen (another host, SQLite)
+    # belongs to a worker that died; its rows
     # become `unknown` (never resent blindly).
     claim_timeout_seconds: int = Field(default=60, ge=5)
     # Paragraphs starting with one of these (case-insensitive regexes) are paywall or

@@ -1,8 +1,8 @@
 """Send an edition: fill the ledger, then claim, hand over and record, batch by batch.
 
 Every step commits before the next begins, so a process killed anywhere
-resumes from the ledger (Invariant 4): queued rows are still queued, and rows
-it had in flight become ``unknown`` once their claim expires.
+resumes from the ledger (Invariant 4): queued rows are still queued, and the
+rows of its open batches become ``unknown`` once its claim is taken over.
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ class _Pipeline:
                 _pause_for(self.connection, self.edition_id, batch_id, deliveries, str(exc))
                 self.halted = True
             except Exception as exc:
-                # A bug or an unforeseen error: the batch stays `sending` until reaped
+                # A bug or an unforeseen error: the batch stays open until reaped
                 # (then `unknown`), the others are still recorded, and the error is raised.
                 log.exception(
                     "batch.handover_failed",
@@ -464,7 +464,7 @@ class _Recorder:
                     if finished and self.error is None:
                         _record(connection, self.edition_id, finished)
                 except Exception as exc:
-                    # Unrecorded batches stay `sending` and are reaped as `unknown`: the
+                    # Unrecorded batches stay open and are reaped as `unknown`: the
                     # sender stops and raises this.
                     log.exception("batch.record_failed", extra={"edition_id": self.edition_id})
                     self.error = exc

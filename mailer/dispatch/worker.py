@@ -1,7 +1,8 @@
 """A dispatch worker: sends whatever editions are sending, alongside any number of others.
 
-Workers share an edition through the ledger (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL), so they can run on any number of machines. A worker holds its
+Workers share an edition through the ledger: each claim writes one batch row under
+the edition's claim lock (``FOR NO KEY UPDATE`` on PostgreSQL), so they can run on
+any number of machines. A worker holds its
 liveness for its whole life, so if it dies its claim is taken over at once.
 """
 
