@@ -217,13 +217,17 @@ def _claim_and_hand_over(
 ) -> None:
     throttle = Throttle(settings.throttle_per_second)
     after_id = 0
-    while not pipeline.halted:
+    while True:
         if should_stop is not None and should_stop():
             break  # asked to stop (SIGTERM): nothing more claimed, what is in flight finishes
+        # Claimed batches are handed over at once: none waits, claimed, in memory.
+        pipeline.make_room(pipeline.claim_depth)
+        if pipeline.halted:
+            break  # the transport is down or refused our credentials
         with connection.begin():
             if ledger.lock_edition(connection, edition_id) != EditionStatus.SENDING:
                 break  # paused or cancelled by an operator
-            batch = ledger.claim(
+            claimed = ledger.claim(
                 connection,
                 edition_id,
                 list_ids,
@@ -231,8 +235,9 @@ def _claim_and_hand_over(
                 transport.name,
                 settings.batch_size,
                 after_id=after_id,
+                batches=pipeline.claim_depth,
             )
-        if batch is None:
+        if claimed is None:
             # Rows handed over may come back queued (a temporary refusal): settle them,
             # then one more pass from the start for anything queued behind us.
             pipeline.settle_all()
@@ -240,8 +245,8 @@ def _claim_and_hand_over(
                 break
             after_id = 0
             continue
-        after_id = batch.last_id
-        if batch.deliveries:
+        after_id = claimed.last_id
+        for batch in claimed.batches:
             throttle.wait_for(len(batch.deliveries))
             pipeline.hand_over(batch.batch_id, batch.deliveries)
         pipeline.progress.report()
@@ -326,6 +331,9 @@ class _Pipeline:
         self.envelope, self.transport, self.progress = envelope, transport, progress
         self.links = links
         self.depth = max(1, transport.concurrency)
+        # Batches per claim: half the pipeline, so that a claim's round trips are
+        # shared while the other half is in flight.
+        self.claim_depth = max(1, self.depth // 2)
         self.pool = ThreadPoolExecutor(self.depth, thread_name_prefix="handover")
         self.in_flight: dict[Future[list[Result]], tuple[int, list[ledger.Claimed]]] = {}
         self.halted = False  # stop claiming: the transport is down or unauthorized
@@ -352,8 +360,6 @@ class _Pipeline:
     def hand_over(self, batch_id: int, deliveries: list[ledger.Claimed]) -> None:
         future = self.pool.submit(self._send, deliveries)
         self.in_flight[future] = (batch_id, deliveries)
-        if len(self.in_flight) >= self.depth:
-            self._settle()
 
     def _send(self, deliveries: list[ledger.Claimed]) -> list[Result]:
         url, edition_id = self.links.url, self.edition_id
@@ -362,6 +368,10 @@ class _Pipeline:
             for d in deliveries
         ]
         return self.transport.send(self.envelope, recipients)
+
+    def make_room(self, batches: int) -> None:
+        while self.in_flight and len(self.in_flight) > self.depth - batches:
+            self._settle()
 
     def settle_all(self) -> None:
         # Each batch is recorded as soon as it is answered, not when the slowest is.

@@ -89,6 +89,11 @@ class Claimed(NamedTuple):
 class ClaimedBatch:
     batch_id: int
     deliveries: list[Claimed]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    batches: list[ClaimedBatch]
     skipped: int
     last_id: int  # where the next claim of this caller starts
 
@@ -211,21 +216,22 @@ def claim(
     size: int,
     *,
     after_id: int = 0,
-) -> ClaimedBatch | None:
-    """Take up to ``size`` queued deliveries into a new batch. The caller holds
-    ``lock_edition`` and commits.
+    batches: int = 1,
+) -> Claim | None:
+    """Take up to ``batches`` batches of up to ``size`` queued deliveries. The caller
+    holds ``lock_edition`` and commits; None when nothing is left to claim.
 
-    One batch row is written, naming the rows; they stay ``queued`` until their
+    Each batch is one row naming its deliveries; they stay ``queued`` until their
     outcome is recorded. Rows whose subscriber left, bounced or was suppressed since
-    the ledger was filled are marked ``skipped`` instead (Invariant 1).
+    the ledger was filled are marked ``skipped`` instead (Invariant 1). Claiming
+    several batches at once spreads a claim's round trips over more recipients.
     """
     size = max(1, min(size, MAX_BATCH))
     now = utcnow()
     dialect = connection.dialect.name
-    rows = _pick(connection, edition_id, list_ids, size, after_id, now)
+    rows = _pick(connection, edition_id, list_ids, size * max(1, batches), after_id, now)
     if not rows:
         return None
-    last_id = rows[-1][0]
     claimed = [Claimed(r[0], r[1], r[2], r[3]) for r in rows if r[4]]
     skipped = len(rows) - len(claimed)
     if skipped:
@@ -238,24 +244,32 @@ def claim(
                 finished_at=now,
             )
         )
-    if not claimed:
-        return ClaimedBatch(0, [], skipped, last_id)
-    batch_id = connection.scalar(
-        insert(BATCHES)
-        .values(
-            edition_id=edition_id,
-            worker=worker,
-            transport=transport,
-            size=len(claimed),
-            claimed_at=now,
-            first_id=claimed[0].delivery_id,
-            last_id=claimed[-1].delivery_id,
-            delivery_ids=orjson.dumps([c.delivery_id for c in claimed]).decode(),
-        )
-        .returning(BATCHES.c.id)
+    chunks = [claimed[i : i + size] for i in range(0, len(claimed), size)]
+    ids = (
+        connection.scalars(
+            insert(BATCHES).returning(BATCHES.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "edition_id": edition_id,
+                    "worker": worker,
+                    "transport": transport,
+                    "size": len(chunk),
+                    "claimed_at": now,
+                    "first_id": chunk[0].delivery_id,
+                    "last_id": chunk[-1].delivery_id,
+                    "delivery_ids": orjson.dumps([c.delivery_id for c in chunk]).decode(),
+                }
+                for chunk in chunks
+            ],
+        ).all()
+        if chunks
+        else []
     )
-    assert batch_id is not None
-    return ClaimedBatch(batch_id, claimed, skipped, last_id)
+    return Claim(
+        [ClaimedBatch(i, chunk) for i, chunk in zip(ids, chunks, strict=True)],
+        skipped,
+        rows[-1][0],
+    )
 
 
 _NO_END = 2**62  # above any id: the gap after the last open batch has no end
