@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -382,11 +383,12 @@ class _Pipeline:
 
     def _settle(self) -> None:
         done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
-        finished: list[tuple[int, list[Result]]] = []
+        finished: list[_Answered] = []
         for future in done:
             batch_id, deliveries = self.in_flight.pop(future)
             try:
-                finished.append((batch_id, future.result()))
+                ids = [d.delivery_id for d in deliveries]
+                finished.append(_Answered(batch_id, ids, future.result()))
             except TransportUnauthorized as exc:
                 _pause_for(self.connection, self.edition_id, batch_id, deliveries, str(exc))
                 self.halted = True
@@ -399,7 +401,7 @@ class _Pipeline:
                 )
                 self.crash = self.crash or exc
                 self.halted = True
-        for _batch_id, results in finished:
+        for _batch_id, _ids, results in finished:
             if results and all(r.transport_down for r in results):
                 # Nothing went out: the transport is down, not the recipients. Stop
                 # rather than burn every row's attempts in a tight loop; rerun later.
@@ -409,21 +411,27 @@ class _Pipeline:
                 )
                 self.halted = True
         if self.recorder is not None:
-            for batch_id, results in finished:
-                self.recorder.put(batch_id, results)
+            for answered in finished:
+                self.recorder.put(answered)
             if self.recorder.error is not None:
                 self.crash, self.halted = self.crash or self.recorder.error, True
         elif finished:
             _record(self.connection, self.edition_id, finished)
 
 
-def _record(
-    connection: Connection, edition_id: int, finished: list[tuple[int, list[Result]]]
-) -> None:
+class _Answered(NamedTuple):
+    """A batch the transport has answered for, waiting to be recorded."""
+
+    batch_id: int
+    delivery_ids: list[int]
+    results: list[Result]
+
+
+def _record(connection: Connection, edition_id: int, finished: list[_Answered]) -> None:
     """Record finished batches in one transaction (a group commit)."""
     with connection.begin():
-        tallies = [ledger.record(connection, batch_id, results) for batch_id, results in finished]
-    for (batch_id, _), outcomes in zip(finished, tallies, strict=True):
+        tallies = [ledger.record(connection, *answered) for answered in finished]
+    for (batch_id, _, _), outcomes in zip(finished, tallies, strict=True):
         log.info(
             "batch.recorded",
             extra={
@@ -440,13 +448,13 @@ class _Recorder:
 
     def __init__(self, engine: Engine, edition_id: int) -> None:
         self.engine, self.edition_id = engine, edition_id
-        self.queue: queue.Queue[tuple[int, list[Result]] | None] = queue.Queue()
+        self.queue: queue.Queue[_Answered | None] = queue.Queue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self.thread.start()
 
-    def put(self, batch_id: int, results: list[Result]) -> None:
-        self.queue.put((batch_id, results))
+    def put(self, answered: _Answered) -> None:
+        self.queue.put(answered)
 
     def flush(self) -> None:
         """Wait until everything handed to the recorder is committed (or failed)."""
@@ -496,6 +504,7 @@ def _pause_for(
         ledger.record(
             connection,
             batch_id,
+            [d.delivery_id for d in deliveries],
             [
                 Result(r.delivery_id, Outcome.RETRY, error=reason, transport_down=True)
                 for r in deliveries

@@ -344,21 +344,6 @@ _CLAIMABLE = (
 )
 
 
-class _OpenBatch(NamedTuple):
-    delivery_ids: list[int]
-    claimed_at: datetime
-    still_open: bool
-
-
-def _held_by(connection: Connection, batch_id: int) -> _OpenBatch:
-    row = connection.execute(
-        select(BATCHES.c.delivery_ids, BATCHES.c.claimed_at, BATCHES.c.finished_at).where(
-            BATCHES.c.id == batch_id
-        )
-    ).one()
-    return _OpenBatch(orjson.loads(row[0] or "[]"), row[1], row[2] is None)
-
-
 def _still_ours(batch_id: int, still_open: bool) -> ColumnElement[bool]:
     """Rows a batch may still write: queued while it is open, or made ``unknown`` when it
     was taken over (what the transport said beats a guess)."""
@@ -369,55 +354,62 @@ def _still_ours(batch_id: int, still_open: bool) -> ColumnElement[bool]:
 
 
 def record(
-    connection: Connection, batch_id: int, results: Sequence[Result], *, backoff: bool = True
+    connection: Connection,
+    batch_id: int,
+    delivery_ids: Sequence[int],
+    results: Sequence[Result],
+    *,
+    backoff: bool = True,
 ) -> dict[Outcome, int]:
-    """Write what the transport said about each delivery of a batch, and close it. The
-    caller commits.
+    """Write what the transport said about each delivery of a batch (``delivery_ids``,
+    as claimed), and close it. The caller commits.
 
     A delivery the transport gave no outcome for is ``unknown``: it may have gone out.
     """
     now = utcnow()
-    held = _held_by(connection, batch_id)
     dialect = connection.dialect.name
     tally = dict.fromkeys(Outcome, 0)
-    ours = _still_ours(batch_id, held.still_open)
-    stamp = {"batch_id": batch_id, "claimed_at": held.claimed_at}
+    claimed_at = select(BATCHES.c.claimed_at).where(BATCHES.c.id == batch_id).scalar_subquery()
     reported = {r.delivery_id for r in results}
     message_ids = {r.message_id for r in results}
     if (
         results
         and all(r.outcome is Outcome.SENT for r in results)
         and len(message_ids) == 1
-        and reported.issuperset(held.delivery_ids)
+        and reported.issuperset(delivery_ids)
     ):
         # The usual batch API answer: the whole batch sent under one message id. One
         # statement marks it, instead of one row at a time.
+        tally[Outcome.SENT] = len(results)
+        still_open = _finish_batch(connection, batch_id, tally, now, results[0].message_id)
         connection.execute(
             update(DELIVERIES)
-            .where(ids_among(DELIVERIES.c.id, held.delivery_ids, dialect), ours)
+            .where(
+                ids_among(DELIVERIES.c.id, delivery_ids, dialect),
+                _still_ours(batch_id, still_open),
+            )
             .values(
                 status=DeliveryStatus.SENT,
                 message_id=message_ids.pop(),
                 error=None,
                 finished_at=now,
                 attempts=DELIVERIES.c.attempts + 1,
-                **stamp,
+                batch_id=batch_id,
+                claimed_at=claimed_at,
             )
         )
-        tally[Outcome.SENT] = len(results)
-        _finish_batch(connection, batch_id, tally, now, message_id=results[0].message_id)
         return tally
     attempts = {
         row[0]: row[1] + 1
         for row in connection.execute(
             select(DELIVERIES.c.id, DELIVERIES.c.attempts).where(
-                ids_among(DELIVERIES.c.id, held.delivery_ids, dialect)
+                ids_among(DELIVERIES.c.id, delivery_ids, dialect)
             )
         )
     }
     silent = [
         Result(i, Outcome.UNKNOWN, error="the transport reported no outcome")
-        for i in held.delivery_ids
+        for i in delivery_ids
         if i not in reported
     ]
     # The transport itself was unavailable (provider down, bad key): not these
@@ -444,24 +436,28 @@ def record(
             values |= {"attempts": tries - 1 if result.transport_down else tries}
         by_outcome[result.outcome].append(values)
         tally[result.outcome] += 1
+    sent_ids = {r.message_id for r in results if r.outcome is Outcome.SENT and r.message_id}
+    still_open = _finish_batch(
+        connection, batch_id, tally, now, sent_ids.pop() if len(sent_ids) == 1 else None
+    )
+    ours = _still_ours(batch_id, still_open)
+    ended = {"batch_id": batch_id, "finished_at": now}
     fixed: dict[Outcome, dict[str, Any]] = {
-        Outcome.SENT: {"status": DeliveryStatus.SENT, "finished_at": now, **stamp},
-        Outcome.FAILED: {"status": DeliveryStatus.FAILED, "finished_at": now, **stamp},
-        Outcome.UNKNOWN: {"status": DeliveryStatus.UNKNOWN, "finished_at": now, **stamp},
-        # Back in the queue, in no batch: claimable once this batch is closed below.
-        Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": None, "claimed_at": None},
+        Outcome.SENT: {"status": DeliveryStatus.SENT, **ended},
+        Outcome.FAILED: {"status": DeliveryStatus.FAILED, **ended},
+        Outcome.UNKNOWN: {"status": DeliveryStatus.UNKNOWN, **ended},
+        # Back in the queue, in no batch: claimable once this transaction commits.
+        Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": None},
     }
     for outcome, rows in by_outcome.items():
         if rows:
             # One executemany per outcome, by primary key.
             connection.execute(
-                update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"), ours),
+                update(DELIVERIES)
+                .where(DELIVERIES.c.id == bindparam("delivery_id"), ours)
+                .values(claimed_at=None if outcome is Outcome.RETRY else claimed_at),
                 [row | fixed[outcome] for row in rows],
             )
-    sent_ids = {r.message_id for r in results if r.outcome is Outcome.SENT and r.message_id}
-    _finish_batch(
-        connection, batch_id, tally, now, message_id=sent_ids.pop() if len(sent_ids) == 1 else None
-    )
     return tally
 
 
@@ -470,11 +466,11 @@ def _finish_batch(
     batch_id: int,
     tally: dict[Outcome, int],
     now: datetime,
-    *,
-    message_id: str | None = None,
-) -> None:
+    message_id: str | None,
+) -> bool:
+    """Close the batch; False if it was closed already (taken over from a dead worker)."""
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
-    connection.execute(
+    closed = connection.execute(
         update(BATCHES)
         .where(BATCHES.c.id == batch_id, BATCHES.c.finished_at.is_(None))
         .values(
@@ -484,6 +480,7 @@ def _finish_batch(
             delivery_ids=None,
         )
     )
+    return bool(closed.rowcount)
 
 
 def reap(session: Session, timeout: timedelta) -> int:
