@@ -231,6 +231,53 @@ def test_pause_then_resume_sends_everyone_once(runtime: Runtime) -> None:
     assert len(received) == len(set(received)) == 30
 
 
+def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 25)
+    edition_id = factories.edition(runtime, newsletter_id)
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        dispatcher.start(session, edition)
+        list_ids = [mailing_list.id for mailing_list in edition.newsletter.lists]
+
+    def claim(batches: int = 1) -> ledger.Claim | None:
+        # Every claimer starts from the beginning, as a fresh worker does.
+        with runtime.engine.connect() as connection, connection.begin():
+            assert ledger.lock_edition(connection, edition_id) == EditionStatus.SENDING
+            return ledger.claim(
+                connection, edition_id, list_ids, "w", "outbox", 10, batches=batches
+            )
+
+    claims = [claim(), claim(), claim(batches=2)]
+    held = [[d.delivery_id for d in b.deliveries] for c in claims if c for b in c.batches]
+    assert [len(ids) for ids in held] == [10, 10, 5]
+    assert len({i for ids in held for i in ids}) == 25  # nobody in two batches
+    assert claim() is None  # every row is in flight
+    with runtime.sessions() as session:
+        tally = ledger.counts(session, edition_id)
+    assert (tally["sending"], tally["queued"]) == (25, 0)
+
+    first = claims[0]
+    assert first is not None
+    batch = first.batches[0]
+    refused = batch.deliveries[:3]
+    with runtime.engine.connect() as connection, connection.begin():
+        ledger.record(
+            connection,
+            batch.batch_id,
+            [d.delivery_id for d in batch.deliveries],
+            [
+                Result(d.delivery_id, Outcome.RETRY if d in refused else Outcome.SENT, "m")
+                for d in batch.deliveries
+            ],
+            backoff=False,
+        )
+    again = claim()
+    assert again is not None
+    assert [d.delivery_id for d in again.batches[0].deliveries] == [d.delivery_id for d in refused]
+
+
 class Crashing(OutboxTransport):
     """Writes half a batch, then dies the way a killed process would."""
 
