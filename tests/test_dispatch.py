@@ -7,6 +7,7 @@ import email.policy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -276,6 +277,72 @@ def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -
     again = claim()
     assert again is not None
     assert [d.delivery_id for d in again.batches[0].deliveries] == [d.delivery_id for d in refused]
+
+
+class FailsOnSecond(OutboxTransport):
+    """The real outbox, until a bug strikes in the middle of the second batch."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.batches = 0
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        self.batches += 1
+        if self.batches == 2:
+            super().send(envelope, recipients[:5])
+            raise RuntimeError("a bug in the transport")
+        return super().send(envelope, recipients)
+
+
+def test_a_failed_hand_over_makes_its_batch_unknown_at_once(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 30)
+    edition_id = factories.edition(runtime, newsletter_id)
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        send(runtime, edition_id, FailsOnSecond(runtime.settings.outbox_dir), batch_size=10)
+    with runtime.sessions() as session:
+        tally = ledger.counts(session, edition_id)
+        errors = set(
+            session.scalars(select(Delivery.error).where(Delivery.status == DeliveryStatus.UNKNOWN))
+        )
+    # The same process goes on (a long-lived worker): nothing is held open meanwhile.
+    assert tally == {**tally, "sent": 10, "unknown": 10, "queued": 10, "sending": 0}
+    assert errors == {"hand-over failed: RuntimeError: a bug in the transport"}
+    final = send(runtime, edition_id, batch_size=10)
+    assert final == {**final, "sent": 20, "unknown": 10, "queued": 0}
+    received = outbox_recipients(runtime, edition_id)
+    assert len(received) == len(set(received)) == 25
+
+
+def test_cancel_skips_rows_waiting_inside_an_open_batchs_range(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 25)
+    edition_id = factories.edition(runtime, newsletter_id)
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        dispatcher.start(session, edition)
+        list_ids = [mailing_list.id for mailing_list in edition.newsletter.lists]
+        ids = sorted(session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id)))
+        # Two readers wait for a later wave (local-time delivery).
+        for delivery in session.scalars(select(Delivery).where(Delivery.id.in_(ids[2:4]))):
+            delivery.retry_after = datetime.now(UTC) + timedelta(hours=3)
+    with runtime.engine.connect() as connection, connection.begin():
+        ledger.lock_edition(connection, edition_id)
+        claim = ledger.claim(connection, edition_id, list_ids, "w", "outbox", 10)
+    assert claim is not None
+    held = [d.delivery_id for d in claim.batches[0].deliveries]
+    assert held == ids[:2] + ids[4:12]
+
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        assert dispatcher.cancel(session, edition) == 15  # the waiting two and the rest
+    with runtime.sessions() as session:
+        statuses = dict(session.execute(select(Delivery.id, Delivery.status)).all())
+    assert {statuses[i] for i in held} == {DeliveryStatus.QUEUED}  # still its batch's
+    assert statuses[ids[2]] == statuses[ids[3]] == DeliveryStatus.SKIPPED
 
 
 class Crashing(OutboxTransport):

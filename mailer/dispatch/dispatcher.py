@@ -221,10 +221,13 @@ def _claim_and_hand_over(
     while True:
         if should_stop is not None and should_stop():
             break  # asked to stop (SIGTERM): nothing more claimed, what is in flight finishes
-        # Claimed batches are handed over at once: none waits, claimed, in memory.
-        pipeline.make_room(pipeline.claim_depth)
+        # Claimed batches are handed over at once: none waits, claimed, in memory
+        # (a throttled sender claims one batch at a time, when it may go).
+        batches = 1 if settings.throttle_per_second > 0 else pipeline.claim_depth
+        pipeline.make_room(batches)
         if pipeline.halted:
             break  # the transport is down or refused our credentials
+        throttle.wait_for(0)
         with connection.begin():
             if ledger.lock_edition(connection, edition_id) != EditionStatus.SENDING:
                 break  # paused or cancelled by an operator
@@ -236,7 +239,7 @@ def _claim_and_hand_over(
                 transport.name,
                 settings.batch_size,
                 after_id=after_id,
-                batches=pipeline.claim_depth,
+                batches=batches,
             )
         if claimed is None:
             # Rows handed over may come back queued (a temporary refusal): settle them,
@@ -393,12 +396,16 @@ class _Pipeline:
                 _pause_for(self.connection, self.edition_id, batch_id, deliveries, str(exc))
                 self.halted = True
             except Exception as exc:
-                # A bug or an unforeseen error: the batch stays open until reaped
-                # (then `unknown`), the others are still recorded, and the error is raised.
+                # A bug or an unforeseen error: the batch may have gone out, so its rows
+                # are `unknown` now (an open batch would hold them until this process
+                # ends); the others are still recorded, and the error is raised.
                 log.exception(
                     "batch.handover_failed",
                     extra={"edition_id": self.edition_id, "batch_id": batch_id},
                 )
+                error = f"hand-over failed: {type(exc).__name__}: {exc}"
+                unknown = [Result(d.delivery_id, Outcome.UNKNOWN, error=error) for d in deliveries]
+                finished.append(_Answered(batch_id, [d.delivery_id for d in deliveries], unknown))
                 self.crash = self.crash or exc
                 self.halted = True
         for _batch_id, _ids, results in finished:

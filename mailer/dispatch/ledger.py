@@ -10,6 +10,7 @@ All SQL for the ledger lives here. Invariants (DESIGN.md):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +29,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    exists,
     func,
     insert,
     literal,
@@ -65,6 +65,8 @@ EDITIONS = cast(Table, Edition.__table__)
 # Spelled as a literal, not a bound parameter, so that both databases can prove the
 # claim index's predicate (status = 'queued') and use it.
 QUEUED_LITERALLY = text(f"deliveries.status = '{DeliveryStatus.QUEUED.value}'")
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_ATTEMPTS = 5
@@ -192,21 +194,6 @@ def lock_edition(connection: Connection, edition_id: int) -> str | None:
     )
 
 
-def _outside_open_batches(edition_id: int) -> ColumnElement[bool]:
-    """The row is in no open batch's range: nobody holds it."""
-    return ~exists(
-        select(literal(1))
-        .where(
-            BATCHES.c.edition_id == edition_id,
-            BATCHES.c.finished_at.is_(None),
-            BATCHES.c.first_id <= DELIVERIES.c.id,
-            BATCHES.c.last_id >= DELIVERIES.c.id,
-        )
-        # Probed per row through the small index of open batches (see mailable()).
-        .offset(0)
-    )
-
-
 def claim(
     connection: Connection,
     edition_id: int,
@@ -237,7 +224,10 @@ def claim(
     if skipped:
         connection.execute(
             update(DELIVERIES)
-            .where(ids_among(DELIVERIES.c.id, [r[0] for r in rows if not r[4]], dialect))
+            .where(
+                ids_among(DELIVERIES.c.id, [r[0] for r in rows if not r[4]], dialect),
+                QUEUED_LITERALLY,
+            )
             .values(
                 status=DeliveryStatus.SKIPPED,
                 error="unsubscribed or suppressed before its batch was claimed",
@@ -368,6 +358,12 @@ def record(
     """
     now = utcnow()
     dialect = connection.dialect.name
+    held = set(delivery_ids)
+    strays = [r.delivery_id for r in results if r.delivery_id not in held]
+    if strays:
+        # A transport bug: never let it write rows another batch (or nobody) holds.
+        log.error("batch.stray_results", extra={"batch_id": batch_id, "deliveries": strays})
+        results = [r for r in results if r.delivery_id in held]
     tally = dict.fromkeys(Outcome, 0)
     claimed_at = select(BATCHES.c.claimed_at).where(BATCHES.c.id == batch_id).scalar_subquery()
     reported = {r.delivery_id for r in results}
@@ -469,18 +465,30 @@ def _finish_batch(
     message_id: str | None,
 ) -> bool:
     """Close the batch; False if it was closed already (taken over from a dead worker)."""
-    summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v)
+    summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v) or "empty"
     closed = connection.execute(
         update(BATCHES)
         .where(BATCHES.c.id == batch_id, BATCHES.c.finished_at.is_(None))
         .values(
-            outcome=summary or "empty",
+            outcome=summary,
             finished_at=now,
             provider_message_id=message_id,
             delivery_ids=None,
         )
     )
-    return bool(closed.rowcount)
+    if closed.rowcount:
+        return True
+    # Reported after it was taken over: what the transport said still counts, and
+    # events carrying only the X-Message-Id must still find the batch.
+    connection.execute(
+        update(BATCHES)
+        .where(BATCHES.c.id == batch_id)
+        .values(
+            outcome=f"{summary} (reported after it was taken over)"[:200],
+            provider_message_id=message_id,
+        )
+    )
+    return False
 
 
 def reap(session: Session, timeout: timedelta) -> int:
@@ -509,6 +517,19 @@ def reap(session: Session, timeout: timedelta) -> int:
     dialect = session.get_bind().dialect.name
     taken = 0
     for batch in stale:
+        # Closed first, as ``record`` does: a batch recorded since it was read above
+        # is left alone (its refused rows may be queued again, or claimed anew).
+        closed = session.execute(
+            update(BATCHES)
+            .where(BATCHES.c.id == batch.id, BATCHES.c.finished_at.is_(None))
+            .values(
+                outcome="worker stopped: in-flight rows unknown",
+                finished_at=now,
+                delivery_ids=None,
+            )
+        )
+        if not getattr(closed, "rowcount", 0):
+            continue
         result = session.execute(
             update(DELIVERIES)
             .where(
@@ -524,22 +545,30 @@ def reap(session: Session, timeout: timedelta) -> int:
             )
         )
         taken += int(getattr(result, "rowcount", 0) or 0)
-        session.execute(
-            update(BATCHES)
-            .where(BATCHES.c.id == batch.id)
-            .values(outcome="worker stopped: in-flight rows unknown", finished_at=now)
-        )
     return taken
 
 
 def skip_queued(session: Session, edition_id: int, reason: str) -> int:
-    """Skip what is still queued; rows in flight keep their batch's outcome."""
+    """Skip what is still queued; rows open batches hold keep their batch's outcome.
+
+    The caller holds ``lock_edition``, so the open batches read here are all there are.
+    """
+    held = [
+        delivery_id
+        for ids in session.scalars(
+            select(BATCHES.c.delivery_ids).where(
+                BATCHES.c.edition_id == edition_id, BATCHES.c.finished_at.is_(None)
+            )
+        )
+        for delivery_id in orjson.loads(ids or "[]")
+    ]
+    dialect = session.get_bind().dialect.name
     result = session.execute(
         update(DELIVERIES)
         .where(
             DELIVERIES.c.edition_id == edition_id,
             QUEUED_LITERALLY,
-            _outside_open_batches(edition_id),
+            ~ids_among(DELIVERIES.c.id, held, dialect),
         )
         .values(status=DeliveryStatus.SKIPPED, error=reason, finished_at=utcnow())
     )
@@ -576,6 +605,6 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         )
         or 0
     )
-    tally[DeliveryStatus.SENDING] = in_flight
+    tally[DeliveryStatus.SENDING] += in_flight
     tally[DeliveryStatus.QUEUED] -= in_flight
     return tally

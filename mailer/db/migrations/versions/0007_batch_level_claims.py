@@ -32,8 +32,14 @@ def upgrade() -> None:
         postgresql_where=sa.text("finished_at IS NULL"),
         sqlite_where=sa.text("finished_at IS NULL"),
     )
-    # A batch's rows are found by its id range now (events by X-Message-Id): an index
-    # on batch_id was one more entry to write per row recorded.
+    # A batch's rows are found by its id range now (events by X-Message-Id): give the
+    # batches already sent theirs, while the index on batch_id can still answer.
+    op.execute(
+        "UPDATE batches SET "
+        "first_id = (SELECT min(d.id) FROM deliveries d WHERE d.batch_id = batches.id), "
+        "last_id = (SELECT max(d.id) FROM deliveries d WHERE d.batch_id = batches.id)"
+    )
+    # That index was one more entry to write per row recorded.
     op.drop_index("ix_deliveries_batch", table_name="deliveries")
     # Rows in flight under the old scheme (workers should be stopped for an upgrade)
     # may have gone out: unknown, for an operator to reconcile, never resent blindly.
