@@ -232,23 +232,32 @@ def test_pause_then_resume_sends_everyone_once(runtime: Runtime) -> None:
     assert len(received) == len(set(received)) == 30
 
 
-def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -> None:
+def started(runtime: Runtime, readers: int) -> tuple[int, list[int]]:
+    """An edition of ``readers`` recipients, its ledger filled; and its list ids."""
     newsletter_id = factories.newsletter(runtime)
-    factories.subscribers(runtime, 25)
+    factories.subscribers(runtime, readers)
     edition_id = factories.edition(runtime, newsletter_id)
     with transaction(runtime.sessions) as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
         dispatcher.start(session, edition)
-        list_ids = [mailing_list.id for mailing_list in edition.newsletter.lists]
+        return edition_id, [mailing_list.id for mailing_list in edition.newsletter.lists]
+
+
+def claim_from_start(
+    runtime: Runtime, edition_id: int, list_ids: list[int], batches: int = 1
+) -> ledger.Claim | None:
+    """One claim of batches of 10, from the beginning, as a fresh worker makes it."""
+    with runtime.engine.connect() as connection, connection.begin():
+        assert ledger.lock_edition(connection, edition_id) == EditionStatus.SENDING
+        return ledger.claim(connection, edition_id, list_ids, "w", "outbox", 10, batches=batches)
+
+
+def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -> None:
+    edition_id, list_ids = started(runtime, 25)
 
     def claim(batches: int = 1) -> ledger.Claim | None:
-        # Every claimer starts from the beginning, as a fresh worker does.
-        with runtime.engine.connect() as connection, connection.begin():
-            assert ledger.lock_edition(connection, edition_id) == EditionStatus.SENDING
-            return ledger.claim(
-                connection, edition_id, list_ids, "w", "outbox", 10, batches=batches
-            )
+        return claim_from_start(runtime, edition_id, list_ids, batches)
 
     claims = [claim(), claim(), claim(batches=2)]
     held = [[d.delivery_id for d in b.deliveries] for c in claims if c for b in c.batches]
@@ -316,21 +325,13 @@ def test_a_failed_hand_over_makes_its_batch_unknown_at_once(runtime: Runtime) ->
 
 
 def test_cancel_skips_rows_waiting_inside_an_open_batchs_range(runtime: Runtime) -> None:
-    newsletter_id = factories.newsletter(runtime)
-    factories.subscribers(runtime, 25)
-    edition_id = factories.edition(runtime, newsletter_id)
+    edition_id, list_ids = started(runtime, 25)
     with transaction(runtime.sessions) as session:
-        edition = session.get(Edition, edition_id)
-        assert edition is not None
-        dispatcher.start(session, edition)
-        list_ids = [mailing_list.id for mailing_list in edition.newsletter.lists]
         ids = sorted(session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id)))
         # Two readers wait for a later wave (local-time delivery).
         for delivery in session.scalars(select(Delivery).where(Delivery.id.in_(ids[2:4]))):
             delivery.retry_after = datetime.now(UTC) + timedelta(hours=3)
-    with runtime.engine.connect() as connection, connection.begin():
-        ledger.lock_edition(connection, edition_id)
-        claim = ledger.claim(connection, edition_id, list_ids, "w", "outbox", 10)
+    claim = claim_from_start(runtime, edition_id, list_ids)
     assert claim is not None
     held = [d.delivery_id for d in claim.batches[0].deliveries]
     assert held == ids[:2] + ids[4:12]
