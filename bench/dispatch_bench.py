@@ -38,6 +38,7 @@ from mailer.transports.sendgrid import SendGridTransport  # noqa: E402
 from tests import factories  # noqa: E402
 
 SINK = ROOT.parent / "shared" / "bench" / "sinks.py"
+SINK_PID = 0
 
 
 def free_port() -> int:
@@ -53,6 +54,8 @@ def start_sink() -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    global SINK_PID
+    SINK_PID = sink.pid
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -63,19 +66,27 @@ def start_sink() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the sink did not start")
 
 
+def _cpu(stat: Path, command: str | None = None) -> float:
+    """CPU seconds (user + system) of the process whose /proc stat file this is."""
+    try:
+        text_ = stat.read_text()
+    except OSError:
+        return 0.0
+    name, _, rest = text_.partition(") ")
+    if command is not None and not name.endswith(f"({command}"):
+        return 0.0
+    fields = rest.split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def postgres_cpu() -> float:
     """CPU seconds used so far by the local PostgreSQL server's processes (readable as root)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text_ = stat.read_text()
-        except OSError:
-            continue
-        name, _, rest = text_.partition(") ")
-        if name.endswith("(postgres"):
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(_cpu(stat, "postgres") for stat in Path("/proc").glob("[0-9]*/stat"))
+
+
+def sink_cpu() -> float:
+    """CPU seconds used so far by the sink (it shares the machine's two cores with us)."""
+    return _cpu(Path(f"/proc/{SINK_PID}/stat"))
 
 
 class Runtime:
@@ -151,14 +162,16 @@ def one_run(url: str, n: int, sink_url: str) -> float:
     sessions = make_sessionmaker(engine)
     transport = SendGridTransport("SG.bench", sink_url, timeout=60)
     settings = DispatchSettings(base_url="https://news.example.org", secret_key=b"k" * 32)
-    started, cpu_before, server_before = time.perf_counter(), os.times(), postgres_cpu()
+    started, cpu_before = time.perf_counter(), os.times()
+    server_before, sink_before = postgres_cpu(), sink_cpu()
     tally = send_edition(sessions, edition_id, transport, settings)
     elapsed, cpu_after = time.perf_counter() - started, os.times()
     cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-    server = postgres_cpu() - server_before
+    server, sink = postgres_cpu() - server_before, sink_cpu() - sink_before
     print(
         f"run: {elapsed:.2f}s wall, CPU {cpu:.2f}s in this process"
         + (f", {server:.2f}s in PostgreSQL's processes" if engine.dialect.name != "sqlite" else "")
+        + f", {sink:.2f}s in the sink"
     )
     transport.close()
     with sessions() as session:

@@ -115,6 +115,26 @@ def test_send_twice_mails_nobody_twice(runtime: Runtime) -> None:
     assert len(batches) == 3  # 10 + 10 + 5, and the second run claimed nothing
 
 
+def test_claims_plan_no_parallel_query_and_give_the_pool_its_setting_back(
+    runtime: Runtime,
+) -> None:
+    engine = runtime.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+    show = "SHOW max_parallel_workers_per_gather"
+    with engine.connect() as connection:
+        default = connection.exec_driver_sql(show).scalar()
+    assert default != "0"
+    with ledger.claiming(engine) as connection:
+        with connection.begin():
+            assert connection.exec_driver_sql(show).scalar() == "0"
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with engine.connect() as connection:
+        # The same pooled session, with the server's setting again.
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid
+        assert connection.exec_driver_sql(show).scalar() == default
+
+
 def test_ledger_row_is_unique_per_edition_and_subscriber(runtime: Runtime) -> None:
     newsletter_id = factories.newsletter(runtime)
     factories.subscribers(runtime, 2)

@@ -177,7 +177,7 @@ def _send(
     progress.report(force=True)
     if envelope is not None:
         # One connection for the whole hot path (claims and records), without the ORM.
-        with _fewer_collections(), factory.kw["bind"].connect() as connection:
+        with _fewer_collections(), ledger.claiming(factory.kw["bind"]) as connection:
             links = UnsubscribeLinks(settings.base_url, settings.secret_key)
             pipeline = _Pipeline(
                 factory, connection, edition_id, envelope, transport, links, progress
