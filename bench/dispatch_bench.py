@@ -166,10 +166,11 @@ def one_run(url: str, n: int, sink_url: str) -> float:
     server_before, sink_before = postgres_cpu(), sink_cpu()
     tally = send_edition(sessions, edition_id, transport, settings)
     elapsed, cpu_after = time.perf_counter() - started, os.times()
-    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    user = cpu_after.user - cpu_before.user
+    cpu = user + (cpu_after.system - cpu_before.system)
     server, sink = postgres_cpu() - server_before, sink_cpu() - sink_before
     print(
-        f"run: {elapsed:.2f}s wall, CPU {cpu:.2f}s in this process"
+        f"run: {elapsed:.2f}s wall, CPU {cpu:.2f}s in this process ({user:.2f}s user)"
         + (f", {server:.2f}s in PostgreSQL's processes" if engine.dialect.name != "sqlite" else "")
         + f", {sink:.2f}s in the sink"
     )
