@@ -63,6 +63,8 @@ DELIVERIES = cast(Table, Delivery.__table__)
 BATCHES = cast(Table, Batch.__table__)
 EDITIONS = cast(Table, Edition.__table__)
 
+BIGINT_ARRAY = postgresql.ARRAY(BigInteger)
+
 # Spelled as a literal, not a bound parameter, so that both databases can prove the
 # claim index's predicate (status = 'queued') and use it.
 QUEUED_LITERALLY = text(f"deliveries.status = '{DeliveryStatus.QUEUED.value}'")
@@ -166,7 +168,10 @@ def ids_among(column: ColumnElement[Any], ids: Sequence[int], dialect: str) -> C
     compiled once and cached; an expanding IN list is re-rendered for every batch.
     """
     if dialect == "postgresql":
-        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(BigInteger)))
+        # As the array's text ('{1,2,3}'), cast by the server: psycopg would dump a list
+        # element by element in Python (a fifth of the recorder's time in a send).
+        spelled = "{" + ",".join(map(str, map(int, ids))) + "}"
+        return column == any_(bindparam(None, spelled, type_=String).cast(BIGINT_ARRAY))
     values: Select[Any] = select(literal_column("value", BigInteger)).select_from(
         func.json_each(bindparam(None, orjson.dumps(list(ids)).decode(), type_=String))
     )
