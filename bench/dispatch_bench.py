@@ -38,7 +38,6 @@ from mailer.transports.sendgrid import SendGridTransport  # noqa: E402
 from tests import factories  # noqa: E402
 
 SINK = ROOT.parent / "shared" / "bench" / "sinks.py"
-SINK_PID = 0
 
 
 def free_port() -> int:
@@ -54,8 +53,6 @@ def start_sink() -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    global SINK_PID
-    SINK_PID = sink.pid
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -84,9 +81,9 @@ def postgres_cpu() -> float:
     return sum(_cpu(stat, "postgres") for stat in Path("/proc").glob("[0-9]*/stat"))
 
 
-def sink_cpu() -> float:
+def sink_cpu(pid: int) -> float:
     """CPU seconds used so far by the sink (it shares the machine's two cores with us)."""
-    return _cpu(Path(f"/proc/{SINK_PID}/stat"))
+    return _cpu(Path(f"/proc/{pid}/stat"))
 
 
 class Runtime:
@@ -156,23 +153,23 @@ def seeded(url: str, n: int) -> int:
     return int(child.stdout.split()[-1])
 
 
-def one_run(url: str, n: int, sink_url: str) -> float:
+def one_run(url: str, n: int, sink: subprocess.Popen[bytes], sink_url: str) -> float:
     edition_id = seeded(url, n)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     transport = SendGridTransport("SG.bench", sink_url, timeout=60)
     settings = DispatchSettings(base_url="https://news.example.org", secret_key=b"k" * 32)
     started, cpu_before = time.perf_counter(), os.times()
-    server_before, sink_before = postgres_cpu(), sink_cpu()
+    server_before, sink_before = postgres_cpu(), sink_cpu(sink.pid)
     tally = send_edition(sessions, edition_id, transport, settings)
     elapsed, cpu_after = time.perf_counter() - started, os.times()
     user = cpu_after.user - cpu_before.user
     cpu = user + (cpu_after.system - cpu_before.system)
-    server, sink = postgres_cpu() - server_before, sink_cpu() - sink_before
+    server, sink_used = postgres_cpu() - server_before, sink_cpu(sink.pid) - sink_before
     print(
         f"run: {elapsed:.2f}s wall, CPU {cpu:.2f}s in this process ({user:.2f}s user)"
         + (f", {server:.2f}s in PostgreSQL's processes" if engine.dialect.name != "sqlite" else "")
-        + f", {sink:.2f}s in the sink"
+        + f", {sink_used:.2f}s in the sink"
     )
     transport.close()
     with sessions() as session:
@@ -198,7 +195,7 @@ def main() -> None:
             times = []
             for run in range(args.runs):
                 url = args.database_url or f"sqlite:///{Path(tmp) / f'bench-{run}.db'}"
-                times.append(one_run(url, args.n, sink_url))
+                times.append(one_run(url, args.n, sink, sink_url))
     finally:
         sink.terminate()
         sink.wait()
