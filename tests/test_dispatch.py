@@ -30,6 +30,8 @@ from mailer.db.models import (
 from mailer.db.session import transaction
 from mailer.dispatch import dispatcher, ledger
 from mailer.dispatch.dispatcher import send_edition
+from mailer.events import reconcile
+from mailer.events.stats import edition_stats
 from mailer.runtime import Runtime
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
 from mailer.transports.outbox import OutboxTransport
@@ -325,6 +327,109 @@ def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -
     again = claim()
     assert again is not None
     assert [d.delivery_id for d in again.batches[0].deliveries] == [d.delivery_id for d in refused]
+
+
+class BatchApi(Recording):
+    """The real outbox, answering as a batch API does: one message id per request."""
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        results = super().send(envelope, recipients)
+        batch = f"batch-{recipients[0].delivery_id}"
+        return [r._replace(message_id=batch) for r in results]
+
+
+def test_a_batch_sent_whole_is_recorded_on_its_batch_row_alone(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    emails = factories.subscribers(runtime, 25)
+    edition_id = factories.edition(runtime, newsletter_id)
+    transport = BatchApi(runtime.settings.outbox_dir)
+
+    tally = send(runtime, edition_id, transport, batch_size=10)
+    again = send(runtime, edition_id, transport, batch_size=10)
+
+    assert tally == again == {**tally, "sent": 25, "queued": 0, "sending": 0}
+    assert len(transport.handed) == len(set(transport.handed)) == 25
+    with runtime.sessions() as session:
+        # Not one ledger row was written by the send: the batch rows say it all.
+        written = session.scalars(
+            select(Delivery.id).where(Delivery.status != DeliveryStatus.QUEUED)
+        ).all()
+        batches = session.execute(
+            select(Batch.id, Batch.provider_message_id, Batch.sent_whole).order_by(Batch.id)
+        ).all()
+        rows = ledger.rows(session, edition_id)
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.SENT
+        assert edition_stats(session, edition_id).sent == 25
+        assert ledger.recent_rate(session, edition_id) == 25 / 60
+    assert written == []
+    assert [whole for _, _, whole in batches] == [True, True, True]
+    assert {r.status for r in rows} == {DeliveryStatus.SENT}
+    assert {r.attempts for r in rows} == {1}
+    by_batch = {batch_id: message_id for batch_id, message_id, _ in batches}
+    assert all(r.message_id == by_batch[r.batch_id] for r in rows)
+    assert sorted(r.email for r in rows) == sorted(emails)
+
+
+def test_cancel_keeps_batches_sent_whole_sent(runtime: Runtime) -> None:
+    edition_id, list_ids = started(runtime, 30)
+    claim = claim_from_start(runtime, edition_id, list_ids, batches=2)
+    assert claim is not None and all(batch.whole for batch in claim.batches)
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        envelope = dispatcher.envelope_for(edition)
+    transport = BatchApi(runtime.settings.outbox_dir)
+    with runtime.engine.connect() as connection, connection.begin():
+        for batch in claim.batches:
+            ids = [d.delivery_id for d in batch.deliveries]
+            recipients = [Recipient(d.delivery_id, d.email, d.name, "u") for d in batch.deliveries]
+            results = transport.send(envelope, recipients)
+            ledger.record(connection, batch.batch_id, ids, results, whole=batch.whole)
+
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        assert dispatcher.cancel(session, edition) == 10
+    with runtime.sessions() as session:
+        tally = ledger.counts(session, edition_id)
+        rows = ledger.rows(session, edition_id)
+    assert tally == {**tally, "sent": 20, "skipped": 10, "queued": 0, "sending": 0}
+    assert {r.id for r in rows if r.status == DeliveryStatus.SENT} == set(transport.handed)
+
+
+def test_a_resent_unknown_row_inside_a_later_batchs_range_goes_out_again(
+    runtime: Runtime,
+) -> None:
+    edition_id, list_ids = started(runtime, 5)
+    with runtime.engine.connect() as connection, connection.begin():
+        ledger.lock_edition(connection, edition_id)
+        first = ledger.claim(connection, edition_id, list_ids, "w", "outbox", 1)
+        assert first is not None
+        (lost,) = first.batches[0].deliveries
+        ledger.record(
+            connection,
+            first.batches[0].batch_id,
+            [lost.delivery_id],
+            [Result(lost.delivery_id, Outcome.UNKNOWN, error="timed out")],
+        )
+    # A fresh worker claims from the start: its range spans the unknown row, which an
+    # operator may queue again later, so this batch must not close its range for good.
+    rest = claim_from_start(runtime, edition_id, list_ids)
+    assert rest is not None and not rest.batches[0].whole
+    with runtime.engine.connect() as connection, connection.begin():
+        batch = rest.batches[0]
+        ids = [d.delivery_id for d in batch.deliveries]
+        results = [Result(i, Outcome.SENT, "one-id") for i in ids]
+        ledger.record(connection, batch.batch_id, ids, results, whole=batch.whole)
+    with transaction(runtime.sessions) as session:
+        assert reconcile.decide(session, edition_id, "resend", timedelta(0), operator="ed") == 1
+
+    transport = BatchApi(runtime.settings.outbox_dir)
+    tally = send(runtime, edition_id, transport, batch_size=10)
+
+    assert transport.handed == [lost.delivery_id]
+    assert tally == {**tally, "sent": 5, "unknown": 0, "queued": 0}
 
 
 class FailsOnSecond(OutboxTransport):

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -67,6 +68,11 @@ __all__ = [
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a bigint for
 # the tables that grow by a row per recipient.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# The batches whose id ranges no claim may enter: open ones, and those sent whole (their
+# rows still read ``queued``). Spelled once, as SQL text, so that both databases see the
+# claims' condition is the partial index's own and use it.
+HOLDING_BATCH = "finished_at IS NULL OR sent_whole"
 
 DEFAULT_SUBJECT_TEMPLATE = "{{ top.title | truncate_words(78) }}"
 DEFAULT_PREHEADER_TEMPLATE = (
@@ -284,18 +290,20 @@ class Batch(Base):
 
     Claiming writes this one row, not a thousand: while the batch is open (no
     ``finished_at``) its deliveries stay ``queued`` and nobody else may take a row
-    between ``first_id`` and ``last_id``. Recording the outcome writes the rows.
+    between ``first_id`` and ``last_id``. Recording the outcome writes the rows,
+    except when the batch is ``sent_whole`` (see ``mailer.dispatch.ledger``): then its
+    rows stay as claimed and this row says they were sent, so its range stays held.
     """
 
     __tablename__ = "batches"
     __table_args__ = (
-        # Claims exclude the ranges of open batches, row by row: only open ones indexed.
+        # Claims look only between the ranges of the batches that hold their rows.
         Index(
-            "ix_batches_open",
+            "ix_batches_holding",
             "edition_id",
-            "first_id",
-            postgresql_where=sql_text("finished_at IS NULL"),
-            sqlite_where=sql_text("finished_at IS NULL"),
+            "last_id",
+            postgresql_where=sql_text(HOLDING_BATCH),
+            sqlite_where=sql_text(HOLDING_BATCH),
         ),
     )
 
@@ -315,6 +323,9 @@ class Batch(Base):
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Every row it held went out under provider_message_id, and that is written here
+    # alone: its rows (the queued, never-before-claimed rows of its range) are sent.
+    sent_whole: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Delivery(Base):

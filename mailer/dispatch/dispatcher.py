@@ -252,7 +252,7 @@ def _claim_and_hand_over(
         after_id = claimed.last_id
         for batch in claimed.batches:
             throttle.wait_for(len(batch.deliveries))
-            pipeline.hand_over(batch.batch_id, batch.deliveries)
+            pipeline.hand_over(batch)
         pipeline.progress.report()
 
 
@@ -344,7 +344,7 @@ class _Pipeline:
         # shared while the other half is in flight.
         self.claim_depth = max(1, self.depth // 2)
         self.pool = ThreadPoolExecutor(self.depth, thread_name_prefix="handover")
-        self.in_flight: dict[Future[list[Result]], tuple[int, list[ledger.Claimed]]] = {}
+        self.in_flight: dict[Future[list[Result]], ledger.ClaimedBatch] = {}
         self.halted = False  # stop claiming: the transport is down or unauthorized
         self.crash: BaseException | None = None
         engine = connection.engine
@@ -366,9 +366,9 @@ class _Pipeline:
         if self.crash is not None and exc_info[0] is None:
             raise self.crash
 
-    def hand_over(self, batch_id: int, deliveries: list[ledger.Claimed]) -> None:
-        future = self.pool.submit(self._send, deliveries)
-        self.in_flight[future] = (batch_id, deliveries)
+    def hand_over(self, batch: ledger.ClaimedBatch) -> None:
+        future = self.pool.submit(self._send, batch.deliveries)
+        self.in_flight[future] = batch
 
     def _send(self, deliveries: list[ledger.Claimed]) -> list[Result]:
         url, edition_id = self.links.url, self.edition_id
@@ -393,10 +393,10 @@ class _Pipeline:
         done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
         finished: list[_Answered] = []
         for future in done:
-            batch_id, deliveries = self.in_flight.pop(future)
+            batch_id, deliveries, whole = self.in_flight.pop(future)
+            ids = [d.delivery_id for d in deliveries]
             try:
-                ids = [d.delivery_id for d in deliveries]
-                finished.append(_Answered(batch_id, ids, future.result()))
+                finished.append(_Answered(batch_id, ids, future.result(), whole))
             except TransportUnauthorized as exc:
                 _pause_for(self.connection, self.edition_id, batch_id, deliveries, str(exc))
                 self.halted = True
@@ -410,10 +410,10 @@ class _Pipeline:
                 )
                 error = f"hand-over failed: {type(exc).__name__}: {exc}"
                 unknown = [Result(d.delivery_id, Outcome.UNKNOWN, error=error) for d in deliveries]
-                finished.append(_Answered(batch_id, [d.delivery_id for d in deliveries], unknown))
+                finished.append(_Answered(batch_id, ids, unknown, whole))
                 self.crash = self.crash or exc
                 self.halted = True
-        for _batch_id, _ids, results in finished:
+        for _batch_id, _ids, results, _whole in finished:
             if results and all(r.transport_down for r in results):
                 # Nothing went out: the transport is down, not the recipients. Stop
                 # rather than burn every row's attempts in a tight loop; rerun later.
@@ -437,13 +437,17 @@ class _Answered(NamedTuple):
     batch_id: int
     delivery_ids: list[int]
     results: list[Result]
+    whole: bool
 
 
 def _record(connection: Connection, edition_id: int, finished: list[_Answered]) -> None:
     """Record finished batches in one transaction (a group commit)."""
     with connection.begin():
-        tallies = [ledger.record(connection, *answered) for answered in finished]
-    for (batch_id, _, _), outcomes in zip(finished, tallies, strict=True):
+        tallies = [
+            ledger.record(connection, batch_id, ids, results, whole=whole)
+            for batch_id, ids, results, whole in finished
+        ]
+    for (batch_id, *_), outcomes in zip(finished, tallies, strict=True):
         log.info(
             "batch.recorded",
             extra={

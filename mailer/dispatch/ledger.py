@@ -6,6 +6,15 @@ All SQL for the ledger lives here. Invariants (DESIGN.md):
 2. at most once per (edition, subscriber): the row is unique, and the batch
    row that holds it is committed before any transport call;
 4. every state that matters is a committed row.
+
+A batch that went out whole under one message id is recorded on its batch row alone
+(``sent_whole``): marking its thousand rows one by one was most of PostgreSQL's work
+in a send. Such a batch was claimed *whole*: it held every queued row of its id range,
+none of them claimed before, and no row of the range was ``unknown`` (the only other
+state a row leaves again). Its rows stay ``queued`` with no ``batch_id``, and its range
+stays closed to claims, so these rows read as sent (``sent_by_batch``). A row queued
+again keeps the ``batch_id`` of the batch that had it, and none can be queued again
+within such a range: a retry or a resend happens only outside them.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     func,
     insert,
     literal,
@@ -45,6 +55,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db.base import UTCDateTime, utcnow
 from mailer.db.models import (
+    HOLDING_BATCH,
     Batch,
     Delivery,
     DeliveryStatus,
@@ -68,6 +79,7 @@ BIGINT_ARRAY = postgresql.ARRAY(BigInteger)
 # Spelled as a literal, not a bound parameter, so that both databases can prove the
 # claim index's predicate (status = 'queued') and use it.
 QUEUED_LITERALLY = text(f"deliveries.status = '{DeliveryStatus.QUEUED.value}'")
+HOLDING_LITERALLY = text(f"({HOLDING_BATCH})")
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +102,12 @@ class Claimed(NamedTuple):
     name: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedBatch:
+class ClaimedBatch(NamedTuple):
     batch_id: int
     deliveries: list[Claimed]
+    # It holds every queued row of its id range, none claimed before: if it all goes
+    # out under one message id, recording it writes the batch row alone.
+    whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +259,15 @@ def claim(
     size = max(1, min(size, MAX_BATCH))
     now = utcnow()
     dialect = connection.dialect.name
-    rows = _pick(connection, edition_id, list_ids, size * max(1, batches), after_id, now)
-    if not rows:
+    picked = _pick(connection, edition_id, list_ids, size * max(1, batches), after_id, now)
+    if picked is None:
         return None
+    rows, lower = picked
+    # Whole: from the gap's start to the last picked row, every row that could ever be
+    # queued again is picked (none waits for a retry or its wave, none is unknown), and
+    # none of them was claimed before. No row of its range can then be queued later
+    # but the claim's own, so its range can stay closed once it is sent.
+    whole = rows[0][6] == len(rows) and all(row[5] is None for row in rows)
     claimed = [Claimed(*row[:4]) for row in rows if row[4]]
     skipped = len(rows) - len(claimed)
     if skipped:
@@ -264,6 +284,13 @@ def claim(
             )
         )
     chunks = [claimed[i : i + size] for i in range(0, len(claimed), size)]
+    ranges = [(chunk[0].delivery_id, chunk[-1].delivery_id) for chunk in chunks]
+    if whole and ranges:
+        # Whole batches' ranges tile the gap from its start to the last picked row (the
+        # rows between are finished or skipped just now), so that a later pass over
+        # them finds no sliver between two of them to look into.
+        ends = [last for _first, last in ranges[:-1]] + [rows[-1][0]]
+        ranges = list(zip([lower + 1] + [end + 1 for end in ends[:-1]], ends, strict=True))
     ids = (
         connection.scalars(
             insert(BATCHES).returning(BATCHES.c.id, sort_by_parameter_order=True),
@@ -274,24 +301,29 @@ def claim(
                     "transport": transport,
                     "size": len(chunk),
                     "claimed_at": now,
-                    "first_id": chunk[0].delivery_id,
-                    "last_id": chunk[-1].delivery_id,
+                    "first_id": first,
+                    "last_id": last,
                     "delivery_ids": orjson.dumps([c.delivery_id for c in chunk]).decode(),
                 }
-                for chunk in chunks
+                for chunk, (first, last) in zip(chunks, ranges, strict=True)
             ],
         ).all()
         if chunks
         else []
     )
     return Claim(
-        [ClaimedBatch(i, chunk) for i, chunk in zip(ids, chunks, strict=True)],
+        [ClaimedBatch(i, chunk, whole) for i, chunk in zip(ids, chunks, strict=True)],
         skipped,
         rows[-1][0],
     )
 
 
 _NO_END = 2**62  # above any id: the gap after the last open batch has no end
+
+
+class _Picked(NamedTuple):
+    rows: list[Sequence[Any]]
+    lower: int  # the gap they were picked from starts after this id
 
 
 def _pick(
@@ -301,22 +333,23 @@ def _pick(
     size: int,
     after_id: int,
     now: datetime,
-) -> list[Sequence[Any]]:
-    """The next ``size`` claimable rows after ``after_id``, each with its audience check
-    (truthy if the row may be sent).
+) -> _Picked | None:
+    """The next ``size`` claimable rows after ``after_id``: id, subscriber id, email,
+    name, the audience check (truthy if the row may be sent), its ``batch_id``, and how
+    many queued or unknown rows lie between the gap's start and the last of them.
 
-    Rows that open batches hold are still ``queued``; they are skipped by looking
-    only in the gaps between those batches' ranges. Under ``lock_edition`` the
-    open batches read here are all there are.
+    Rows that open batches, or batches sent whole, hold are still ``queued``; they are
+    skipped by looking only in the gaps between those batches' ranges, which never
+    overlap. Under ``lock_edition`` the batches read here are all there are.
     """
     held = connection.execute(
         select(BATCHES.c.first_id, BATCHES.c.last_id)
         .where(
             BATCHES.c.edition_id == edition_id,
-            BATCHES.c.finished_at.is_(None),
+            HOLDING_LITERALLY,
             BATCHES.c.last_id > after_id,
         )
-        .order_by(BATCHES.c.first_id)
+        .order_by(BATCHES.c.last_id)
     ).all()
     lower = after_id
     for first_held, last_held in [*held, (_NO_END, _NO_END)]:
@@ -336,12 +369,12 @@ def _pick(
             rows = list(result.cursor.fetchall())
             result.close()
             if rows:
-                return rows
+                return _Picked(rows, lower)
         lower = max(lower, last_held)
-    return []
+    return None
 
 
-_CLAIMABLE = (
+_PICKED = (
     select(
         DELIVERIES.c.id,
         DELIVERIES.c.subscriber_id,
@@ -350,6 +383,7 @@ _CLAIMABLE = (
         # The audience re-check (Invariant 1), evaluated per picked row: correlated
         # probes of the indexes for these rows, not a pass over every subscription.
         mailable(bindparam("list_ids", expanding=True), probe=True),
+        DELIVERIES.c.batch_id,
     )
     .join(Subscriber, Subscriber.id == DELIVERIES.c.subscriber_id)
     .where(
@@ -364,7 +398,22 @@ _CLAIMABLE = (
     )
     .order_by(DELIVERIES.c.id)
     .limit(bindparam("size"))
+    .cte("picked")
 )
+# Rows that may be queued again later: queued ones (the picked, and any waiting for a
+# retry or their wave) and unknown ones (an operator may resend them).
+_UNSETTLED_THROUGH_PICKED = (
+    select(func.count())
+    .select_from(DELIVERIES)
+    .where(
+        DELIVERIES.c.edition_id == bindparam("edition_id"),
+        DELIVERIES.c.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.UNKNOWN.value]),
+        DELIVERIES.c.id > bindparam("lower"),
+        DELIVERIES.c.id <= select(func.max(_PICKED.c.id)).scalar_subquery(),
+    )
+    .scalar_subquery()
+)
+_CLAIMABLE = select(_PICKED, _UNSETTLED_THROUGH_PICKED).order_by(_PICKED.c.id)
 
 
 def _still_ours(batch_id: int, still_open: bool) -> ColumnElement[bool]:
@@ -383,9 +432,10 @@ def record(
     results: Sequence[Result],
     *,
     backoff: bool = True,
+    whole: bool = False,
 ) -> dict[Outcome, int]:
     """Write what the transport said about each delivery of a batch (``delivery_ids``,
-    as claimed), and close it. The caller commits.
+    as claimed; ``whole`` as claimed), and close it. The caller commits.
 
     A delivery the transport gave no outcome for is ``unknown``: it may have gone out.
     """
@@ -407,10 +457,14 @@ def record(
         and len(message_ids) == 1
         and reported.issuperset(delivery_ids)
     ):
-        # The usual batch API answer: the whole batch sent under one message id. One
-        # statement marks it, instead of one row at a time.
+        # The usual batch API answer: the whole batch sent under one message id. A batch
+        # claimed whole is recorded on its own row; another is marked in one statement.
         tally[Outcome.SENT] = len(results)
-        still_open = _finish_batch(connection, batch_id, tally, now, results[0].message_id)
+        still_open = _finish_batch(
+            connection, batch_id, tally, now, results[0].message_id, sent_whole=whole
+        )
+        if still_open and whole:
+            return tally
         connection.execute(
             update(DELIVERIES)
             .where(
@@ -475,8 +529,9 @@ def record(
         Outcome.SENT: {"status": DeliveryStatus.SENT, **ended},
         Outcome.FAILED: {"status": DeliveryStatus.FAILED, **ended},
         Outcome.UNKNOWN: {"status": DeliveryStatus.UNKNOWN, **ended},
-        # Back in the queue, in no batch: claimable once this transaction commits.
-        Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": None},
+        # Back in the queue, claimable once this transaction commits. It keeps this
+        # batch's id: a queued row with none was never claimed (see the module's notes).
+        Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": batch_id},
     }
     for outcome, rows in by_outcome.items():
         if rows:
@@ -496,6 +551,8 @@ def _finish_batch(
     tally: dict[Outcome, int],
     now: datetime,
     message_id: str | None,
+    *,
+    sent_whole: bool = False,
 ) -> bool:
     """Close the batch; False if it was closed already (taken over from a dead worker)."""
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v) or "empty"
@@ -507,6 +564,7 @@ def _finish_batch(
             finished_at=now,
             provider_message_id=message_id,
             delivery_ids=None,
+            sent_whole=sent_whole,
         )
     )
     if closed.rowcount:
@@ -581,8 +639,74 @@ def reap(session: Session, timeout: timedelta) -> int:
     return taken
 
 
+def never_claimed() -> ColumnElement[bool]:
+    """Queued rows no batch has had (a row queued again keeps its last batch's id)."""
+    return and_(DELIVERIES.c.status == DeliveryStatus.QUEUED, DELIVERIES.c.batch_id.is_(None))
+
+
+def sent_by_batch() -> ColumnElement[bool]:
+    """Rows whose batch went out whole and was recorded on its own row: never claimed
+    before it, within the range of a batch ``sent_whole``. They read ``queued`` and are
+    sent, under that batch's ``provider_message_id``."""
+    return and_(never_claimed(), select(BATCHES.c.id).where(_sent_whole_over(BATCHES)).exists())
+
+
+def _sent_whole_over(batches: Any) -> ColumnElement[bool]:
+    """The batch was sent whole and the delivery lies in its range."""
+    return and_(
+        batches.c.sent_whole,
+        batches.c.edition_id == DELIVERIES.c.edition_id,
+        DELIVERIES.c.id.between(batches.c.first_id, batches.c.last_id),
+    )
+
+
+class LedgerRow(NamedTuple):
+    """A delivery as it stands, batches sent whole taken into account."""
+
+    id: int
+    subscriber_id: int
+    email: str
+    status: str
+    batch_id: int | None
+    message_id: str | None
+    attempts: int
+    error: str | None
+
+
+def rows(session: Session, edition_id: int) -> list[LedgerRow]:
+    """The edition's deliveries in id order, each as it stands (see ``sent_by_batch``)."""
+    whole = BATCHES.alias("whole")
+    by_batch = whole.c.id.is_not(None)
+    result = session.execute(
+        select(
+            DELIVERIES.c.id,
+            DELIVERIES.c.subscriber_id,
+            DELIVERIES.c.email,
+            case((by_batch, DeliveryStatus.SENT.value), else_=DELIVERIES.c.status),
+            func.coalesce(DELIVERIES.c.batch_id, whole.c.id),
+            func.coalesce(DELIVERIES.c.message_id, whole.c.provider_message_id),
+            DELIVERIES.c.attempts + case((by_batch, 1), else_=0),
+            DELIVERIES.c.error,
+        )
+        .outerjoin(whole, and_(never_claimed(), _sent_whole_over(whole)))
+        .where(DELIVERIES.c.edition_id == edition_id)
+        .order_by(DELIVERIES.c.id)
+    )
+    return [LedgerRow(*row) for row in result]
+
+
+def sent_whole_count(session: Session, edition_id: int, since: datetime | None = None) -> int:
+    """How many rows batches sent whole hold (finished since ``since``, if given)."""
+    condition = [Batch.edition_id == edition_id, Batch.sent_whole]
+    if since is not None:
+        condition.append(Batch.finished_at >= since)
+    total = session.scalar(select(func.coalesce(func.sum(Batch.size), 0)).where(*condition))
+    return int(total or 0)
+
+
 def skip_queued(session: Session, edition_id: int, reason: str) -> int:
-    """Skip what is still queued; rows open batches hold keep their batch's outcome.
+    """Skip what is still queued; rows open batches hold keep their batch's outcome,
+    and rows of batches sent whole stay sent.
 
     The caller holds ``lock_edition``, so the open batches read here are all there are.
     """
@@ -602,6 +726,7 @@ def skip_queued(session: Session, edition_id: int, reason: str) -> int:
             DELIVERIES.c.edition_id == edition_id,
             QUEUED_LITERALLY,
             ~ids_among(DELIVERIES.c.id, held, dialect),
+            ~sent_by_batch(),
         )
         .values(status=DeliveryStatus.SKIPPED, error=reason, finished_at=utcnow())
     )
@@ -613,12 +738,13 @@ def recent_rate(
 ) -> float:
     """Deliveries finished per second over the last ``window``."""
     since = utcnow() - window
-    finished = session.scalar(
+    by_row = session.scalar(
         select(func.count(Delivery.id)).where(
             Delivery.edition_id == edition_id, Delivery.finished_at >= since
         )
     )
-    return float(finished or 0) / window.total_seconds()
+    finished = int(by_row or 0) + sent_whole_count(session, edition_id, since)
+    return finished / window.total_seconds()
 
 
 def counts(session: Session, edition_id: int) -> dict[str, int]:
@@ -638,6 +764,8 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         )
         or 0
     )
+    sent_whole = sent_whole_count(session, edition_id)
     tally[DeliveryStatus.SENDING] += in_flight
-    tally[DeliveryStatus.QUEUED] -= in_flight
+    tally[DeliveryStatus.SENT] += sent_whole
+    tally[DeliveryStatus.QUEUED] -= in_flight + sent_whole
     return tally

@@ -131,7 +131,8 @@ def decide(
         values = {
             "status": DeliveryStatus.QUEUED,
             "error": f"resend requested by {operator} after an unknown outcome",
-            "batch_id": None,
+            # batch_id stays: a queued row without one would read as never claimed,
+            # and within the range of a batch sent whole, as sent (see the ledger).
             "claimed_at": None,
             "finished_at": None,
             "retry_after": None,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.mail import BounceClass
 from mailer.db.models import Delivery, DeliveryStatus, Edition, Event
+from mailer.dispatch.ledger import sent_whole_count
 
 TIMELINE_KINDS = ("delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe")
 
@@ -108,7 +109,8 @@ def edition_stats(session: Session, edition_id: int) -> EditionStats:
         subject=edition.subject,
         status=edition.status,
         recipients=int(ledger[0]),
-        sent=int(ledger[1]),
+        # Rows of batches sent whole are sent, as their batch row records.
+        sent=int(ledger[1]) + sent_whole_count(session, edition_id),
         delivered=int(ledger[2]),
         bounced_hard=int(ledger[3]),
         bounced_soft=int(ledger[4]),

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, insert, select, tuple_
+from sqlalchemy import Connection, Table, and_, insert, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.bounces.mail import BounceClass, classify_status
 from mailer.db.base import utcnow
 from mailer.db.models import Batch, Event
-from mailer.dispatch.ledger import DELIVERIES, ids_among
+from mailer.dispatch.ledger import DELIVERIES, ids_among, never_claimed
 from mailer.events.sendgrid_events import ProviderEvent, Rejected, message_id_prefix
 from subscribers.models import Subscriber
 
@@ -175,13 +175,17 @@ def _match(connection: Connection, events: Sequence[ProviderEvent]) -> dict[str,
                 DELIVERIES.c.email,
                 Batch.provider_message_id,
             )
-            # A batch's rows lie in its id range and carry its message id.
+            # A batch's rows lie in its id range and carry its message id, or it was
+            # sent whole and they are the never-claimed queued rows of that range.
             .join(
                 Batch,
                 and_(
                     DELIVERIES.c.edition_id == Batch.edition_id,
                     DELIVERIES.c.id.between(Batch.first_id, Batch.last_id),
-                    DELIVERIES.c.message_id == Batch.provider_message_id,
+                    or_(
+                        DELIVERIES.c.message_id == Batch.provider_message_id,
+                        and_(Batch.sent_whole, never_claimed()),
+                    ),
                 ),
             )
             .where(
