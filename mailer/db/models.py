@@ -343,6 +343,15 @@ class Delivery(Base):
             postgresql_where=sql_text("status = 'queued'"),
             sqlite_where=sql_text("status = 'queued'"),
         ),
+        # The few unknown rows: an operator reconciles them, and a claim that spans one
+        # cannot close its range for good (see mailer.dispatch.ledger).
+        Index(
+            "ix_deliveries_unknown",
+            "edition_id",
+            "id",
+            postgresql_where=sql_text("status = 'unknown'"),
+            sqlite_where=sql_text("status = 'unknown'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -79,6 +79,7 @@ BIGINT_ARRAY = postgresql.ARRAY(BigInteger)
 # Spelled as a literal, not a bound parameter, so that both databases can prove the
 # claim index's predicate (status = 'queued') and use it.
 QUEUED_LITERALLY = text(f"deliveries.status = '{DeliveryStatus.QUEUED.value}'")
+UNKNOWN_LITERALLY = text(f"deliveries.status = '{DeliveryStatus.UNKNOWN.value}'")
 HOLDING_LITERALLY = text(f"({HOLDING_BATCH})")
 
 log = logging.getLogger(__name__)
@@ -400,20 +401,29 @@ _PICKED = (
     .limit(bindparam("size"))
     .cte("picked")
 )
+
+
+def _through_picked(status: Any) -> Any:
+    """How many rows in ``status`` lie from the gap's start to the last row picked; one
+    walk of that state's partial index."""
+    return (
+        select(func.count())
+        .select_from(DELIVERIES)
+        .where(
+            DELIVERIES.c.edition_id == bindparam("edition_id"),
+            status,
+            DELIVERIES.c.id > bindparam("lower"),
+            DELIVERIES.c.id <= select(func.max(_PICKED.c.id)).scalar_subquery(),
+        )
+        .scalar_subquery()
+    )
+
+
 # Rows that may be queued again later: queued ones (the picked, and any waiting for a
 # retry or their wave) and unknown ones (an operator may resend them).
-_UNSETTLED_THROUGH_PICKED = (
-    select(func.count())
-    .select_from(DELIVERIES)
-    .where(
-        DELIVERIES.c.edition_id == bindparam("edition_id"),
-        DELIVERIES.c.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.UNKNOWN.value]),
-        DELIVERIES.c.id > bindparam("lower"),
-        DELIVERIES.c.id <= select(func.max(_PICKED.c.id)).scalar_subquery(),
-    )
-    .scalar_subquery()
-)
-_CLAIMABLE = select(_PICKED, _UNSETTLED_THROUGH_PICKED).order_by(_PICKED.c.id)
+_CLAIMABLE = select(
+    _PICKED, _through_picked(QUEUED_LITERALLY) + _through_picked(UNKNOWN_LITERALLY)
+).order_by(_PICKED.c.id)
 
 
 def _still_ours(batch_id: int, still_open: bool) -> ColumnElement[bool]:

@@ -34,6 +34,14 @@ def upgrade() -> None:
         postgresql_where=sa.text(HOLDING_BATCH),
         sqlite_where=sa.text(HOLDING_BATCH),
     )
+    op.create_index(
+        "ix_deliveries_unknown",
+        "deliveries",
+        ["edition_id", "id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'unknown'"),
+        sqlite_where=sa.text("status = 'unknown'"),
+    )
 
 
 def downgrade() -> None:
@@ -77,6 +85,7 @@ def downgrade() -> None:
             finished_at=of_its_batch("finished_at"),
         )
     )
+    op.drop_index("ix_deliveries_unknown", table_name="deliveries")
     op.drop_index("ix_batches_holding", table_name="batches")
     op.create_index(
         "ix_batches_open",
