@@ -6,6 +6,7 @@ import email
 import email.policy
 import gc
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -138,22 +139,23 @@ def test_claims_plan_no_parallel_query_and_give_the_pool_its_setting_back(
         assert connection.exec_driver_sql(show).scalar() == default
 
 
-def test_a_send_freezes_the_older_heap_and_gives_the_collector_back(runtime: Runtime) -> None:
+def test_a_send_tunes_the_interpreter_and_gives_its_settings_back(runtime: Runtime) -> None:
     newsletter_id = factories.newsletter(runtime)
     factories.subscribers(runtime, 5)
     edition_id = factories.edition(runtime, newsletter_id)
-    before = gc.get_threshold()
-    during: list[tuple[int, tuple[int, int, int]]] = []
+    before = gc.get_threshold(), sys.getswitchinterval()
+    during: list[tuple[int, tuple[int, int, int], float]] = []
 
     def look(_batch: int) -> None:
-        during.append((gc.get_freeze_count(), gc.get_threshold()))
+        during.append((gc.get_freeze_count(), gc.get_threshold(), sys.getswitchinterval()))
 
     tally = send(runtime, edition_id, Hooked(runtime.settings.outbox_dir, look), batch_size=2)
 
     assert tally["sent"] == 5 and len(during) == 3
-    assert all(frozen > 0 and threshold[0] >= 2_000 for frozen, threshold in during)
+    assert all(frozen > 0 and threshold[0] >= 2_000 for frozen, threshold, _ in during)
+    assert all(switch < before[1] for _, _, switch in during)
     assert gc.get_freeze_count() == 0
-    assert gc.get_threshold() == before
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
 
 
 def test_ledger_row_is_unique_per_edition_and_subscriber(runtime: Runtime) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -177,7 +178,7 @@ def _send(
     progress.report(force=True)
     if envelope is not None:
         # One connection for the whole hot path (claims and records), without the ORM.
-        with _collector_for_sends(), ledger.claiming(factory.kw["bind"]) as connection:
+        with _interpreter_for_sends(), ledger.claiming(factory.kw["bind"]) as connection:
             links = UnsubscribeLinks(settings.base_url, settings.secret_key)
             pipeline = _Pipeline(
                 factory, connection, edition_id, envelope, transport, links, progress
@@ -256,6 +257,12 @@ def _claim_and_hand_over(
         pipeline.progress.report()
 
 
+# The threads that wait on the database (the claimer, the recorder) take the GIL back
+# after every round trip, and the senders building bodies hold it for a whole switch
+# interval (5 ms by default) at a time: on PostgreSQL a claim's half-dozen round trips
+# spent longer waiting for the GIL than in the database. At 0.5 ms, 1,000,000
+# recipients went out 8 % faster (18.75 s against 20.27 s, median of 3 each).
+_SEND_SWITCH_INTERVAL = 0.0005
 # A send makes a few objects per recipient that live while their batch is in flight.
 # At the default threshold (700) the collector ran thousands of times per million
 # recipients, and every run that reached the oldest generation walked every object
@@ -265,27 +272,32 @@ def _claim_and_hand_over(
 # the send is frozen (collections no longer walk it), and the threshold is raised
 # only a little: as fast, and the peak stays near 110 MB at 300,000 recipients.
 _SEND_GC_THRESHOLD = 2_000
-_gc_lock = threading.Lock()
-_gc_sends = 0
+_tuning_lock = threading.Lock()
+_sends = 0
 _gc_default = gc.get_threshold()
+_switch_default = sys.getswitchinterval()
 
 
 @contextmanager
-def _collector_for_sends() -> Iterator[None]:
-    """Freeze the older heap and collect a little less often while any send runs here."""
-    global _gc_sends, _gc_default
-    with _gc_lock:
-        if _gc_sends == 0:
+def _interpreter_for_sends() -> Iterator[None]:
+    """While any send runs here: the older heap frozen, the collector run a little less
+    often, and the GIL handed over sooner."""
+    global _sends, _gc_default, _switch_default
+    with _tuning_lock:
+        if _sends == 0:
             _gc_default = gc.get_threshold()
             gc.freeze()
             gc.set_threshold(max(_SEND_GC_THRESHOLD, _gc_default[0]), *_gc_default[1:])
-        _gc_sends += 1
+            _switch_default = sys.getswitchinterval()
+            sys.setswitchinterval(min(_SEND_SWITCH_INTERVAL, _switch_default))
+        _sends += 1
     try:
         yield
     finally:
-        with _gc_lock:
-            _gc_sends -= 1
-            if _gc_sends == 0:
+        with _tuning_lock:
+            _sends -= 1
+            if _sends == 0:
+                sys.setswitchinterval(_switch_default)
                 gc.set_threshold(*_gc_default)
                 gc.unfreeze()
 
