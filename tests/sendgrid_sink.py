@@ -87,7 +87,9 @@ class Sink:
     def delivery_ids(self) -> list[int]:
         """Every delivery id in every request that reached the sink, accepted or not."""
         return [
-            int(p["custom_args"]["delivery_id"]) for b in self.bodies for p in b["personalizations"]
+            int(p["custom_args"]["delivery_id"])
+            for b in self.bodies
+            for p in b.get("personalizations", [])
         ]
 
     def accepted_ids(self) -> list[int]:
@@ -95,7 +97,7 @@ class Sink:
             int(p["custom_args"]["delivery_id"])
             for b, status in zip(self.bodies, self.answered, strict=False)
             if status == 202
-            for p in b["personalizations"]
+            for p in b.get("personalizations", [])
         ]
 
 
@@ -116,7 +118,16 @@ class SinkServer(LoopbackServer):
                     return
                 with sink.lock:
                     action = sink.actions.pop(0) if sink.actions else "ok"
-                if self.headers.get("Authorization") != f"Bearer {API_KEY}" or action == "401":
+                    authorized = (
+                        self.headers.get("Authorization") == f"Bearer {API_KEY}" and action != "401"
+                    )
+                    if authorized:
+                        # A slot in arrival order, the order actions are handed out in
+                        # (validating a body takes a while, longer for longer bodies).
+                        sink.bodies.append({})
+                        sink.answered.append(0)
+                        index = len(sink.bodies) - 1
+                if not authorized:
                     self._answer(
                         401,
                         {
@@ -133,16 +144,14 @@ class SinkServer(LoopbackServer):
                 try:
                     body = json.loads(raw)
                 except ValueError:
+                    with sink.lock:
+                        sink.answered[index] = 400
                     self._answer(400, {"errors": [{"message": "Bad Request", "field": None}]})
                     return
                 problems = [
                     {"field": ".".join(map(str, e.absolute_path)) or None, "message": e.message}
                     for e in validator.iter_errors(body)
                 ] + limit_errors(body)
-                with sink.lock:
-                    sink.bodies.append(body)
-                    index = len(sink.bodies) - 1
-                    sink.answered.append(0)
                 status = {"400": 400, "429": 429, "500": 500, "hang": -1, "reset": -1}.get(
                     action, 202
                 )
@@ -150,6 +159,7 @@ class SinkServer(LoopbackServer):
                     status = 400
                 with sink.lock:
                     # Recorded before answering: the client may look as soon as it hears back.
+                    sink.bodies[index] = body
                     sink.answered[index] = status
                 if problems:
                     self._answer(400, {"errors": [{**p, "help": None} for p in problems]})

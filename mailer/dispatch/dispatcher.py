@@ -230,9 +230,7 @@ def _claim_and_hand_over(
             break  # the transport is down or refused our credentials
         throttle.wait_for(0)
         with connection.begin():
-            if ledger.lock_edition(connection, edition_id) != EditionStatus.SENDING:
-                break  # paused or cancelled by an operator
-            claimed = ledger.claim(
+            status, claimed = ledger.lock_and_claim(
                 connection,
                 edition_id,
                 list_ids,
@@ -242,6 +240,8 @@ def _claim_and_hand_over(
                 after_id=after_id,
                 batches=batches,
             )
+        if status != EditionStatus.SENDING:
+            break  # paused or cancelled by an operator
         if claimed is None:
             # Rows handed over may come back queued (a temporary refusal): settle them,
             # then one more pass from the start for anything queued behind us.

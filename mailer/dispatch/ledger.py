@@ -19,6 +19,7 @@ within such a range: a retry or a resend happens only outside them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +52,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ClauseElement
 
 from mailer.db.base import UTCDateTime, utcnow
 from mailer.db.models import (
@@ -60,6 +63,7 @@ from mailer.db.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    EditionStatus,
     Newsletter,
     newsletter_lists,
 )
@@ -233,9 +237,108 @@ def lock_edition(connection: Connection, edition_id: int) -> str | None:
             .returning(EDITIONS.c.status)
         )
         return status
-    return connection.scalar(
-        select(EDITIONS.c.status).where(EDITIONS.c.id == edition_id).with_for_update(key_share=True)
+    return connection.scalar(_CLAIM_LOCK, {"edition_id": edition_id})
+
+
+_CLAIM_LOCK = (
+    select(EDITIONS.c.status)
+    .where(EDITIONS.c.id == bindparam("edition_id"))
+    .with_for_update(key_share=True)
+)
+
+
+def lock_and_claim(
+    connection: Connection,
+    edition_id: int,
+    list_ids: Sequence[int],
+    worker: str,
+    transport: str,
+    size: int,
+    *,
+    after_id: int = 0,
+    batches: int = 1,
+) -> tuple[str | None, Claim | None]:
+    """``lock_edition``, then ``claim`` if the edition is sending: a sender's step. The
+    caller has begun the transaction and commits. Returns the edition's status too.
+
+    On PostgreSQL the lock, the read of the holding batches and a pick right after
+    ``after_id`` reach the server together, in one round trip (psycopg's pipeline
+    mode): a send is a chain of claims, each a chain of round trips, and each round
+    trip waited for the GIL on its way back while the senders built bodies. The server
+    runs them in order, each statement with a snapshot taken as it starts, so both
+    reads still see every batch committed before the lock was granted. The pick is a
+    guess that stands when no batch holds rows beyond ``after_id`` (a lone sender's
+    usual case); otherwise the gaps are searched as ``claim`` always does.
+    """
+    if connection.dialect.name != "postgresql":
+        status = lock_edition(connection, edition_id)
+        prefetched = None
+    else:
+        status, prefetched = _lock_and_prefetch(
+            connection, edition_id, list_ids, _pick_size(size, batches), after_id
+        )
+    if status != EditionStatus.SENDING:
+        return status, None
+    found = claim(
+        connection,
+        edition_id,
+        list_ids,
+        worker,
+        transport,
+        size,
+        after_id=after_id,
+        batches=batches,
+        prefetched=prefetched,
     )
+    return status, found
+
+
+class _Prefetched(NamedTuple):
+    holding: list[Sequence[Any]]  # the holding batches' ranges beyond after_id
+    rows: list[Sequence[Any]]  # what the pick finds between after_id and no end
+
+
+def _lock_and_prefetch(
+    connection: Connection,
+    edition_id: int,
+    list_ids: Sequence[int],
+    size: int,
+    after_id: int,
+) -> tuple[str | None, _Prefetched]:
+    driver = cast(Any, connection.connection.driver_connection)  # psycopg's connection
+    statements = [
+        (_CLAIM_LOCK, {"edition_id": edition_id}),
+        (_HOLDING, {"edition_id": edition_id, "after_id": after_id}),
+        (_CLAIMABLE, _pick_params(edition_id, list_ids, after_id, _NO_END, utcnow(), size)),
+    ]
+    with driver.pipeline():
+        lock, holding, picked = [
+            driver.execute(*_as_sent(connection, statement, values))
+            for statement, values in statements
+        ]
+    status = lock.fetchone()
+    return (status[0] if status else None), _Prefetched(holding.fetchall(), picked.fetchall())
+
+
+@functools.cache
+def _compiled(statement: ClauseElement, dialect: Dialect) -> Compiled:
+    return statement.compile(dialect=dialect)
+
+
+def _as_sent(
+    connection: Connection, statement: ClauseElement, values: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters SQLAlchemy would hand the driver for ``statement``."""
+    state = cast(Any, _compiled(statement, connection.dialect)).construct_expanded_state(values)
+    processors = state.processors
+    return state.statement, {
+        name: processors[name](value) if name in processors else value
+        for name, value in state.parameters.items()
+    }
+
+
+def _pick_size(size: int, batches: int) -> int:
+    return max(1, min(size, MAX_BATCH)) * max(1, batches)
 
 
 def claim(
@@ -248,6 +351,7 @@ def claim(
     *,
     after_id: int = 0,
     batches: int = 1,
+    prefetched: _Prefetched | None = None,
 ) -> Claim | None:
     """Take up to ``batches`` batches of up to ``size`` queued deliveries. The caller
     holds ``lock_edition`` and commits; None when nothing is left to claim.
@@ -260,7 +364,9 @@ def claim(
     size = max(1, min(size, MAX_BATCH))
     now = utcnow()
     dialect = connection.dialect.name
-    picked = _pick(connection, edition_id, list_ids, size * max(1, batches), after_id, now)
+    picked = _pick(
+        connection, edition_id, list_ids, _pick_size(size, batches), after_id, now, prefetched
+    )
     if picked is None:
         return None
     rows, lower = picked
@@ -334,6 +440,7 @@ def _pick(
     size: int,
     after_id: int,
     now: datetime,
+    prefetched: _Prefetched | None = None,
 ) -> _Picked | None:
     """The next ``size`` claimable rows after ``after_id``: id, subscriber id, email,
     name, the audience check (truthy if the row may be sent), its ``batch_id``, and how
@@ -343,26 +450,18 @@ def _pick(
     skipped by looking only in the gaps between those batches' ranges, which never
     overlap. Under ``lock_edition`` the batches read here are all there are.
     """
-    held = connection.execute(
-        select(BATCHES.c.first_id, BATCHES.c.last_id)
-        .where(
-            BATCHES.c.edition_id == edition_id,
-            HOLDING_LITERALLY,
-            BATCHES.c.last_id > after_id,
-        )
-        .order_by(BATCHES.c.last_id)
-    ).all()
+    if prefetched is not None and not prefetched.holding:
+        # Nothing held beyond after_id: the one gap is the one already searched.
+        return _Picked(prefetched.rows, after_id) if prefetched.rows else None
+    held = (
+        prefetched.holding
+        if prefetched is not None
+        else connection.execute(_HOLDING, {"edition_id": edition_id, "after_id": after_id}).all()
+    )
     lower = after_id
     for first_held, last_held in [*held, (_NO_END, _NO_END)]:
         if first_held > lower + 1:
-            params = {
-                "edition_id": edition_id,
-                "list_ids": list_ids,
-                "lower": lower,
-                "upper": first_held,
-                "now": now,
-                "size": size,
-            }
+            params = _pick_params(edition_id, list_ids, lower, first_held, now, size)
             # Straight from the driver's cursor: SQLAlchemy's rows cost more than the
             # pick itself (3.7 against 2.1 µs a row on SQLite, with the tuples made
             # from them), and these columns need no conversion.
@@ -373,6 +472,30 @@ def _pick(
                 return _Picked(rows, lower)
         lower = max(lower, last_held)
     return None
+
+
+def _pick_params(
+    edition_id: int, list_ids: Sequence[int], lower: int, upper: int, now: datetime, size: int
+) -> dict[str, Any]:
+    return {
+        "edition_id": edition_id,
+        "list_ids": list(list_ids),
+        "lower": lower,
+        "upper": upper,
+        "now": now,
+        "size": size,
+    }
+
+
+_HOLDING = (
+    select(BATCHES.c.first_id, BATCHES.c.last_id)
+    .where(
+        BATCHES.c.edition_id == bindparam("edition_id"),
+        HOLDING_LITERALLY,
+        BATCHES.c.last_id > bindparam("after_id"),
+    )
+    .order_by(BATCHES.c.last_id)
+)
 
 
 _PICKED = (
