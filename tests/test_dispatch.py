@@ -45,6 +45,7 @@ from subscribers.models import (
 )
 from subscribers.unsubscribe import unsubscribe
 from tests import factories
+from tests.outboxes import BatchApi, Recording
 
 
 def outbox_recipients(runtime: Runtime, edition_id: int) -> list[str]:
@@ -66,18 +67,6 @@ def send(
         transport or OutboxTransport(runtime.settings.outbox_dir),  # type: ignore[arg-type]
         settings,
     )
-
-
-class Recording(OutboxTransport):
-    """The real outbox, remembering every delivery it was ever handed."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
-        self.handed: list[int] = []
-
-    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
-        self.handed += [r.delivery_id for r in recipients]
-        return super().send(envelope, recipients)
 
 
 class Hooked(OutboxTransport):
@@ -329,15 +318,6 @@ def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -
     again = claim()
     assert again is not None
     assert [d.delivery_id for d in again.batches[0].deliveries] == [d.delivery_id for d in refused]
-
-
-class BatchApi(Recording):
-    """The real outbox, answering as a batch API does: one message id per request."""
-
-    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
-        results = super().send(envelope, recipients)
-        batch = f"batch-{recipients[0].delivery_id}"
-        return [r._replace(message_id=batch) for r in results]
 
 
 def test_a_batch_sent_whole_is_recorded_on_its_batch_row_alone(runtime: Runtime) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from mailer.db import migrate
 from mailer.db.models import Base
+from mailer.dispatch import ledger
+from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
+from tests import factories
+from tests.outboxes import BatchApi
 
 
 def test_migrations_match_the_models(runtime: Runtime) -> None:
@@ -21,3 +29,29 @@ def test_migrations_match_the_models(runtime: Runtime) -> None:
 def test_upgrade_is_repeatable(runtime: Runtime) -> None:
     migrate.upgrade(runtime.engine)
     assert migrate.current_revision(runtime.engine) == migrate.head_revision()
+
+
+def test_downgrading_past_batches_sent_whole_writes_their_rows(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, 5)
+    edition_id = factories.edition(runtime, newsletter_id)
+    settings = replace(runtime.dispatch_settings(), batch_size=2)
+    transport = BatchApi(runtime.settings.outbox_dir)
+    assert send_edition(runtime.sessions, edition_id, transport, settings)["sent"] == 5
+    with runtime.sessions() as session:
+        rows = ledger.rows(session, edition_id)
+    before = [(r.id, r.status, r.message_id, r.batch_id) for r in rows]
+
+    config = migrate.alembic_config(runtime.engine.url.render_as_string(hide_password=False))
+    with runtime.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    try:
+        with runtime.engine.connect() as connection:
+            after = connection.execute(
+                text("SELECT id, status, message_id, batch_id FROM deliveries ORDER BY id")
+            ).all()
+    finally:
+        migrate.upgrade(runtime.engine)
+    assert [tuple(row) for row in after] == before
+    assert {status for _, status, _, _ in before} == {"sent"}
