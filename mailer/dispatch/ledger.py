@@ -270,7 +270,7 @@ def lock_and_claim(
     guess that stands when no batch holds rows beyond ``after_id`` (a lone sender's
     usual case); otherwise the gaps are searched as ``claim`` always does.
     """
-    if connection.dialect.name != "postgresql":
+    if not _pipelines(connection):
         status = lock_edition(connection, edition_id)
         prefetched = None
     else:
@@ -291,6 +291,15 @@ def lock_and_claim(
         prefetched=prefetched,
     )
     return status, found
+
+
+def _pipelines(connection: Connection) -> bool:
+    """PostgreSQL through psycopg with a libpq that has pipeline mode (libpq 14 and later)."""
+    if connection.dialect.name != "postgresql" or connection.dialect.driver != "psycopg":
+        return False
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
 
 
 class _Prefetched(NamedTuple):
