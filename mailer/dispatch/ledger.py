@@ -897,16 +897,15 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         .group_by(Delivery.status)
     ):
         tally[status] = number
-    # In flight: the queued rows that open batches hold.
-    in_flight = int(
-        session.scalar(
-            select(func.coalesce(func.sum(Batch.size), 0)).where(
-                Batch.edition_id == edition_id, Batch.finished_at.is_(None)
-            )
-        )
-        or 0
-    )
-    sent_whole = sent_whole_count(session, edition_id)
+    # The queued rows that open batches hold (in flight), and those of batches sent
+    # whole; read in one statement, or a batch recorded between two reads would count
+    # as both.
+    in_flight, sent_whole = session.execute(
+        select(
+            func.coalesce(func.sum(case((Batch.finished_at.is_(None), Batch.size), else_=0)), 0),
+            func.coalesce(func.sum(case((Batch.sent_whole, Batch.size), else_=0)), 0),
+        ).where(Batch.edition_id == edition_id)
+    ).one()
     tally[DeliveryStatus.SENDING] += in_flight
     tally[DeliveryStatus.SENT] += sent_whole
     tally[DeliveryStatus.QUEUED] -= in_flight + sent_whole

@@ -43,7 +43,9 @@ def work_left(factory: sessionmaker[Session]) -> bool:
                     exists().where(
                         Delivery.edition_id == Edition.id,
                         Edition.status == EditionStatus.SENDING,
-                        # In-flight rows are queued too, until their batch is recorded.
+                        # In-flight rows are queued too, until their batch is recorded,
+                        # and so are the rows of batches sent whole: an edition whose
+                        # rows are all sent counts until a send marks it sent.
                         Delivery.status == DeliveryStatus.QUEUED,
                     )
                 )

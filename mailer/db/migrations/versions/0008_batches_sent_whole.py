@@ -20,7 +20,8 @@ HOLDING_BATCH = "finished_at IS NULL OR sent_whole"
 
 def upgrade() -> None:
     # Marking a thousand rows sent was most of PostgreSQL's work in a send; a batch sent
-    # whole now says so on its own row, and its range stays closed to claims.
+    # whole now says so on its own row, and its range stays closed to claims. Workers must
+    # be stopped for the upgrade: one still running the old code would claim those rows.
     with op.batch_alter_table("batches", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("sent_whole", sa.Boolean(), server_default=sa.false(), nullable=False)
