@@ -110,8 +110,8 @@ class Claimed(NamedTuple):
 class ClaimedBatch(NamedTuple):
     batch_id: int
     deliveries: list[Claimed]
-    # It holds every queued row of its id range, none claimed before: if it all goes
-    # out under one message id, recording it writes the batch row alone.
+    # It holds every queued or unknown row of its id range, none claimed before: if it
+    # all goes out under one message id, recording it writes the batch row alone.
     whole: bool = False
 
 
