@@ -358,8 +358,10 @@ class Delivery(Base):
     # No foreign keys on the ledger: every row is written by one INSERT … SELECT over
     # subscribers and editions (valid by construction), and PostgreSQL's per-row
     # referential checks (a KEY SHARE lock on each subscriber row) made filling a
-    # million-row ledger about four times slower. Erasing a subscriber or an edition
-    # deletes its ledger rows explicitly.
+    # million-row ledger about four times slower. Nothing deletes subscribers, editions
+    # or ledger rows today; whatever comes to erase them must delete the ledger rows
+    # itself, and shrink the size of a batch sent whole that held one (the batch row is
+    # what counts its rows as sent).
     edition_id: Mapped[int] = mapped_column(Integer)
     subscriber_id: Mapped[int] = mapped_column(Integer)
     email: Mapped[str] = mapped_column(String(320))
