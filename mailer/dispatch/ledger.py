@@ -54,7 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql.expression import ClauseElement, ScalarSelect, TextClause
 
 from mailer.db.base import UTCDateTime, utcnow
 from mailer.db.models import (
@@ -535,7 +535,7 @@ _PICKED = (
 )
 
 
-def _through_picked(status: Any) -> Any:
+def _through_picked(status: TextClause) -> ScalarSelect[int]:
     """How many rows in ``status`` lie from the gap's start to the last row picked; one
     walk of that state's partial index."""
     return (
