@@ -160,16 +160,21 @@ def one_run(url: str, n: int, sink: subprocess.Popen[bytes], sink_url: str) -> f
     transport = SendGridTransport("SG.bench", sink_url, timeout=60)
     settings = DispatchSettings(base_url="https://news.example.org", secret_key=b"k" * 32)
     started, cpu_before = time.perf_counter(), os.times()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before, sink_before = postgres_cpu(), sink_cpu(sink.pid)
     tally = send_edition(sessions, edition_id, transport, settings)
     elapsed, cpu_after = time.perf_counter() - started, os.times()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sender = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
     user = cpu_after.user - cpu_before.user
     cpu = user + (cpu_after.system - cpu_before.system)
     server, sink_used = postgres_cpu() - server_before, sink_cpu(sink.pid) - sink_before
     print(
         f"run: {elapsed:.2f}s wall, CPU {cpu:.2f}s in this process ({user:.2f}s user)"
         + (f", {server:.2f}s in PostgreSQL's processes" if engine.dialect.name != "sqlite" else "")
-        + f", {sink_used:.2f}s in the sink"
+        + f", {sender:.2f}s in the sender process, {sink_used:.2f}s in the sink"
     )
     transport.close()
     with sessions() as session:

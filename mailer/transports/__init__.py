@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from mailer.config import ConfigError, Settings
+from typing import TYPE_CHECKING
+
 from mailer.transports.base import Transport
+
+# Not imported here at run time: a sender process imports a transport's module, and
+# with it this package, and it has no use for settings (pydantic, a third of its start).
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 
 def transport_for(settings: Settings) -> Transport:
@@ -17,6 +23,7 @@ def transport_for(settings: Settings) -> Transport:
 
 
 def _sendgrid(settings: Settings) -> Transport:
+    from mailer.config import ConfigError
     from mailer.transports.sendgrid import SendGridTransport
 
     if settings.sendgrid_api_key is None or not settings.sendgrid_api_key.get_secret_value():
@@ -32,6 +39,7 @@ def _sendgrid(settings: Settings) -> Transport:
 
 
 def _smtp(settings: Settings) -> Transport:
+    from mailer.config import ConfigError
     from mailer.transports.smtp import SmtpConfig, SmtpTransport, load_dkim_key
 
     dkim_key = None

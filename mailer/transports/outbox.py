@@ -23,6 +23,13 @@ class OutboxTransport:
         self.directory = directory
         self._writer: MessageWriter | None = None
 
+    # Pickled as its folder (a sender process encodes the shared headers anew).
+    def __getstate__(self) -> dict[str, Path]:
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict[str, Path]) -> None:
+        self.__init__(state["directory"])  # type: ignore[misc]
+
     def _writer_for(self, envelope: Envelope) -> MessageWriter:
         # One writer per edition run: its shared headers are encoded once.
         if self._writer is None or self._writer.envelope is not envelope:

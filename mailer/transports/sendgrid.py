@@ -80,6 +80,16 @@ class SendGridTransport:
         concurrency: int = 4,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._config = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "timeout": timeout,
+            "click_tracking": click_tracking,
+            "open_tracking": open_tracking,
+            "max_retries": max_retries,
+            "concurrency": concurrency,
+            "sleep": sleep,
+        }
         self._url = base_url.rstrip("/") + "/v3/mail/send"
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -99,6 +109,13 @@ class SendGridTransport:
                 max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1)
             ),
         )
+
+    # Pickled as its configuration (a sender process builds its own connections).
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
     def close(self) -> None:
         self._client.close()

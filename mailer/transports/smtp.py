@@ -70,6 +70,13 @@ class SmtpTransport:
         self._writer: MessageWriter | None = None
         self._pool = ThreadPoolExecutor(config.pool_size, thread_name_prefix="smtp")
 
+    # Pickled as its configuration (a sender process opens its own connections).
+    def __getstate__(self) -> dict[str, SmtpConfig]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, SmtpConfig]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
         return list(self._pool.map(lambda r: self._send_one(envelope, r), recipients))
 

@@ -1,0 +1,299 @@
+"""Senders: sign each recipient's links, then hand the batch to the transport.
+
+Both kinds take the rows a claim picked and give back a future of the transport's
+results, up to ``transport.concurrency`` batches at once:
+
+- ``SenderThreads`` does it in this process, on a pool of threads;
+- ``SenderProcess`` does it in a child process of its own (which runs ``SenderThreads``).
+
+Signing links, building request bodies and talking HTTP are Python work, and so is
+claiming and recording: under one interpreter lock they took turns on one core, and
+every database round trip of the claimer waited for the senders to let go of the lock.
+In a process of their own the senders use the machine's other core, and the claimer's
+round trips wait for nobody.
+
+The child process imports the transport, ``links`` and little else, so that it stays
+small. It ignores SIGINT and SIGTERM: the parent decides when sending stops (it closes
+the pipe, and the child finishes what it holds and exits). If the parent dies, the
+child finishes the batches it holds and exits; their rows are ``unknown`` by then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from mailer.links import UnsubscribeLinks
+from mailer.transports.base import (
+    Envelope,
+    Outcome,
+    Recipient,
+    Result,
+    Transport,
+    TransportUnauthorized,
+)
+
+# A claimed row as senders need it: delivery id, subscriber id, email, name.
+Row = tuple[int, int, str, str | None]
+
+# How long a new sender process may take to say it is ready (imports, the transport).
+START_TIMEOUT = 60.0
+# How long a sender process may take to finish after it was asked to stop; everything
+# it held was answered by then, so this only bounds a hang in closing connections.
+STOP_TIMEOUT = 30.0
+
+
+class SenderUnavailable(RuntimeError):
+    """The batch never reached a sender (it could not start, or had already stopped):
+    nothing of it went out."""
+
+
+class SenderFailed(RuntimeError):
+    """The sender failed with a batch in hand: it may have gone out."""
+
+
+class Senders(Protocol):
+    def submit(self, rows: Sequence[Row]) -> Future[list[Result]]:
+        """Sign the rows' links and hand them to the transport as one batch."""
+        ...
+
+    def close(self) -> None:
+        """Wait for the batches in hand, then let go of the transport's connections."""
+        ...
+
+
+class SenderThreads:
+    """Senders on a pool of threads in this process."""
+
+    def __init__(self, transport: Transport, envelope: Envelope, links: UnsubscribeLinks) -> None:
+        self.transport, self.envelope, self.links = transport, envelope, links
+        self.pool = ThreadPoolExecutor(max(1, transport.concurrency), thread_name_prefix="sender")
+
+    def submit(self, rows: Sequence[Row]) -> Future[list[Result]]:
+        return self.pool.submit(self._send, rows)
+
+    def _send(self, rows: Sequence[Row]) -> list[Result]:
+        url, edition_id = self.links.url, self.envelope.edition_id
+        recipients = [
+            Recipient(delivery_id, email, name, url(subscriber_id, edition_id))
+            for delivery_id, subscriber_id, email, name in rows
+        ]
+        return self.transport.send(self.envelope, recipients)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class SenderProcess:
+    """Senders in a child process: batches go down one pipe, results come up another.
+
+    The transport crosses as its pickle (its configuration: it opens its own
+    connections there). A reader thread here resolves each batch's future as its
+    results arrive.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        envelope: Envelope,
+        base_url: str,
+        secret_key: bytes,
+        *,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        try:
+            job = pickle.dumps((transport, envelope, base_url, secret_key))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise SenderUnavailable(
+                f"the {transport.name} transport cannot move to a sender process: {exc}"
+            ) from exc
+        from_parent, to_child = os.pipe()
+        from_child, to_parent = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        try:
+            # Our own interpreter and module; the arguments are two descriptors.
+            self.process = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "mailer.dispatch.senders", str(from_parent), str(to_parent)],
+                pass_fds=(from_parent, to_parent),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError as exc:
+            os.close(to_child)
+            os.close(from_child)
+            raise SenderUnavailable(f"could not start a sender process: {exc}") from exc
+        finally:
+            # The child's ends are the child's: its exit must read as end-of-file here.
+            os.close(from_parent)
+            os.close(to_parent)
+        self.outbox = Connection(to_child, readable=False)
+        self.inbox = Connection(from_child, writable=False)
+        self.peak_rss_kb = 0
+        self._pending: dict[int, Future[list[Result]]] = {}
+        self._rows: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+        self._tickets = 0
+        self._gone: str | None = None
+        try:
+            self.outbox.send_bytes(job)
+            if not self.inbox.poll(start_timeout):
+                raise SenderUnavailable(f"the sender process did not start in {start_timeout:g} s")
+            answer = self.inbox.recv()
+            if answer[0] != "ready":
+                raise SenderUnavailable(f"the sender process could not start: {answer[1]}")
+        except (OSError, EOFError, SenderUnavailable) as exc:
+            self._stop(kill=True)
+            if isinstance(exc, SenderUnavailable):
+                raise
+            raise SenderUnavailable(f"the sender process could not start: {exc}") from exc
+        self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
+        self.reader.start()
+
+    def submit(self, rows: Sequence[Row]) -> Future[list[Result]]:
+        future: Future[list[Result]] = Future()
+        future.set_running_or_notify_cancel()
+        # Plain tuples: a named tuple would make the child import the class's module.
+        payload = [(r[0], r[1], r[2], r[3]) for r in rows]
+        with self._lock:
+            if self._gone is not None:
+                future.set_exception(SenderUnavailable(self._gone))
+                return future
+            self._tickets += 1
+            ticket = self._tickets
+            self._pending[ticket] = future
+            self._rows[ticket] = [r[0] for r in payload]
+        try:
+            self.outbox.send((ticket, payload))
+        except OSError as exc:
+            # The child had closed its end: it never read this batch.
+            with self._lock:
+                self._pending.pop(ticket, None)
+                self._rows.pop(ticket, None)
+            future.set_exception(SenderUnavailable(f"the sender process is gone: {exc}"))
+        return future
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.inbox.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "bye":
+                self.peak_rss_kb = int(message[1])
+                continue
+            ticket, kind, payload = message
+            with self._lock:
+                future = self._pending.pop(ticket)
+                ids = self._rows.pop(ticket)
+            if kind == "sent":
+                future.set_result([Result(i, Outcome.SENT, payload) for i in ids])
+            elif kind == "results":
+                future.set_result([Result(i, Outcome(o), m, e, d) for i, o, m, e, d in payload])
+            elif kind == "unauthorized":
+                future.set_exception(TransportUnauthorized(payload))
+            else:
+                future.set_exception(SenderFailed(payload))
+        # The child is gone. What it held may have gone out.
+        code = self.process.wait()
+        with self._lock:
+            self._gone = f"the sender process exited (code {code})"
+            held = list(self._pending.values())
+            self._pending.clear()
+            self._rows.clear()
+        for future in held:
+            future.set_exception(SenderFailed(f"{self._gone} with the batch in hand"))
+
+    def close(self) -> None:
+        self._stop(kill=False)
+
+    def _stop(self, *, kill: bool) -> None:
+        if not kill:
+            with contextlib.suppress(OSError):
+                self.outbox.send(None)
+        self.outbox.close()
+        try:
+            self.process.wait(timeout=0 if kill else STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.join()
+        self.inbox.close()
+
+
+def _compact(results: list[Result], ids: list[int]) -> tuple[str, Any]:
+    """The usual answer (every row sent under one message id) as that id alone."""
+    if results and len(results) == len(ids):
+        message_id = results[0].message_id
+        if all(r.outcome is Outcome.SENT and r.message_id == message_id for r in results) and {
+            r.delivery_id for r in results
+        } == set(ids):
+            return "sent", message_id
+    return "results", [
+        (r.delivery_id, r.outcome.value, r.message_id, r.error, r.transport_down) for r in results
+    ]
+
+
+def _child(read_fd: int, write_fd: int) -> int:
+    # The parent decides when sending stops; a terminal's Ctrl-C or a service
+    # manager's SIGTERM reaches the whole process group, this process included.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inbox = Connection(read_fd, writable=False)
+    outbox = Connection(write_fd, readable=False)
+    try:
+        # From the parent that started us, over a pipe only it holds.
+        transport, envelope, base_url, secret_key = pickle.loads(inbox.recv_bytes())  # noqa: S301
+        senders = SenderThreads(transport, envelope, UnsubscribeLinks(base_url, secret_key))
+    except Exception as exc:
+        outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return 1
+    outbox.send(("ready",))
+    lock = threading.Lock()
+
+    def reply(ticket: int, ids: list[int], future: Future[list[Result]]) -> None:
+        message: tuple[int, str, Any]
+        try:
+            message = (ticket, *_compact(future.result(), ids))
+        except TransportUnauthorized as exc:
+            message = (ticket, "unauthorized", str(exc))
+        except BaseException as exc:  # told to the parent, which decides
+            message = (ticket, "failed", f"{type(exc).__name__}: {exc}")
+        # If the parent is gone, the reaper makes these rows unknown.
+        with lock, contextlib.suppress(OSError):
+            outbox.send(message)
+
+    while True:
+        try:
+            item = inbox.recv()
+        except (EOFError, OSError):
+            item = None  # the parent is gone
+        if item is None:
+            break
+        ticket, rows = item
+        callback = functools.partial(reply, ticket, [row[0] for row in rows])
+        senders.submit(rows).add_done_callback(callback)
+    senders.close()
+    transport.close()
+    with lock, contextlib.suppress(OSError):
+        outbox.send(("bye", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(int(sys.argv[1]), int(sys.argv[2])))
