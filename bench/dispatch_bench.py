@@ -12,6 +12,7 @@ memory is this process's maximum resident set size.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import resource
@@ -86,6 +87,18 @@ def sink_cpu(pid: int) -> float:
     return _cpu(Path(f"/proc/{pid}/stat"))
 
 
+class SenderPeaks(logging.Handler):
+    """Catches the sender process's peak memory, which the dispatcher logs as it stops."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.peak_mb = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "sender_process.stopped":
+            self.peak_mb = max(self.peak_mb, float(record.__dict__["peak_rss_mb"]))
+
+
 class Runtime:
     """Just what tests.factories needs."""
 
@@ -153,16 +166,26 @@ def seeded(url: str, n: int) -> int:
     return int(child.stdout.split()[-1])
 
 
-def one_run(url: str, n: int, sink: subprocess.Popen[bytes], sink_url: str) -> float:
+def one_run(url: str, n: int, sink: subprocess.Popen[bytes], sink_url: str) -> tuple[float, float]:
     edition_id = seeded(url, n)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     transport = SendGridTransport("SG.bench", sink_url, timeout=60)
-    settings = DispatchSettings(base_url="https://news.example.org", secret_key=b"k" * 32)
+    # A sender process, as `mailer editions send` has by default (MAILER_SENDER_PROCESS).
+    settings = DispatchSettings(
+        base_url="https://news.example.org", secret_key=b"k" * 32, sender_process=True
+    )
+    sender_peaks = SenderPeaks()
+    dispatch_log = logging.getLogger("mailer.dispatch.dispatcher")
+    dispatch_log.setLevel(logging.INFO)
+    dispatch_log.addHandler(sender_peaks)
     started, cpu_before = time.perf_counter(), os.times()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_before, sink_before = postgres_cpu(), sink_cpu(sink.pid)
-    tally = send_edition(sessions, edition_id, transport, settings)
+    try:
+        tally = send_edition(sessions, edition_id, transport, settings)
+    finally:
+        dispatch_log.removeHandler(sender_peaks)
     elapsed, cpu_after = time.perf_counter() - started, os.times()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     sender = (children_after.ru_utime - children_before.ru_utime) + (
@@ -181,7 +204,7 @@ def one_run(url: str, n: int, sink: subprocess.Popen[bytes], sink_url: str) -> f
         status = session.get(Edition, edition_id).status  # type: ignore[union-attr]
     assert tally["sent"] == n and status == "sent", (tally, status)
     engine.dispose()
-    return elapsed
+    return elapsed, sender_peaks.peak_mb
 
 
 def main() -> None:
@@ -197,10 +220,12 @@ def main() -> None:
     sink, sink_url = start_sink()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            times = []
+            times, sender_peaks = [], []
             for run in range(args.runs):
                 url = args.database_url or f"sqlite:///{Path(tmp) / f'bench-{run}.db'}"
-                times.append(one_run(url, args.n, sink, sink_url))
+                elapsed, sender_peak = one_run(url, args.n, sink, sink_url)
+                times.append(elapsed)
+                sender_peaks.append(sender_peak)
     finally:
         sink.terminate()
         sink.wait()
@@ -214,6 +239,7 @@ def main() -> None:
     print(
         f"{args.n:,} recipients in {median:.2f}s = {args.n / median:,.0f} recipients/s "
         f"(runs: {', '.join(f'{t:.2f}' for t in times)}); peak RSS {peak_mb:.0f} MB "
+        f"in this process and {max(sender_peaks):.0f} MB in the sender process "
         "(the send; seeding runs in a child process)"
     )
 

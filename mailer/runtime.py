@@ -30,6 +30,7 @@ class Runtime:
             batch_size=self.settings.batch_size,
             claim_timeout=timedelta(seconds=self.settings.claim_timeout_seconds),
             throttle_per_second=self.settings.throttle_per_second,
+            sender_process=self.settings.sender_process,
         )
 
     def close(self) -> None:

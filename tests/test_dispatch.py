@@ -60,7 +60,12 @@ def outbox_recipients(runtime: Runtime, edition_id: int) -> list[str]:
 def send(
     runtime: Runtime, edition_id: int, transport: object | None = None, **overrides: object
 ) -> dict[str, int]:
-    settings = replace(runtime.dispatch_settings(), **overrides)  # type: ignore[arg-type]
+    # Threads: these tests' transports record what they were handed in this process.
+    settings = replace(
+        runtime.dispatch_settings(),
+        sender_process=False,
+        **overrides,  # type: ignore[arg-type]
+    )
     return send_edition(
         runtime.sessions,
         edition_id,
@@ -292,7 +297,7 @@ def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -
         return claim_from_start(runtime, edition_id, list_ids, batches)
 
     claims = [claim(), claim(), claim(batches=2)]
-    held = [[d.delivery_id for d in b.deliveries] for c in claims if c for b in c.batches]
+    held = [b.delivery_ids for c in claims if c for b in c.batches]
     assert [len(ids) for ids in held] == [10, 10, 5]
     assert len({i for ids in held for i in ids}) == 25  # nobody in two batches
     assert claim() is None  # every row is in flight
@@ -308,16 +313,16 @@ def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -
         ledger.record(
             connection,
             batch.batch_id,
-            [d.delivery_id for d in batch.deliveries],
+            batch.delivery_ids,
             [
-                Result(d.delivery_id, Outcome.RETRY if d in refused else Outcome.SENT, "m")
+                Result(d[0], Outcome.RETRY if d in refused else Outcome.SENT, "m")
                 for d in batch.deliveries
             ],
             backoff=False,
         )
     again = claim()
     assert again is not None
-    assert [d.delivery_id for d in again.batches[0].deliveries] == [d.delivery_id for d in refused]
+    assert again.batches[0].delivery_ids == [d[0] for d in refused]
 
 
 def test_a_batch_sent_whole_is_recorded_on_its_batch_row_alone(runtime: Runtime) -> None:
@@ -364,8 +369,8 @@ def test_cancel_keeps_batches_sent_whole_sent(runtime: Runtime) -> None:
     transport = BatchApi(runtime.settings.outbox_dir)
     with runtime.engine.connect() as connection, connection.begin():
         for batch in claim.batches:
-            ids = [d.delivery_id for d in batch.deliveries]
-            recipients = [Recipient(d.delivery_id, d.email, d.name, "u") for d in batch.deliveries]
+            ids = batch.delivery_ids
+            recipients = [Recipient(i, email, name, "u") for i, _, email, name in batch.deliveries]
             results = transport.send(envelope, recipients)
             ledger.record(connection, batch.batch_id, ids, results, whole=batch.whole)
 
@@ -388,12 +393,12 @@ def test_a_resent_unknown_row_inside_a_later_batchs_range_goes_out_again(
         ledger.lock_edition(connection, edition_id)
         first = ledger.claim(connection, edition_id, list_ids, "w", "outbox", 1)
         assert first is not None
-        (lost,) = first.batches[0].deliveries
+        (lost,) = first.batches[0].delivery_ids
         ledger.record(
             connection,
             first.batches[0].batch_id,
-            [lost.delivery_id],
-            [Result(lost.delivery_id, Outcome.UNKNOWN, error="timed out")],
+            [lost],
+            [Result(lost, Outcome.UNKNOWN, error="timed out")],
         )
     # A fresh worker claims from the start: its range spans the unknown row, which an
     # operator may queue again later, so this batch must not close its range for good.
@@ -401,7 +406,7 @@ def test_a_resent_unknown_row_inside_a_later_batchs_range_goes_out_again(
     assert rest is not None and not rest.batches[0].whole
     with runtime.engine.connect() as connection, connection.begin():
         batch = rest.batches[0]
-        ids = [d.delivery_id for d in batch.deliveries]
+        ids = batch.delivery_ids
         results = [Result(i, Outcome.SENT, "one-id") for i in ids]
         ledger.record(connection, batch.batch_id, ids, results, whole=batch.whole)
     with transaction(runtime.sessions) as session:
@@ -410,7 +415,7 @@ def test_a_resent_unknown_row_inside_a_later_batchs_range_goes_out_again(
     transport = BatchApi(runtime.settings.outbox_dir)
     tally = send(runtime, edition_id, transport, batch_size=10)
 
-    assert transport.handed == [lost.delivery_id]
+    assert transport.handed == [lost]
     assert tally == {**tally, "sent": 5, "unknown": 0, "queued": 0}
 
 
@@ -459,7 +464,7 @@ def test_cancel_skips_rows_waiting_inside_an_open_batchs_range(runtime: Runtime)
             delivery.retry_after = datetime.now(UTC) + timedelta(hours=3)
     claim = claim_from_start(runtime, edition_id, list_ids)
     assert claim is not None
-    held = [d.delivery_id for d in claim.batches[0].deliveries]
+    held = claim.batches[0].delivery_ids
     assert held == ids[:2] + ids[4:12]
 
     with transaction(runtime.sessions) as session:

@@ -23,6 +23,7 @@ from mailer.transports.sendgrid import SendGridTransport, substitution_keys
 from subscribers.models import Subscriber
 from tests import factories
 from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
+from tests.waits import no_wait
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def sink() -> Iterator[SinkServer]:
 
 
 def transport(base_url: str, key: str = API_KEY, timeout: float = 2.0) -> SendGridTransport:
-    return SendGridTransport(key, base_url, timeout=timeout, sleep=lambda _seconds: None)
+    return SendGridTransport(key, base_url, timeout=timeout, sleep=no_wait)
 
 
 def prepared(runtime: Runtime, count: int) -> int:

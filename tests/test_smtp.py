@@ -324,7 +324,9 @@ def test_a_refused_login_pauses_the_edition_and_sends_nothing(
         )
     )
     try:
-        tally = send_edition(runtime.sessions, edition_id, smtp, runtime.dispatch_settings())
+        # Threads: a TLS context made here for the test's CA cannot move to a sender process.
+        settings = replace(runtime.dispatch_settings(), sender_process=False)
+        tally = send_edition(runtime.sessions, edition_id, smtp, settings)
     finally:
         smtp.close()
         controller.stop()

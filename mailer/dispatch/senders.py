@@ -30,10 +30,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailer.links import UnsubscribeLinks
 from mailer.transports.base import (
@@ -45,8 +45,9 @@ from mailer.transports.base import (
     TransportUnauthorized,
 )
 
-# A claimed row as senders need it: delivery id, subscriber id, email, name.
-Row = tuple[int, int, str, str | None]
+if TYPE_CHECKING:
+    # Not at run time: the sender process has no use for the ledger (SQLAlchemy).
+    from mailer.dispatch.ledger import Claimed
 
 # How long a new sender process may take to say it is ready (imports, the transport).
 START_TIMEOUT = 60.0
@@ -65,7 +66,7 @@ class SenderFailed(RuntimeError):
 
 
 class Senders(Protocol):
-    def submit(self, rows: Sequence[Row]) -> Future[list[Result]]:
+    def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
         """Sign the rows' links and hand them to the transport as one batch."""
         ...
 
@@ -81,10 +82,10 @@ class SenderThreads:
         self.transport, self.envelope, self.links = transport, envelope, links
         self.pool = ThreadPoolExecutor(max(1, transport.concurrency), thread_name_prefix="sender")
 
-    def submit(self, rows: Sequence[Row]) -> Future[list[Result]]:
+    def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
         return self.pool.submit(self._send, rows)
 
-    def _send(self, rows: Sequence[Row]) -> list[Result]:
+    def _send(self, rows: Sequence[Claimed]) -> list[Result]:
         url, edition_id = self.links.url, self.envelope.edition_id
         recipients = [
             Recipient(delivery_id, email, name, url(subscriber_id, edition_id))
@@ -92,8 +93,8 @@ class SenderThreads:
         ]
         return self.transport.send(self.envelope, recipients)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def close(self, *, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 class SenderProcess:
@@ -163,11 +164,9 @@ class SenderProcess:
         self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
         self.reader.start()
 
-    def submit(self, rows: Sequence[Row]) -> Future[list[Result]]:
+    def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
         future: Future[list[Result]] = Future()
         future.set_running_or_notify_cancel()
-        # Plain tuples: a named tuple would make the child import the class's module.
-        payload = [(r[0], r[1], r[2], r[3]) for r in rows]
         with self._lock:
             if self._gone is not None:
                 future.set_exception(SenderUnavailable(self._gone))
@@ -175,9 +174,9 @@ class SenderProcess:
             self._tickets += 1
             ticket = self._tickets
             self._pending[ticket] = future
-            self._rows[ticket] = [r[0] for r in payload]
+            self._rows[ticket] = [row[0] for row in rows]
         try:
-            self.outbox.send((ticket, payload))
+            self.outbox.send((ticket, rows))
         except OSError as exc:
             # The child had closed its end: it never read this batch.
             with self._lock:
@@ -249,6 +248,19 @@ def _compact(results: list[Result], ids: list[int]) -> tuple[str, Any]:
     ]
 
 
+def _peak_rss_kb() -> int:
+    """This process's own peak resident memory. Not ``ru_maxrss``: Linux carries the
+    parent's peak at the time of the fork over into it, across ``exec``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _child(read_fd: int, write_fd: int) -> int:
     # The parent decides when sending stops; a terminal's Ctrl-C or a service
     # manager's SIGTERM reaches the whole process group, this process included.
@@ -272,26 +284,32 @@ def _child(read_fd: int, write_fd: int) -> int:
             message = (ticket, *_compact(future.result(), ids))
         except TransportUnauthorized as exc:
             message = (ticket, "unauthorized", str(exc))
+        except CancelledError:
+            return  # never begun, and nobody to tell
         except BaseException as exc:  # told to the parent, which decides
             message = (ticket, "failed", f"{type(exc).__name__}: {exc}")
         # If the parent is gone, the reaper makes these rows unknown.
         with lock, contextlib.suppress(OSError):
             outbox.send(message)
 
+    parent_gone = False
     while True:
         try:
             item = inbox.recv()
         except (EOFError, OSError):
-            item = None  # the parent is gone
-        if item is None:
+            parent_gone = True
             break
+        if item is None:
+            break  # asked to stop: finish every batch handed over
         ticket, rows = item
         callback = functools.partial(reply, ticket, [row[0] for row in rows])
         senders.submit(rows).add_done_callback(callback)
-    senders.close()
+    # A parent that died was most likely stopped on purpose: batches not yet begun stay
+    # unsent (their rows become unknown all the same, and resending them is safe).
+    senders.close(cancel=parent_gone)
     transport.close()
     with lock, contextlib.suppress(OSError):
-        outbox.send(("bye", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        outbox.send(("bye", _peak_rss_kb()))
     return 0
 
 
