@@ -1,0 +1,255 @@
+"""Senders in a process of their own: what crosses, what happens when it dies or cannot start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import select
+
+from mailer.db.models import Delivery, Edition, EditionStatus
+from mailer.dispatch import ledger
+from mailer.dispatch.dispatcher import envelope_for, send_edition
+from mailer.dispatch.senders import SenderFailed, SenderProcess
+from mailer.runtime import Runtime
+from mailer.transports.base import Envelope, Outcome, Recipient, Result
+from mailer.transports.outbox import OutboxTransport
+from mailer.transports.sendgrid import SendGridTransport
+from mailer.transports.smtp import SmtpConfig, SmtpTransport
+from subscribers.tokens import verify_unsubscribe
+from tests import factories
+from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
+from tests.waits import no_wait
+
+SECRET = b"s" * 32
+T = TypeVar("T")
+
+
+@pytest.fixture
+def sink() -> Iterator[SinkServer]:
+    with sendgrid_sink() as server:
+        yield server
+
+
+def transport(base_url: str, *, timeout: float = 5.0, concurrency: int = 4) -> SendGridTransport:
+    return SendGridTransport(
+        API_KEY, base_url, timeout=timeout, concurrency=concurrency, sleep=no_wait
+    )
+
+
+def prepared(runtime: Runtime, count: int) -> int:
+    newsletter_id = factories.newsletter(runtime)
+    factories.subscribers(runtime, count)
+    return factories.edition(runtime, newsletter_id)
+
+
+def send(
+    runtime: Runtime, edition_id: int, sg: SendGridTransport, **overrides: object
+) -> dict[str, int]:
+    settings = replace(runtime.dispatch_settings(), sender_process=True, **overrides)  # type: ignore[arg-type]
+    try:
+        return send_edition(runtime.sessions, edition_id, sg, settings)
+    finally:
+        sg.close()
+
+
+def sender_processes() -> list[int]:
+    """Pids of this process's children that run a sender process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == os.getpid() and b"mailer.dispatch.senders" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+def test_an_edition_goes_out_through_a_sender_process(runtime: Runtime, sink: SinkServer) -> None:
+    edition_id = prepared(runtime, 2500)
+
+    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=100)
+
+    assert tally["sent"] == 2500
+    seen = sink.sink.delivery_ids()
+    assert len(seen) == len(set(seen)) == 2500
+    # The links were signed in the sender process, with the key the parent holds.
+    with runtime.sessions() as session:
+        by_delivery = {d.id: d.subscriber_id for d in session.scalars(select(Delivery))}
+    key = runtime.settings.require_secret_key()
+    for body in sink.sink.bodies[:3]:
+        for personalization in body["personalizations"]:
+            url = personalization["headers"]["List-Unsubscribe"].strip("<>")
+            token = verify_unsubscribe(key, url.rpartition("/u/")[2])
+            delivery_id = int(personalization["custom_args"]["delivery_id"])
+            assert token.subscriber_id == by_delivery[delivery_id]
+            assert token.edition_id == edition_id
+    assert sender_processes() == []  # it is gone once the send is over
+
+
+def test_a_sender_process_killed_mid_send_leaves_what_it_held_unknown(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    edition_id = prepared(runtime, 30)
+    # Three batches handed over together; the second hangs at the provider.
+    sink.sink.actions = ["ok", "hang"]
+    sink.sink.hang_seconds = 3.0
+    outcome: list[BaseException | dict[str, int]] = []
+
+    def run() -> None:
+        try:
+            outcome.append(send(runtime, edition_id, transport(sink.base_url), batch_size=10))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    sending = threading.Thread(target=run)
+    sending.start()
+    wait_for(lambda: -1 in sink.sink.answered and len(sink.sink.bodies) == 3)
+    (child,) = sender_processes()
+    os.kill(child, signal.SIGKILL)
+    sending.join(timeout=30)
+
+    assert not sending.is_alive()
+    (error,) = outcome
+    assert isinstance(error, SenderFailed) and "exited" in str(error)
+    with runtime.sessions() as session:
+        tally = ledger.counts(session, edition_id)
+        rows = ledger.rows(session, edition_id)
+    # The hung batch (and any whose answer had not come back yet) may have gone out.
+    assert tally["unknown"] >= 10 and tally["sent"] + tally["unknown"] == 30
+    assert tally["queued"] == tally["sending"] == 0
+    assert all("sender process exited" in (r.error or "") for r in rows if r.status == "unknown")
+
+    again = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+
+    assert again["unknown"] == tally["unknown"]  # never resent blindly
+    seen = sink.sink.delivery_ids()
+    assert len(seen) == len(set(seen)) == 30
+
+
+def test_a_sender_process_that_cannot_start_leaves_every_row_queued(
+    runtime: Runtime, sink: SinkServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    edition_id = prepared(runtime, 20)
+    # A transport holding a lambda cannot cross to another process.
+    sg = SendGridTransport(API_KEY, sink.base_url, sleep=lambda _seconds: None)
+
+    with caplog.at_level(logging.ERROR, logger="mailer.dispatch.dispatcher"):
+        tally = send(runtime, edition_id, sg, batch_size=10)
+
+    assert tally["queued"] == 20 and sink.sink.bodies == []
+    with runtime.sessions() as session:
+        attempts = session.scalars(select(Delivery.attempts)).all()
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.SENDING
+    assert set(attempts) == {0}  # no recipient's fault: no attempt spent
+    (record,) = [r for r in caplog.records if r.getMessage() == "edition.sender_unavailable"]
+    assert "cannot move to a sender process" in record.__dict__["error"]
+
+
+def envelope(runtime: Runtime) -> Envelope:
+    edition_id = prepared(runtime, 1)
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        return envelope_for(edition)
+
+
+def rows(first: int, count: int) -> list[ledger.Claimed]:
+    return [(i, i, f"reader{i}@example.org", f"Reader {i}") for i in range(first, first + count)]
+
+
+def test_a_sender_process_finishes_what_it_holds_and_ignores_interrupts(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    env = replace(envelope(runtime), edition_id=1)
+    sg = transport(sink.base_url, timeout=1.0, concurrency=1)
+    senders = SenderProcess(sg, env, "https://x.test", SECRET)
+    sink.sink.actions = ["hang"]
+    sink.sink.hang_seconds = 0.5
+    futures = [senders.submit(rows(1 + 10 * n, 10)) for n in range(3)]
+    wait_for(lambda: len(sink.sink.bodies) == 1)
+    # A terminal's Ctrl-C reaches the whole process group; the parent decides.
+    os.kill(senders.process.pid, signal.SIGINT)
+
+    senders.close()
+
+    assert senders.process.returncode == 0 and senders.peak_rss_kb > 0
+    first, *rest = [future.result() for future in futures]
+    assert {r.outcome for r in first} == {Outcome.UNKNOWN}  # the hung request timed out
+    assert all(r.outcome is Outcome.SENT for results in rest for r in results)
+    assert sorted(sink.sink.accepted_ids()) == list(range(11, 31))
+
+
+def test_a_sender_process_whose_parent_is_gone_begins_nothing_more(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    env = replace(envelope(runtime), edition_id=1)
+    sg = transport(sink.base_url, timeout=1.0, concurrency=1)
+    senders = SenderProcess(sg, env, "https://x.test", SECRET)
+    sink.sink.actions = ["hang"]
+    sink.sink.hang_seconds = 0.5
+    futures: list[Future[list[Result]]] = [senders.submit(rows(1 + 10 * n, 10)) for n in range(3)]
+    wait_for(lambda: len(sink.sink.bodies) == 1)
+
+    senders.outbox.close()  # what the child sees when its parent dies: end of file
+    senders.process.wait(timeout=10)
+    senders.close()
+
+    assert len(sink.sink.bodies) == 1  # the two batches not yet begun never went out
+    for future in futures[1:]:
+        with pytest.raises(SenderFailed):
+            future.result()
+
+
+def crossed(transport: T) -> T:
+    """The transport as a sender process receives it."""
+    copy: T = pickle.loads(pickle.dumps(transport))  # noqa: S301 - made just above
+    return copy
+
+
+def test_transports_cross_to_a_sender_process_as_their_configuration(
+    runtime: Runtime, tmp_path: Path, sink: SinkServer
+) -> None:
+    env = envelope(runtime)
+    sg = SendGridTransport(API_KEY, sink.base_url, timeout=7.0, concurrency=3, sleep=no_wait)
+    sg.close()  # the copy opens connections of its own
+    copy = crossed(sg)
+    assert copy.concurrency == 3
+    recipients = [Recipient(7, "ada@example.org", "Ada", "https://x.test/u/7")]
+    assert [r.outcome for r in copy.send(env, recipients)] == [Outcome.SENT]
+    assert sink.sink.delivery_ids() == [7]
+    copy.close()
+
+    smtp = SmtpTransport(SmtpConfig(host="127.0.0.1", port=2525, security="none"))
+    smtp_copy = crossed(smtp)
+    assert smtp_copy.config == smtp.config
+    smtp.close()
+    smtp_copy.close()
+
+    outbox = crossed(OutboxTransport(tmp_path))
+    assert [r.outcome for r in outbox.send(env, recipients)] == [Outcome.SENT]
+    assert list(outbox.folder_for(env.edition_id).glob("*.eml"))
