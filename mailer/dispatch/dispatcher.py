@@ -37,7 +37,13 @@ from mailer.db.models import (
 )
 from mailer.db.session import transaction
 from mailer.dispatch import ledger, liveness
-from mailer.dispatch.senders import SenderProcess, Senders, SenderThreads, SenderUnavailable
+from mailer.dispatch.senders import (
+    START_TIMEOUT,
+    SenderProcess,
+    Senders,
+    SenderThreads,
+    SenderUnavailable,
+)
 from mailer.links import UnsubscribeLinks
 from mailer.transports.base import (
     Envelope,
@@ -349,26 +355,9 @@ class _Pipeline:
         self.connection, self.edition_id = connection, edition_id
         self.envelope, self.transport, self.progress = envelope, transport, progress
         self.settings = settings
-        concurrency = max(1, transport.concurrency)
-        if settings.sender_process:
-            # A sender process answers later than threads do (the pipe, and its own
-            # interpreter lock between reading the pipe and building a body): three
-            # times as many batches in flight keep it busy (12 against 4 in flight:
-            # 2.76 s against 3.56 s for 300,000 on SQLite). The extra ones wait in its
-            # queue for a sender thread, not here. SQLite claims a turn's worth at a
-            # time (2.89 s against 3.03 s with half that); on PostgreSQL a claim of
-            # twice as many rows held the lock so long that the senders ran dry
-            # (68,300/s against 75,300/s).
-            self.depth = concurrency * 3
-            postgres = connection.dialect.name == "postgresql"
-            self.claim_depth = max(1, concurrency // 2) if postgres else concurrency
-        else:
-            # Batches per claim: half of those in flight, so that a claim's round trips
-            # are shared while the other half is in flight.
-            self.depth, self.claim_depth = concurrency, max(1, concurrency // 2)
+        self._pace(in_a_process=settings.sender_process)
         # Started with the first batch: a pass that finds nothing to claim starts none.
         self.senders: Senders | None = None
-        self.unavailable: SenderUnavailable | None = None
         self.in_flight: dict[Future[list[Result]], ledger.ClaimedBatch] = {}
         self.halted = False  # stop claiming: the transport is down or unauthorized
         self.crash: BaseException | None = None
@@ -380,13 +369,37 @@ class _Pipeline:
     def __enter__(self) -> _Pipeline:
         return self
 
+    def _pace(self, *, in_a_process: bool) -> None:
+        """How many batches may be in flight, and how many one claim takes."""
+        concurrency = max(1, self.transport.concurrency)
+        if in_a_process:
+            # A sender process answers later than threads do (the pipe, and its own
+            # interpreter lock between reading the pipe and building a body): three
+            # times as many batches in flight keep it busy (12 against 4 in flight:
+            # 2.76 s against 3.56 s for 300,000 on SQLite). The extra ones wait in its
+            # queue for a sender thread, not here. SQLite claims a turn's worth at a
+            # time (2.89 s against 3.03 s with half that); on PostgreSQL a claim of
+            # twice as many rows held the lock so long that the senders ran dry
+            # (68,300/s against 75,300/s).
+            self.depth = concurrency * 3
+            postgres = self.connection.dialect.name == "postgresql"
+            self.claim_depth = max(1, concurrency // 2) if postgres else concurrency
+        else:
+            # Batches per claim: half of those in flight, so that a claim's round trips
+            # are shared while the other half is in flight.
+            self.depth, self.claim_depth = concurrency, max(1, concurrency // 2)
+
     def __exit__(self, *exc_info: object) -> None:
         # Whatever happens, what went out is recorded before we leave.
+        settled = False
         try:
             self.settle_all()
+            settled = True
         finally:
             if self.senders is not None:
-                self.senders.close()
+                # Unsettled (the recorder failed, say): batches not yet begun stay
+                # unsent rather than go out with nobody to record them.
+                self.senders.close(cancel=not settled)
                 if isinstance(self.senders, SenderProcess):
                     log.info(
                         "sender_process.stopped",
@@ -401,35 +414,32 @@ class _Pipeline:
             raise self.crash
 
     def hand_over(self, batch: ledger.ClaimedBatch) -> None:
-        senders = self._senders()
-        if senders is None:
-            future: Future[list[Result]] = Future()
-            future.set_exception(self.unavailable or SenderUnavailable("no sender"))
-        else:
-            future = senders.submit(batch.deliveries)
-        self.in_flight[future] = batch
+        self.in_flight[self._senders().submit(batch.deliveries)] = batch
 
-    def _senders(self) -> Senders | None:
-        if self.senders is None and self.unavailable is None:
+    def _senders(self) -> Senders:
+        if self.senders is None:
             settings = self.settings
-            try:
-                self.senders = (
-                    SenderProcess(
-                        self.transport, self.envelope, settings.base_url, settings.secret_key
-                    )
-                    if settings.sender_process
-                    else SenderThreads(
+            links = UnsubscribeLinks(settings.base_url, settings.secret_key)
+            if settings.sender_process:
+                try:
+                    # Well within the claim timeout: the batch just claimed waits.
+                    timeout = min(START_TIMEOUT, settings.claim_timeout.total_seconds() / 2)
+                    self.senders = SenderProcess(
                         self.transport,
                         self.envelope,
-                        UnsubscribeLinks(settings.base_url, settings.secret_key),
+                        settings.base_url,
+                        settings.secret_key,
+                        start_timeout=timeout,
                     )
-                )
-            except SenderUnavailable as exc:
-                log.error(
-                    "edition.sender_unavailable",
-                    extra={"edition_id": self.edition_id, "error": str(exc)},
-                )
-                self.unavailable = exc
+                except SenderUnavailable as exc:
+                    # Slower, not stopped: threads here send the same mail.
+                    log.warning(
+                        "sender_process.unavailable",
+                        extra={"edition_id": self.edition_id, "error": str(exc)},
+                    )
+                    self._pace(in_a_process=False)
+            if self.senders is None:
+                self.senders = SenderThreads(self.transport, self.envelope, links)
         return self.senders
 
     def make_room(self, batches: int) -> None:

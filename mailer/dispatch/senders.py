@@ -13,9 +13,10 @@ In a process of their own the senders use the machine's other core, and the clai
 round trips wait for nobody.
 
 The child process imports the transport, ``links`` and little else, so that it stays
-small. It ignores SIGINT and SIGTERM: the parent decides when sending stops (it closes
-the pipe, and the child finishes what it holds and exits). If the parent dies, the
-child finishes the batches it holds and exits; their rows are ``unknown`` by then.
+small. It ignores SIGINT and SIGTERM: the parent decides when sending stops (it says so
+down the pipe, and the child finishes what it holds and exits). If the parent dies, or
+closes the pipe without a word, the child exits at once: nobody would record what it
+sends, and the rows of everything it held are ``unknown`` by then.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from mailer.dispatch.ledger import Claimed
 
 # How long a new sender process may take to say it is ready (imports, the transport).
-START_TIMEOUT = 60.0
+START_TIMEOUT = 20.0
 # How long a sender process may take to finish after it was asked to stop; everything
 # it held was answered by then, so this only bounds a hang in closing connections.
 STOP_TIMEOUT = 30.0
@@ -70,8 +71,8 @@ class Senders(Protocol):
         """Sign the rows' links and hand them to the transport as one batch."""
         ...
 
-    def close(self) -> None:
-        """Wait for the batches in hand, then let go of the transport's connections."""
+    def close(self, *, cancel: bool = False) -> None:
+        """Wait for the batches in hand (with ``cancel``, only those begun)."""
         ...
 
 
@@ -94,6 +95,7 @@ class SenderThreads:
         return self.transport.send(self.envelope, recipients)
 
     def close(self, *, cancel: bool = False) -> None:
+        """Wait for the batches begun; with ``cancel``, those not yet begun are dropped."""
         self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
@@ -102,7 +104,8 @@ class SenderProcess:
 
     The transport crosses as its pickle (its configuration: it opens its own
     connections there). A reader thread here resolves each batch's future as its
-    results arrive.
+    results arrive; whoever takes a batch's ticket off the pending list, the reader or
+    a failed ``submit``, is the one that resolves it.
     """
 
     def __init__(
@@ -116,53 +119,40 @@ class SenderProcess:
     ) -> None:
         try:
             job = pickle.dumps((transport, envelope, base_url, secret_key))
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        except Exception as exc:
             raise SenderUnavailable(
                 f"the {transport.name} transport cannot move to a sender process: {exc}"
             ) from exc
-        from_parent, to_child = os.pipe()
-        from_child, to_parent = os.pipe()
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        try:
-            # Our own interpreter and module; the arguments are two descriptors.
-            self.process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "mailer.dispatch.senders", str(from_parent), str(to_parent)],
-                pass_fds=(from_parent, to_parent),
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        except OSError as exc:
-            os.close(to_child)
-            os.close(from_child)
-            raise SenderUnavailable(f"could not start a sender process: {exc}") from exc
-        finally:
-            # The child's ends are the child's: its exit must read as end-of-file here.
-            os.close(from_parent)
-            os.close(to_parent)
-        self.outbox = Connection(to_child, readable=False)
-        self.inbox = Connection(from_child, writable=False)
-        self.peak_rss_kb = 0
-        self._pending: dict[int, Future[list[Result]]] = {}
-        self._rows: dict[int, list[int]] = {}
+        self._pending: dict[int, tuple[Future[list[Result]], list[int]]] = {}
         self._lock = threading.Lock()
         self._tickets = 0
         self._gone: str | None = None
+        self.peak_rss_kb = 0
         try:
-            self.outbox.send_bytes(job)
-            if not self.inbox.poll(start_timeout):
-                raise SenderUnavailable(f"the sender process did not start in {start_timeout:g} s")
-            answer = self.inbox.recv()
-            if answer[0] != "ready":
-                raise SenderUnavailable(f"the sender process could not start: {answer[1]}")
-        except (OSError, EOFError, SenderUnavailable) as exc:
-            self._stop(kill=True)
+            self.process, self.outbox, self.inbox = _spawn()
+        except OSError as exc:
+            raise SenderUnavailable(f"could not start a sender process: {exc}") from exc
+        try:
+            self._hand_job(job, start_timeout)
+        except BaseException as exc:
+            self._abandon()
             if isinstance(exc, SenderUnavailable):
                 raise
             raise SenderUnavailable(f"the sender process could not start: {exc}") from exc
         self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
         self.reader.start()
+
+    def _hand_job(self, job: bytes, timeout: float) -> None:
+        # The job (the rendered edition) outgrows the pipe's buffer: written from a
+        # thread, so that a child stuck before reading it cannot hold us past the timeout.
+        writer = threading.Thread(target=self.outbox.send_bytes, args=(job,), daemon=True)
+        writer.start()
+        if not self.inbox.poll(timeout):
+            raise SenderUnavailable(f"the sender process did not start in {timeout:g} s")
+        answer = self.inbox.recv()
+        writer.join()
+        if answer[0] != "ready":
+            raise SenderUnavailable(f"the sender process could not start: {answer[1]}")
 
     def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
         future: Future[list[Result]] = Future()
@@ -173,66 +163,106 @@ class SenderProcess:
                 return future
             self._tickets += 1
             ticket = self._tickets
-            self._pending[ticket] = future
-            self._rows[ticket] = [row[0] for row in rows]
+            self._pending[ticket] = (future, [row[0] for row in rows])
         try:
             self.outbox.send((ticket, rows))
         except OSError as exc:
-            # The child had closed its end: it never read this batch.
             with self._lock:
-                self._pending.pop(ticket, None)
-                self._rows.pop(ticket, None)
-            future.set_exception(SenderUnavailable(f"the sender process is gone: {exc}"))
+                mine = self._pending.pop(ticket, None) is not None
+            if mine:  # else the reader saw the child go and failed it already
+                # The child had closed its end: it never read this batch.
+                future.set_exception(SenderUnavailable(f"the sender process is gone: {exc}"))
         return future
 
     def _read(self) -> None:
-        while True:
-            try:
-                message = self.inbox.recv()
-            except (EOFError, OSError):
-                break
-            if message[0] == "bye":
-                self.peak_rss_kb = int(message[1])
-                continue
-            ticket, kind, payload = message
+        try:
+            while True:
+                try:
+                    message = self.inbox.recv()
+                except (EOFError, OSError):
+                    break
+                if message[0] == "bye":
+                    self.peak_rss_kb = int(message[1])
+                    continue
+                ticket, kind, payload = message
+                with self._lock:
+                    future, ids = self._pending.pop(ticket)
+                if kind == "sent":
+                    future.set_result([Result(i, Outcome.SENT, payload) for i in ids])
+                elif kind == "results":
+                    future.set_result([Result(i, Outcome(o), m, e, d) for i, o, m, e, d in payload])
+                elif kind == "unauthorized":
+                    future.set_exception(TransportUnauthorized(payload))
+                else:
+                    future.set_exception(SenderFailed(payload))
+        finally:
+            # The child is gone (or its answers make no sense): what it held may have
+            # gone out.
+            code = self.process.wait()
             with self._lock:
-                future = self._pending.pop(ticket)
-                ids = self._rows.pop(ticket)
-            if kind == "sent":
-                future.set_result([Result(i, Outcome.SENT, payload) for i in ids])
-            elif kind == "results":
-                future.set_result([Result(i, Outcome(o), m, e, d) for i, o, m, e, d in payload])
-            elif kind == "unauthorized":
-                future.set_exception(TransportUnauthorized(payload))
-            else:
-                future.set_exception(SenderFailed(payload))
-        # The child is gone. What it held may have gone out.
-        code = self.process.wait()
-        with self._lock:
-            self._gone = f"the sender process exited (code {code})"
-            held = list(self._pending.values())
-            self._pending.clear()
-            self._rows.clear()
-        for future in held:
-            future.set_exception(SenderFailed(f"{self._gone} with the batch in hand"))
+                self._gone = f"the sender process exited (code {code})"
+                held = [future for future, _ids in self._pending.values()]
+                self._pending.clear()
+            for future in held:
+                future.set_exception(SenderFailed(f"{self._gone} with the batch in hand"))
 
-    def close(self) -> None:
-        self._stop(kill=False)
-
-    def _stop(self, *, kill: bool) -> None:
-        if not kill:
+    def close(self, *, cancel: bool = False) -> None:
+        """Let the child finish every batch it holds and exit; with ``cancel``, only
+        those it has begun (the others stay unsent, and their rows become unknown)."""
+        if not cancel:
             with contextlib.suppress(OSError):
                 self.outbox.send(None)
         self.outbox.close()
         try:
-            self.process.wait(timeout=0 if kill else STOP_TIMEOUT)
+            self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait()
-        reader = getattr(self, "reader", None)
-        if reader is not None:
-            reader.join()
+        self.reader.join()
         self.inbox.close()
+
+    def _abandon(self) -> None:
+        self.outbox.close()
+        self.process.kill()
+        self.process.wait()
+        self.inbox.close()
+
+
+def _spawn() -> tuple[subprocess.Popen[bytes], Connection, Connection]:
+    """A sender process, and the pipe ends that talk to it."""
+    from_parent, to_child = os.pipe()
+    try:
+        from_child, to_parent = os.pipe()
+    except OSError:
+        os.close(from_parent)
+        os.close(to_child)
+        raise
+    # Isolated (-I): neither the working directory nor PYTHON* variables decide what it
+    # imports; it takes this very package, from where this process took it.
+    bootstrap = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from mailer.dispatch.senders import run_child; "
+        "sys.exit(run_child(int(sys.argv[2]), int(sys.argv[3])))"
+    )
+    package_root = str(Path(__file__).resolve().parents[2])
+    # Its configuration comes down the pipe; the service's secrets stay out of its
+    # environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    try:
+        process = subprocess.Popen(  # noqa: S603 - our interpreter, our code, two descriptors
+            [sys.executable, "-I", "-c", bootstrap, package_root, str(from_parent), str(to_parent)],
+            pass_fds=(from_parent, to_parent),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    except BaseException:
+        os.close(to_child)
+        os.close(from_child)
+        raise
+    finally:
+        # The child's ends are the child's: its exit must read as end-of-file here.
+        os.close(from_parent)
+        os.close(to_parent)
+    return process, Connection(to_child, readable=False), Connection(from_child, writable=False)
 
 
 def _compact(results: list[Result], ids: list[int]) -> tuple[str, Any]:
@@ -261,7 +291,8 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _child(read_fd: int, write_fd: int) -> int:
+def run_child(read_fd: int, write_fd: int) -> int:
+    """The sender process's life: take the job, then batches until told to stop."""
     # The parent decides when sending stops; a terminal's Ctrl-C or a service
     # manager's SIGTERM reaches the whole process group, this process included.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -282,36 +313,32 @@ def _child(read_fd: int, write_fd: int) -> int:
         message: tuple[int, str, Any]
         try:
             message = (ticket, *_compact(future.result(), ids))
-        except TransportUnauthorized as exc:
-            message = (ticket, "unauthorized", str(exc))
         except CancelledError:
             return  # never begun, and nobody to tell
+        except TransportUnauthorized as exc:
+            message = (ticket, "unauthorized", str(exc))
         except BaseException as exc:  # told to the parent, which decides
             message = (ticket, "failed", f"{type(exc).__name__}: {exc}")
         # If the parent is gone, the reaper makes these rows unknown.
         with lock, contextlib.suppress(OSError):
             outbox.send(message)
 
-    parent_gone = False
     while True:
         try:
             item = inbox.recv()
         except (EOFError, OSError):
-            parent_gone = True
-            break
+            # The parent died, or gave up on what it handed over: nobody will record
+            # what happens now, and the rows of every batch here are unknown. Batches
+            # not yet begun stay unsent (resending them is then safe); those under way
+            # are cut off rather than retried for minutes on nobody's behalf.
+            os._exit(0)
         if item is None:
             break  # asked to stop: finish every batch handed over
         ticket, rows = item
         callback = functools.partial(reply, ticket, [row[0] for row in rows])
         senders.submit(rows).add_done_callback(callback)
-    # A parent that died was most likely stopped on purpose: batches not yet begun stay
-    # unsent (their rows become unknown all the same, and resending them is safe).
-    senders.close(cancel=parent_gone)
+    senders.close()
     transport.close()
     with lock, contextlib.suppress(OSError):
         outbox.send(("bye", _peak_rss_kb()))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(int(sys.argv[1]), int(sys.argv[2])))
