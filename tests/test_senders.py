@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from mailer.db.models import Delivery, Edition
 from mailer.dispatch import ledger
-from mailer.dispatch.dispatcher import envelope_for, send_edition
+from mailer.dispatch.dispatcher import envelope_for
 from mailer.dispatch.senders import SenderFailed, SenderProcess
 from mailer.runtime import Runtime
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
@@ -27,8 +27,8 @@ from mailer.transports.outbox import OutboxTransport
 from mailer.transports.sendgrid import SendGridTransport
 from mailer.transports.smtp import SmtpConfig, SmtpTransport
 from subscribers.tokens import verify_unsubscribe
-from tests import factories
 from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
+from tests.sending import prepared, send
 from tests.waits import no_wait
 
 SECRET = b"s" * 32
@@ -45,22 +45,6 @@ def transport(base_url: str, *, timeout: float = 5.0, concurrency: int = 4) -> S
     return SendGridTransport(
         API_KEY, base_url, timeout=timeout, concurrency=concurrency, sleep=no_wait
     )
-
-
-def prepared(runtime: Runtime, count: int) -> int:
-    newsletter_id = factories.newsletter(runtime)
-    factories.subscribers(runtime, count)
-    return factories.edition(runtime, newsletter_id)
-
-
-def send(
-    runtime: Runtime, edition_id: int, sg: SendGridTransport, **overrides: object
-) -> dict[str, int]:
-    settings = replace(runtime.dispatch_settings(), sender_process=True, **overrides)  # type: ignore[arg-type]
-    try:
-        return send_edition(runtime.sessions, edition_id, sg, settings)
-    finally:
-        sg.close()
 
 
 def sender_processes() -> list[int]:
@@ -91,7 +75,7 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
 def test_an_edition_goes_out_through_a_sender_process(runtime: Runtime, sink: SinkServer) -> None:
     edition_id = prepared(runtime, 2500)
 
-    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=100)
+    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=100, sender_process=True)
 
     assert tally["sent"] == 2500
     seen = sink.sink.delivery_ids()
@@ -121,7 +105,15 @@ def test_a_sender_process_killed_mid_send_leaves_what_it_held_unknown(
 
     def run() -> None:
         try:
-            outcome.append(send(runtime, edition_id, transport(sink.base_url), batch_size=10))
+            outcome.append(
+                send(
+                    runtime,
+                    edition_id,
+                    transport(sink.base_url),
+                    batch_size=10,
+                    sender_process=True,
+                )
+            )
         except BaseException as exc:
             outcome.append(exc)
 
@@ -143,7 +135,7 @@ def test_a_sender_process_killed_mid_send_leaves_what_it_held_unknown(
     assert tally["queued"] == tally["sending"] == 0
     assert all("sender process exited" in (r.error or "") for r in rows if r.status == "unknown")
 
-    again = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+    again = send(runtime, edition_id, transport(sink.base_url), batch_size=10, sender_process=True)
 
     assert again["unknown"] == tally["unknown"]  # never resent blindly
     seen = sink.sink.delivery_ids()
@@ -158,7 +150,7 @@ def test_a_transport_that_cannot_move_to_a_sender_process_sends_from_threads(
     sg = SendGridTransport(API_KEY, sink.base_url, sleep=lambda _seconds: None)
 
     with caplog.at_level(logging.WARNING, logger="mailer.dispatch.dispatcher"):
-        tally = send(runtime, edition_id, sg, batch_size=10)
+        tally = send(runtime, edition_id, sg, batch_size=10, sender_process=True)
 
     assert tally["sent"] == 20
     seen = sink.sink.delivery_ids()
@@ -179,9 +171,11 @@ def rows(first: int, count: int) -> list[ledger.Claimed]:
     return [(i, i, f"reader{i}@example.org", f"Reader {i}") for i in range(first, first + count)]
 
 
-def test_a_sender_process_finishes_what_it_holds_and_ignores_interrupts(
+def three_batches_the_first_hanging(
     runtime: Runtime, sink: SinkServer
-) -> None:
+) -> tuple[SenderProcess, list[Future[list[Result]]]]:
+    """A sender process with one thread, handed three batches; the first is at the
+    provider, which will not answer it in time."""
     env = replace(envelope(runtime), edition_id=1)
     sg = transport(sink.base_url, timeout=1.0, concurrency=1)
     senders = SenderProcess(sg, env, "https://x.test", SECRET)
@@ -189,6 +183,13 @@ def test_a_sender_process_finishes_what_it_holds_and_ignores_interrupts(
     sink.sink.hang_seconds = 0.5
     futures = [senders.submit(rows(1 + 10 * n, 10)) for n in range(3)]
     wait_for(lambda: len(sink.sink.bodies) == 1)
+    return senders, futures
+
+
+def test_a_sender_process_finishes_what_it_holds_and_ignores_interrupts(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    senders, futures = three_batches_the_first_hanging(runtime, sink)
     # A terminal's Ctrl-C reaches the whole process group; the parent decides.
     os.kill(senders.process.pid, signal.SIGINT)
 
@@ -204,13 +205,7 @@ def test_a_sender_process_finishes_what_it_holds_and_ignores_interrupts(
 def test_a_sender_process_whose_parent_is_gone_exits_and_begins_nothing_more(
     runtime: Runtime, sink: SinkServer
 ) -> None:
-    env = replace(envelope(runtime), edition_id=1)
-    sg = transport(sink.base_url, timeout=1.0, concurrency=1)
-    senders = SenderProcess(sg, env, "https://x.test", SECRET)
-    sink.sink.actions = ["hang"]
-    sink.sink.hang_seconds = 0.5
-    futures: list[Future[list[Result]]] = [senders.submit(rows(1 + 10 * n, 10)) for n in range(3)]
-    wait_for(lambda: len(sink.sink.bodies) == 1)
+    senders, futures = three_batches_the_first_hanging(runtime, sink)
 
     senders.outbox.close()  # what the child sees when its parent dies: end of file
     senders.process.wait(timeout=10)  # at once, without waiting for the hung request

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
@@ -13,7 +12,6 @@ from sqlalchemy import select
 from mailer.db.models import DeliveryStatus, Edition, EditionStatus, Event
 from mailer.db.session import transaction
 from mailer.dispatch import dispatcher, ledger
-from mailer.dispatch.dispatcher import send_edition
 from mailer.events.sendgrid_events import parse_events
 from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
@@ -23,6 +21,7 @@ from mailer.transports.sendgrid import SendGridTransport, substitution_keys
 from subscribers.models import Subscriber
 from tests import factories
 from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
+from tests.sending import prepared, send
 from tests.waits import no_wait
 
 
@@ -34,22 +33,6 @@ def sink() -> Iterator[SinkServer]:
 
 def transport(base_url: str, key: str = API_KEY, timeout: float = 2.0) -> SendGridTransport:
     return SendGridTransport(key, base_url, timeout=timeout, sleep=no_wait)
-
-
-def prepared(runtime: Runtime, count: int) -> int:
-    newsletter_id = factories.newsletter(runtime)
-    factories.subscribers(runtime, count)
-    return factories.edition(runtime, newsletter_id)
-
-
-def send(
-    runtime: Runtime, edition_id: int, sg: SendGridTransport, **overrides: object
-) -> dict[str, int]:
-    settings = replace(runtime.dispatch_settings(), **overrides)  # type: ignore[arg-type]
-    try:
-        return send_edition(runtime.sessions, edition_id, sg, settings)
-    finally:
-        sg.close()
 
 
 def rows(runtime: Runtime) -> dict[int, ledger.LedgerRow]:
