@@ -136,8 +136,8 @@ class SenderProcess:
             self._hand_job(job, start_timeout)
         except BaseException as exc:
             self._abandon()
-            if isinstance(exc, SenderUnavailable):
-                raise
+            if isinstance(exc, SenderUnavailable) or not isinstance(exc, Exception):
+                raise  # an interrupt stays one
             raise SenderUnavailable(f"the sender process could not start: {exc}") from exc
         self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
         self.reader.start()
@@ -145,7 +145,11 @@ class SenderProcess:
     def _hand_job(self, job: bytes, timeout: float) -> None:
         # The job (the rendered edition) outgrows the pipe's buffer: written from a
         # thread, so that a child stuck before reading it cannot hold us past the timeout.
-        writer = threading.Thread(target=self.outbox.send_bytes, args=(job,), daemon=True)
+        def write() -> None:
+            with contextlib.suppress(OSError):  # a child that died reads nothing more
+                self.outbox.send_bytes(job)
+
+        writer = threading.Thread(target=write, daemon=True)
         writer.start()
         if not self.inbox.poll(timeout):
             raise SenderUnavailable(f"the sender process did not start in {timeout:g} s")
@@ -195,6 +199,11 @@ class SenderProcess:
                     future.set_exception(TransportUnauthorized(payload))
                 else:
                     future.set_exception(SenderFailed(payload))
+        except BaseException:
+            # Answers that make no sense (a bug): stop the child, so that what it
+            # holds is failed below rather than waited for.
+            self.process.kill()
+            raise
         finally:
             # The child is gone (or its answers make no sense): what it held may have
             # gone out.
@@ -221,9 +230,10 @@ class SenderProcess:
         self.inbox.close()
 
     def _abandon(self) -> None:
-        self.outbox.close()
+        # Killed first: a job still being written then fails on a closed pipe.
         self.process.kill()
         self.process.wait()
+        self.outbox.close()
         self.inbox.close()
 
 
