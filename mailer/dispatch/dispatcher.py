@@ -334,8 +334,8 @@ class _Progress:
 
 
 class _Pipeline:
-    """Batches in flight: up to ``transport.concurrency`` at once, so that claiming the
-    next batch, the provider's work on this one and recording the last overlap.
+    """Batches in flight, several at once (``_pace``), so that claiming the next batch,
+    the provider's work on this one and recording the last overlap.
 
     The calling thread claims; senders (threads here, or a process of their own) sign
     the recipients' links and talk to the transport; a recorder writes outcomes on its
