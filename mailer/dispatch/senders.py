@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -323,8 +323,6 @@ def run_child(read_fd: int, write_fd: int) -> int:
         message: tuple[int, str, Any]
         try:
             message = (ticket, *_compact(future.result(), ids))
-        except CancelledError:
-            return  # never begun, and nobody to tell
         except TransportUnauthorized as exc:
             message = (ticket, "unauthorized", str(exc))
         except BaseException as exc:  # told to the parent, which decides
