@@ -143,6 +143,12 @@ class Briefing(Base):
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     url: Mapped[str | None] = mapped_column(String(2000))
     dropped: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # An editor's correction of the headline or lead: it wins over what the source says,
+    # and a re-pull of the source never overwrites it.
+    edited_title: Mapped[str | None] = mapped_column(Text)
+    edited_lead: Mapped[str | None] = mapped_column(Text)
+    edited_by: Mapped[str | None] = mapped_column(String(400))
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(20), default=BriefingStatus.READY, index=True)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -253,6 +259,12 @@ class Edition(Base):
     send_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Briefings an editor took out: recomposing leaves them out until added back.
+    excluded_briefing_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    # Who approved it and when; a one-off send at a set time, started once by the scheduler.
+    approved_by: Mapped[str | None] = mapped_column(String(400))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
     newsletter: Mapped[Newsletter] = relationship()
     items: Mapped[list[EditionBriefing]] = relationship(
@@ -270,6 +282,8 @@ class EditionBriefing(Base):
         ForeignKey("briefings.id", ondelete="RESTRICT"), primary_key=True
     )
     position: Mapped[int] = mapped_column(Integer)
+    # A short headline for this edition only (plain-text briefings have no title).
+    headline: Mapped[str | None] = mapped_column(String(300))
 
     briefing: Mapped[Briefing] = relationship()
 
@@ -431,3 +445,6 @@ class ProviderSync(Base):
 
 # The scheduler's tables (mailer/schedule/models.py), so Base.metadata and Alembic see them.
 from mailer.schedule import models as schedule_models  # noqa: E402,F401
+
+# The workspace's tables (accounts, sessions, throttles, audit log).
+from mailer.accounts import models as account_models  # noqa: E402,F401
