@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     bounce_imap_folder: str = "INBOX"
     # HTTP Basic password of the operator pages (user "admin"); unset: no admin pages.
     admin_password: SecretStr | None = None
+    # Workspace sign-in: a session ends after this long without a request, and in any
+    # case this long after it began; a one-time sign-in link (a new account, a reset)
+    # works for this long.
+    session_idle_minutes: int = Field(default=480, ge=5)
+    session_max_hours: int = Field(default=72, ge=1)
+    sign_in_link_hours: int = Field(default=24, ge=1)
     # Scheduler (mailer/schedule): how often it looks at the database for due slots; how
     # late a slot may still run after downtime (older ones are recorded as missed); how
     # long a leader's lease lasts unless renewed (a standby takes over within it).
