@@ -7,27 +7,26 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.templating import Jinja2Templates
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from mailer.config import Settings
 from mailer.db.migrate import is_current
 from mailer.runtime import Runtime
-from mailer.web import api, stats, status, unsubscribe, webhooks
+from mailer.web import (
+    api,
+    errors,
+    preview_link,
+    stats,
+    status,
+    unsubscribe,
+    webhooks,
+)
+from mailer.web.security import headers_for
+from mailer.web.views import make_templates
+from mailer.web.workspace import admin, briefings, editions, signin, today
 
-PAGES = Path(__file__).parent / "pages"
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    # Unsubscribe URLs carry a token: never leak them to other sites.
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -36,7 +35,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     runtime.settings.require_secret_key()
     app = FastAPI(title="mailer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
-    app.state.pages = Jinja2Templates(directory=PAGES)
+    app.state.pages = make_templates()
     app.state.webhook_verifier = webhooks.make_verifier(runtime.settings)
     app.state.policy_runner = webhooks.PolicyRunner(runtime)
 
@@ -45,7 +44,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
+        # A route that set its own (the preview frame) keeps them.
+        for name, value in headers_for(request.url.path).items():
             response.headers.setdefault(name, value)
         return response
 
@@ -74,9 +74,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             )
         return JSONResponse({"status": "ok"})
 
+    errors.install(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(unsubscribe.router)
+    app.include_router(preview_link.router)
     app.include_router(api.router)
     app.include_router(webhooks.router)
-    app.include_router(stats.router)
     app.include_router(status.router)
+    app.include_router(signin.router)
+    app.include_router(today.router)
+    app.include_router(briefings.router)
+    app.include_router(editions.router)
+    app.include_router(stats.router)
+    app.include_router(admin.router)
     return app

@@ -1,9 +1,10 @@
-"""Operator pages: what happened to an edition after it was sent.
+"""What happened to an edition after it was sent.
 
-``GET /admin/editions/{id}/stats`` is an HTML page: a table of counts with rates,
-and a chart of events over time drawn on the server as inline SVG (the CSP allows
-no scripts). ``GET /admin/editions/{id}/stats.json`` is the same as JSON. Both
-need the admin's HTTP Basic credentials (``mailer.web.admin``).
+``GET /editions/{id}/stats`` is a workspace page: a table of counts with rates, and
+a chart of events over time drawn on the server as inline SVG (no script draws it).
+``GET /editions/{id}/stats.json`` is the same as JSON, for a signed-in account or a
+machine with an API token. ``GET /stats`` lists the sent editions with their numbers.
+The old ``/admin/editions/{id}/stats`` addresses redirect to the new ones.
 
 The chart's bars are computed here, not in the template: one bucket per hour, or
 wider buckets (2, 3, 6, 12 hours, a day...) when the events span too many hours
@@ -16,16 +17,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from mailer.app import editions
+from mailer.db.models import EditionStatus
 from mailer.events.stats import TIMELINE_KINDS, EditionStats, StatsError, edition_stats
 from mailer.runtime import Runtime
-from mailer.web.admin import Admin
+from mailer.web import auth
+from mailer.web.views import page
 
-router = APIRouter(prefix="/admin")
+router = APIRouter()
+STATS_PAGE = 25
 
 # How each timeline kind is named and drawn (colour-blind-safe Tableau 10 shades).
 KIND_LABELS = {
@@ -119,8 +124,38 @@ def _load(request: Request, edition_id: int) -> EditionStats | None:
             return None
 
 
+@router.get("/stats", response_class=HTMLResponse)
+def sent_editions(
+    request: Request, info: auth.Editor, before: Annotated[int | None, Query(ge=1)] = None
+) -> HTMLResponse:
+    runtime = _runtime(request)
+    sent = editions.list_editions(
+        runtime,
+        info.actor,
+        statuses=(EditionStatus.SENT, EditionStatus.SENDING, EditionStatus.PAUSED),
+        limit=STATS_PAGE,
+        before_id=before,
+    )
+    rows = [(e, editions.stats(runtime, info.actor, e.id)) for e in sent]
+    return page(
+        request,
+        "workspace/stats_list.html",
+        {"rows": rows, "next_before": sent[-1].id if len(sent) == STATS_PAGE else None},
+    )
+
+
+@router.get("/admin/editions/{edition_id}/stats")
+def old_stats_page(edition_id: int) -> RedirectResponse:
+    return RedirectResponse(f"/editions/{edition_id}/stats", status_code=308)
+
+
+@router.get("/admin/editions/{edition_id}/stats.json")
+def old_stats_json(edition_id: int) -> RedirectResponse:
+    return RedirectResponse(f"/editions/{edition_id}/stats.json", status_code=308)
+
+
 @router.get("/editions/{edition_id}/stats", response_class=HTMLResponse)
-def stats_page(request: Request, edition_id: int, _admin: Admin) -> HTMLResponse:
+def stats_page(request: Request, edition_id: int, _info: auth.Editor) -> HTMLResponse:
     stats = _load(request, edition_id)
     context: dict[str, Any] = {"edition_id": edition_id, "stats": stats}
     if stats is not None:
@@ -134,14 +169,11 @@ def stats_page(request: Request, edition_id: int, _admin: Admin) -> HTMLResponse
             "top": PLOT_TOP,
             "bottom": PLOT_BOTTOM,
         }
-    response: HTMLResponse = request.app.state.pages.TemplateResponse(
-        request, "edition_stats.html", context, status_code=200 if stats else 404
-    )
-    return response
+    return page(request, "workspace/stats.html", context, 200 if stats else 404)
 
 
 @router.get("/editions/{edition_id}/stats.json")
-def stats_json(request: Request, edition_id: int, _admin: Admin) -> JSONResponse:
+def stats_json(request: Request, edition_id: int, _reader: auth.Reader) -> JSONResponse:
     stats = _load(request, edition_id)
     if stats is None:
         return JSONResponse({"error": f"no edition with id {edition_id}"}, status_code=404)

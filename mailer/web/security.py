@@ -1,0 +1,65 @@
+"""Security headers, by surface.
+
+- Reader pages (unsubscribe, preview link) and JSON: no scripts at all, inline styles
+  only (their pages carry their own small stylesheet).
+- The workspace: scripts and styles from this site only (htmx and our stylesheet ship
+  in the package; nothing from a CDN), frames only from this site (the preview).
+- The preview frame: the email's own HTML, which has inline styles and remote images by
+  nature; it may only be framed by this site, runs no scripts, and is sandboxed.
+
+Every answer also gets ``no-store`` and ``no-referrer``: unsubscribe URLs carry tokens,
+and workspace pages carry subscribers' names.
+"""
+
+from __future__ import annotations
+
+COMMON = {
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+READER_HEADERS = {
+    **COMMON,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+WORKSPACE_HEADERS = {
+    **COMMON,
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+PREVIEW_HEADERS = {
+    **COMMON,
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+        "font-src https: data:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
+        "sandbox allow-popups allow-popups-to-escape-sandbox"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+}
+
+# Static files may be cached: they change only with the package.
+STATIC_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "public, max-age=3600",
+}
+
+READER_PREFIXES = ("/u/", "/preview/link", "/healthz", "/readyz", "/webhooks/", "/api/")
+
+
+def headers_for(path: str) -> dict[str, str]:
+    if path.startswith("/static/"):
+        return STATIC_HEADERS
+    if path.startswith(READER_PREFIXES):
+        return READER_HEADERS
+    return WORKSPACE_HEADERS

@@ -1,0 +1,100 @@
+"""Rendering pages: one Jinja2 environment, the filters the pages share, the page helper.
+
+Autoescaping is on for every template (Jinja2Templates turns it on for .html), so
+anything a briefing, a subscriber or an editor wrote is escaped wherever it appears.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from mailer.db.base import utcnow
+
+PAGES = Path(__file__).parent / "pages"
+# What a page shows for a value that does not exist (yet): an en dash.
+NONE = "\u2013"
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def thousands(value: int | float | None) -> str:
+    if value is None:
+        return NONE
+    return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
+
+
+def duration(seconds: float | None) -> str:
+    """A span for people: "45 s", "12 min", "2 h 05 min", "3 days"."""
+    if seconds is None:
+        return NONE
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{hours // 24} days"
+
+
+def until(moment: datetime | None, now: datetime | None = None) -> str:
+    """How long from now to ``moment``: "in 1 h 20 min", or "5 min ago"."""
+    if moment is None:
+        return NONE
+    delta = (moment - (now or utcnow())).total_seconds()
+    return f"in {duration(delta)}" if delta >= 0 else f"{duration(-delta)} ago"
+
+
+def at(moment: datetime | None, zone: str | None = None, fmt: str = "%a %d %b %H:%M") -> str:
+    """A moment in a zone (UTC by default), e.g. "Tue 01 Dec 06:30"."""
+    if moment is None:
+        return NONE
+    tz = ZoneInfo(zone) if zone else UTC
+    return moment.astimezone(tz).strftime(fmt)
+
+
+def iso(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    return f"{count:,} {singular if count == 1 else (many or singular + 's')}"
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=PAGES)
+    env = templates.env
+    env.filters.update(
+        thousands=thousands, duration=duration, until=until, at=at, iso=iso, plural=plural
+    )
+    env.globals["now"] = utcnow
+    return templates
+
+
+def page(
+    request: Request, name: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HTMLResponse:
+    """Render ``name`` with what every workspace page needs: the account and its CSRF token."""
+    info = getattr(request.state, "session_info", None)
+    full: dict[str, Any] = {
+        "account": info.account if info else None,
+        "csrf": info.csrf_token if info else "",
+        "htmx": is_htmx(request),
+        "path": request.url.path,
+    }
+    full.update(context or {})
+    response: HTMLResponse = request.app.state.pages.TemplateResponse(
+        request, name, full, status_code=status
+    )
+    return response

@@ -1,0 +1,1 @@
+"""The newsroom workspace: pages for editors and administrators, behind a session."""
