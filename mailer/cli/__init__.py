@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from mailer.cli import (
+    accounts,
     api_tokens,
+    audit,
     bounces,
     briefings,
     db,
@@ -35,6 +37,8 @@ app.add_typer(sources.app, name="sources")
 app.add_typer(api_tokens.app, name="api-tokens")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(accounts.app, name="accounts")
+app.add_typer(audit.app, name="audit")
 app.command("pull")(sources.pull)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
