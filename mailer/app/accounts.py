@@ -549,7 +549,7 @@ def _live_link(session: Session, token: str, now: datetime) -> tuple[SignInLink,
         ).first()
     if found is None:
         raise AuthenticationFailed(LINK_NOT_VALID)
-    link, account = found.tuple()
+    link, account = found
     if link.used_at is not None or link.expires_at <= now or account.disabled_at is not None:
         raise AuthenticationFailed(LINK_NOT_VALID)
     return link, account
@@ -770,9 +770,10 @@ def resolve_session(
     """The live session a cookie stands for, or None.
 
     None for a cookie not signed by us, an unknown or ended session, one idle for
-    ``MAILER_SESSION_IDLE_MINUTES`` or past its absolute expiry, and an account that is
-    disabled: checked on every call, so that disabling takes effect at the next request.
-    The account's role is read afresh each time too.
+    ``MAILER_SESSION_IDLE_MINUTES`` or past its absolute expiry (which ends it), and an
+    account that is disabled: checked on every call, so that disabling takes effect at
+    the next request. The account's role is read afresh each time too. Comparisons of
+    secrets are constant-time.
     """
     now = now or utcnow()
     session_id = _session_id(runtime, cookie_value)
@@ -788,23 +789,26 @@ def resolve_session(
         ).first()
         if found is None:
             return None
-        row, account = found.tuple()
+        row, account = found
         if (
             not hmac.compare_digest(row.token_hash, digest)
             or row.ended_at is not None
-            or now >= row.expires_at
-            or now - row.last_seen_at >= idle
             or account.disabled_at is not None
         ):
             return None
-        if now - row.last_seen_at >= LAST_SEEN_EVERY:
+        expired = now >= row.expires_at or now - row.last_seen_at >= idle
+        if expired or now - row.last_seen_at >= LAST_SEEN_EVERY:
+            # An expired session is ended there and then, so that it stays ended even
+            # for a web server whose clock is behind.
             session.execute(
                 update(AccountSession)
                 .where(AccountSession.id == row.id, AccountSession.ended_at.is_(None))
-                .values(last_seen_at=now)
+                .values({"ended_at": now} if expired else {"last_seen_at": now})
                 .execution_options(synchronize_session=False)
             )
             session.commit()
+        if expired:
+            return None
         return SessionInfo(
             session_id=row.id,
             account=_view(account),
