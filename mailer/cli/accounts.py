@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -89,14 +90,19 @@ def list_(as_json: bool = JsonOption) -> None:
     if as_json:
         print_json([view.as_dict() for view in views])
         return
-    table = Table("email", "role", "status", "password", "created", "last sign-in")
+    table = Table(box=box.SIMPLE_HEAD)
+    # Addresses whole, even on a narrow terminal: the other columns give way.
+    longest = max((len(view.email) for view in views), default=5)
+    table.add_column("email", min_width=min(longest, 48), overflow="fold")
+    for name in ("role", "status", "password", "created", "last sign-in"):
+        table.add_column(name)
     for view in views:
         table.add_row(
             escape(view.email),
             view.role,
             "disabled" if view.disabled else "enabled",
             "set" if view.has_password else "not set",
-            f"{view.created_at:%Y-%m-%d %H:%M}",
+            f"{view.created_at:%Y-%m-%d}",
             f"{view.last_sign_in_at:%Y-%m-%d %H:%M}" if view.last_sign_in_at else "never",
         )
     console.print(table)

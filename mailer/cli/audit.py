@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -17,20 +18,23 @@ from mailer.cli.common import JsonOption, console, fail, open_runtime, print_jso
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
 
 
-def _compact(values: dict[str, Any] | None) -> str:
-    if not values:
-        return ""
-    return ", ".join(
-        f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}"
-        for key, value in values.items()
-    )
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _change(entry: audit.Entry) -> str:
-    before, after = _compact(entry.before), _compact(entry.after)
-    if before and after:
-        return f"{before} → {after}"
-    return before or after
+    """Before and after in one line: what stayed once (``k=v``), what changed as
+    ``k: old → new``."""
+    before, after = entry.before or {}, entry.after or {}
+    parts = []
+    for key in dict.fromkeys([*before, *after]):
+        if key in before and key in after and before[key] != after[key]:
+            parts.append(f"{key}: {_value(before[key])} → {_value(after[key])}")
+        elif key in after:
+            parts.append(f"{key}={_value(after[key])}")
+        else:
+            parts.append(f"{key} was {_value(before[key])}")
+    return ", ".join(parts)
 
 
 @app.command("list")
@@ -66,15 +70,26 @@ def list_(
     if as_json:
         print_json([entry.as_dict() for entry in entries])
         return
-    table = Table("id", "at (UTC)", "actor", "action", "target", "change", "note")
-    for entry in entries:
-        table.add_row(
+    rows = [
+        (
             str(entry.id),
             f"{entry.at:%Y-%m-%d %H:%M:%S}",
-            escape(entry.actor),
-            escape(entry.action),
-            escape(entry.target_kind + (f":{entry.target_id}" if entry.target_id else "")),
-            escape(_change(entry)),
-            escape(entry.note or ""),
+            entry.actor,
+            entry.action,
+            entry.target_kind + (f":{entry.target_id}" if entry.target_id else ""),
+            "; ".join(part for part in (_change(entry), entry.note) if part),
         )
+        for entry in entries
+    ]
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("id", no_wrap=True)
+    table.add_column("at (UTC)", min_width=10)
+    table.add_column("actor", overflow="fold")
+    # Actions and targets whole: they are what people filter on next.
+    for index, name in ((3, "action"), (4, "target")):
+        longest = max((len(row[index]) for row in rows), default=len(name))
+        table.add_column(name, min_width=min(longest, 24), overflow="fold")
+    table.add_column("change", overflow="fold", ratio=1)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
