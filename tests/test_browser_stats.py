@@ -1,13 +1,15 @@
 """An operator reads an edition's stats in a real browser: headless Chromium, uvicorn, SQLite.
 
 The same story as ``test_web_stats`` (a sent edition, signed provider events, a
-reader leaving by link); the page is opened with the admin's Basic credentials in
-the URL, and what Chromium renders is checked: the table, and the SVG chart's bars,
+reader leaving by link); the page is opened with an editor's workspace session, and
+what Chromium renders is checked: the table, and the SVG chart's bars,
 drawn with the page's CSP in force (no scripts on the page).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from mailer.db.session import make_engine
 from mailer.runtime import Runtime
 from tests.browser import chromium, is_png, require_browser
 from tests.conftest import SECRET
-from tests.test_web_stats import PASSWORD, Site, page_path, serve, tell_story
+from tests.test_web_stats import Site, page_path, serve, tell_story
 
 pytestmark = pytest.mark.browser
 
@@ -57,7 +59,10 @@ def test_an_operator_sees_the_table_and_the_chart(site: Site, browser: Any, tmp_
 
     story = tell_story(site)
     port = site.server.port
-    browser.get(f"http://admin:{PASSWORD}@127.0.0.1:{port}{page_path(story.edition_id)}")
+    base = f"http://127.0.0.1:{port}"
+    browser.get(base + "/healthz")  # a page of the site, to set its cookie on
+    browser.add_cookie({"name": "mailer_session", "value": site.session_cookie, "path": "/"})
+    browser.get(base + page_path(story.edition_id))
 
     assert browser.title.startswith(f"Edition {story.edition_id}: <script>")
     heading = browser.find_element(By.ID, "subject")
@@ -108,4 +113,20 @@ def test_an_operator_sees_the_table_and_the_chart(site: Site, browser: Any, tmp_
     assert browser.save_screenshot(str(screenshot))
     assert is_png(screenshot)
 
-    # (Refusals are tested over HTTP: Chromium would re-send the cached credentials.)
+    # On a phone the numbers stay on screen and the chart keeps legible type: it scrolls
+    # sideways rather than shrinking its labels.
+    browser.set_window_size(390, 844)
+    browser.get(base + page_path(story.edition_id))
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert browser.find_element(By.ID, "counts").size["width"] <= width
+    label = browser.find_element(By.CSS_SELECTOR, "svg.chart g.x-axis text")
+    assert label.size["height"] >= 11, label.size
+    browser.execute_script("arguments[0].scrollIntoView()", label)
+    phone = tmp_path / "stats-page-phone.png"
+    assert browser.save_screenshot(str(phone))
+    assert is_png(phone)
+    keep = os.environ.get("MAILER_TEST_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(phone, Path(keep) / phone.name)
+        shutil.copy(screenshot, Path(keep) / screenshot.name)

@@ -16,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from mailer.app import accounts
+from mailer.app.actors import Actor
 from mailer.config import Settings
 from mailer.db.models import Edition, EditionStatus, Event, Newsletter, Source
 from mailer.db.session import transaction
@@ -504,11 +506,13 @@ def test_the_sync_and_reconcile_jobs_reach_the_tracking_work(
 
 @pytest.fixture
 def admin_client(runtime: Runtime) -> Iterator[TestClient]:
-    runtime.settings.admin_password = "admin-secret"  # type: ignore[assignment]
-    from pydantic import SecretStr
-
-    runtime.settings.admin_password = SecretStr("admin-secret")
-    with TestClient(create_app(runtime=runtime)) as client:
+    """A client with a workspace session (the status view is behind sign-in)."""
+    made, _ = accounts.create_account(
+        runtime, Actor.cli(), "ops@news.example.org", "editor", password="a long password here"
+    )
+    ticket = accounts.open_session(runtime, made.id, "testclient", "tests")
+    with TestClient(create_app(runtime=runtime), base_url="https://testserver") as client:
+        client.cookies.set("mailer_session", ticket.cookie_value)
         yield client
 
 
@@ -516,9 +520,10 @@ def test_status_view(runtime: Runtime, folder: Path, admin_client: TestClient) -
     scheduled_newsletter(
         runtime, folder, slot="07:00", timezone="Europe/Paris", since=utc(2025, 6, 10)
     )
-    assert admin_client.get("/status").status_code == 401
-    assert admin_client.get("/status", auth=("admin", "wrong")).status_code == 401
-    body = admin_client.get("/status", auth=("admin", "admin-secret")).json()
+    with TestClient(admin_client.app, base_url="https://testserver") as stranger:
+        stranger.cookies.set("mailer_session", "forged.value")
+        assert stranger.get("/status").status_code == 401
+    body = admin_client.get("/status").json()
     assert body["scheduler"]["role"] == "none"  # this test app runs no scheduler
     [newsletter] = body["newsletters"]
     assert newsletter["slug"] == "daily" and newsletter["last_run"] is None
@@ -532,7 +537,7 @@ def test_status_view(runtime: Runtime, folder: Path, admin_client: TestClient) -
     svc = service(runtime, clock, holder="web-1")
     admin_client.app.state.scheduler = svc  # type: ignore[attr-defined]
     step(svc)
-    body = admin_client.get("/status", auth=("admin", "admin-secret")).json()
+    body = admin_client.get("/status").json()
     assert body["scheduler"]["role"] == "leader"
     assert body["scheduler"]["this_process"] == "web-1"
     assert body["newsletters"][0]["last_run"]["state"] == RunState.SENT
@@ -540,9 +545,10 @@ def test_status_view(runtime: Runtime, folder: Path, admin_client: TestClient) -
     assert in_flight["status"] == "sending" and in_flight["deliveries"]["queued"] == 3
 
 
-def test_status_view_is_absent_without_an_admin_password(runtime: Runtime) -> None:
+def test_status_view_needs_a_session_or_a_token(runtime: Runtime) -> None:
     with TestClient(create_app(runtime=runtime)) as client:
-        assert client.get("/status").status_code == 404
+        refused = client.get("/status")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
 
 
 def test_a_template_error_fails_the_run_with_its_message(runtime: Runtime, folder: Path) -> None:
