@@ -102,8 +102,6 @@ class Settings(BaseSettings):
     bounce_imap_username: str | None = None
     bounce_imap_password: SecretStr | None = None
     bounce_imap_folder: str = "INBOX"
-    # HTTP Basic password of the operator pages (user "admin"); unset: no admin pages.
-    admin_password: SecretStr | None = None
     # Workspace sign-in: a session ends after this long without a request, and in any
     # case this long after it began; a one-time sign-in link (a new account, a reset)
     # works for this long.

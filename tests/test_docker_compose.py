@@ -70,4 +70,4 @@ def test_env_example_names_only_real_settings() -> None:
             names.add(match.group(1))
     fields = {f"MAILER_{name.upper()}" for name in Settings.model_fields}
     assert names and names <= fields, names - fields
-    assert "MAILER_ADMIN_PASSWORD" in names and "MAILER_SCHEDULER_GRACE_HOURS" in names
+    assert "MAILER_SESSION_IDLE_MINUTES" in names and "MAILER_SCHEDULER_GRACE_HOURS" in names

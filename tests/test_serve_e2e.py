@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailer.app import sources
+from mailer.app.actors import Actor
 from mailer.runtime import Runtime
 from mailer.schedule import lease
 from mailer.schedule.models import RunState
@@ -24,7 +26,6 @@ from tests.conftest import SECRET
 from tests.scheduling import editions, ledger_size, outbox_recipients, runs, scheduled_newsletter
 
 MAILER = [sys.executable, "-m", "mailer"]
-ADMIN = ("admin", "status-password")
 
 
 def free_port() -> int:
@@ -43,7 +44,6 @@ def process_env(runtime: Runtime, tmp_path: Path, **extra: str) -> dict[str, str
         MAILER_BASE_URL="https://news.example.org",
         MAILER_CONFIG_FILE=str(tmp_path / "absent.toml"),
         MAILER_LOG_FORMAT="auto",  # JSON: stderr is a pipe, not a terminal
-        MAILER_ADMIN_PASSWORD=ADMIN[1],
         MAILER_SCHEDULER_TICK_SECONDS="0.3",
         MAILER_SCHEDULER_LEASE_SECONDS="3",
         MAILER_SHUTDOWN_TIMEOUT_SECONDS="15",
@@ -110,6 +110,9 @@ def test_serve_sends_a_slot_once_and_stops_cleanly_on_sigterm(
     scheduled_newsletter(
         runtime, tmp_path / "desk", slot=slot, since=datetime.now(UTC), subscribers=5
     )
+    # Monitoring reads /status with an API token, as a machine would.
+    token = sources.create_api_token(runtime, Actor.cli(), "monitor")
+    watch = {"Authorization": f"Bearer {token}"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     serve = Running(
@@ -126,7 +129,7 @@ def test_serve_sends_a_slot_once_and_stops_cleanly_on_sigterm(
         wait_for(answers, 30, "/healthz", serve)
         assert httpx.get(f"{base}/readyz").json() == {"status": "ok"}
         wait_for(lambda: serve.has("scheduler.started"), 30, "the scheduler", serve)
-        status = httpx.get(f"{base}/status", auth=ADMIN).json()
+        status = httpx.get(f"{base}/status", headers=watch).json()
         assert status["scheduler"]["role"] == "leader"
         assert status["newsletters"][0]["schedule"]["next_slots"][0]["at"] == slot_at.isoformat()
 
@@ -143,7 +146,7 @@ def test_serve_sends_a_slot_once_and_stops_cleanly_on_sigterm(
         [edition] = editions(runtime)
         assert run.state == RunState.SENT and run.slot_at == slot_at
         assert len(outbox_recipients(outbox, edition.id)) == 5 and ledger_size(runtime) == 5
-        body = httpx.get(f"{base}/status", auth=ADMIN).json()
+        body = httpx.get(f"{base}/status", headers=watch).json()
         assert body["newsletters"][0]["last_run"]["state"] == "sent"
         assert body["sources"][0]["last_pulled_at"] is not None
     finally:
@@ -154,7 +157,7 @@ def test_serve_sends_a_slot_once_and_stops_cleanly_on_sigterm(
     for expected in ("schedule.claimed", "schedule.sent", "edition.sent", "serve.stopped"):
         assert expected in names, (expected, names[-12:])
     assert names.index("scheduler.stopped") < names.index("serve.stopped")
-    assert SECRET not in "\n".join(serve.lines) and ADMIN[1] not in "\n".join(serve.lines)
+    assert SECRET not in "\n".join(serve.lines) and token not in "\n".join(serve.lines)
 
 
 def test_scheduler_processes_one_leads_and_a_standby_takes_over(
