@@ -107,3 +107,43 @@ def test_api_token_commands(cli_env: Path) -> None:
     assert "cms" in listed and token not in listed
     invoke("api-tokens", "revoke", "cms")
     assert runner.invoke(app, ["api-tokens", "revoke", "cms"]).exit_code == 1
+
+
+def test_an_editor_corrects_a_briefing_and_a_pull_keeps_it(cli_env: Path) -> None:
+    invoke("db", "upgrade")
+    desk = cli_env / "desk"
+    desk.mkdir()
+    story = desk / "story.txt"
+    story.write_text("A bridge reopened on Sunday.\nWhy it matters: Commutes.\n")
+    invoke("sources", "add-folder", "desk", str(desk))
+    invoke("pull")
+    [row] = json.loads(invoke("briefings", "list", "--json"))
+    briefing_id = str(row["id"])
+
+    nothing = runner.invoke(app, ["briefings", "correct", briefing_id])
+    assert nothing.exit_code == 1 and "--title" in nothing.stderr
+    too_long = runner.invoke(app, ["briefings", "correct", briefing_id, "--title", "x" * 301])
+    assert too_long.exit_code == 1 and "at most 300" in too_long.stderr
+    missing = runner.invoke(app, ["briefings", "correct", "999", "--title", "Nope"])
+    assert missing.exit_code == 1 and "no briefing" in missing.stderr
+
+    corrected = json.loads(
+        invoke("briefings", "correct", briefing_id, "--title", "  The  bridge is open ", "--json")
+    )
+    assert corrected["title"] == "The bridge is open" and corrected["edited"]
+    assert corrected["original_title"] == "A bridge reopened on Sunday."
+    assert corrected["edited_by"].startswith("cli:") and corrected["edited_at"]
+    shown = invoke("briefings", "show", briefing_id)
+    assert "The bridge is open" in shown and "the source says" in shown
+    assert "A bridge reopened on Sunday." in shown
+    [listed] = json.loads(invoke("briefings", "list", "--search", "BRIDGE IS", "--json"))
+    assert listed["title"] == "The bridge is open" and listed["edited"]
+
+    story.write_text("A bridge reopened on Sunday night.\nWhy it matters: Commutes.\n")
+    invoke("pull")
+    after = json.loads(invoke("briefings", "show", briefing_id, "--json"))
+    assert after["title"] == "The bridge is open"
+    assert after["original_title"] == "A bridge reopened on Sunday night."
+
+    restored = json.loads(invoke("briefings", "correct", briefing_id, "--title", "", "--json"))
+    assert restored["title"] == "A bridge reopened on Sunday night." and not restored["edited"]

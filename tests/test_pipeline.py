@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from mailer.accounts.models import AuditEntry
 from mailer.cli import app
+from mailer.config import Settings
+from mailer.runtime import Runtime
 
 runner = CliRunner()
 
@@ -89,6 +93,53 @@ def test_import_compose_send_and_show(cli_env: Path) -> None:
     assert f"edition {editions[0]['id']} already composed" in compose
     status = json.loads(invoke("editions", "status", str(editions[0]["id"]), "--json"))
     assert status["deliveries"]["sent"] == 3
+
+
+def test_suppressions_by_hand_and_imports_are_audited(cli_env: Path) -> None:
+    invoke("db", "upgrade")
+    csv_file = cli_env / "readers.csv"
+    csv_file.write_text("email,name\nReader@Example.com,A Reader\n", encoding="utf-8")
+    invoke("subscribers", "import", str(csv_file), "--list", "readers")
+    assert "suppressed" in invoke("suppressions", "add", "Reader@Example.com", "--note", "phoned")
+    again = invoke("suppressions", "add", "reader@example.com", "--note", "phoned again")
+    assert "already suppressed" in again
+    [listed] = json.loads(invoke("suppressions", "list", "--json"))
+    assert listed["reason"] == "added by an operator" and listed["source"].startswith("operator:")
+    shown = json.loads(invoke("subscribers", "show", "reader@example.com", "--json"))
+    assert shown["suppression"]["reason"] == "added by an operator"
+    blank = runner.invoke(app, ["suppressions", "add", "other@example.com", "--note", "  "])
+    assert blank.exit_code == 1 and "note" in blank.stderr
+
+    lifted = json.loads(
+        invoke("suppressions", "lift", "reader@example.com", "--note", "confirmed", "--json")
+    )
+    assert lifted["reason"] == "added by an operator"
+    again_lifted = runner.invoke(
+        app, ["suppressions", "lift", "reader@example.com", "--note", "twice"]
+    )
+    assert again_lifted.exit_code == 1 and "not suppressed" in again_lifted.stderr
+
+    runtime = Runtime(Settings())
+    try:
+        with runtime.sessions() as session:
+            entries = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    finally:
+        runtime.close()
+    assert [e.action for e in entries] == [
+        "subscribers.import",
+        "suppression.add",
+        "suppression.lift",
+    ]
+    assert all(e.actor.startswith("cli:") for e in entries)
+    assert entries[0].after == {
+        "added": 1,
+        "updated": 0,
+        "subscribed": 1,
+        "kept_unsubscribed": 0,
+        "rejected": 0,
+    }
+    assert entries[2].before is not None and entries[2].before["reason"] == "added by an operator"
+    assert entries[2].note == "confirmed"
 
 
 def test_briefings_parse_json_and_pull(cli_env: Path) -> None:

@@ -364,9 +364,9 @@ def correct_briefing(
         # A value equal to the source's is no correction: storing it would freeze the
         # source's current words against its later changes.
         if new_title is not None:
-            briefing.edited_title = new_title if new_title != briefing.title else None
+            briefing.edited_title = new_title if new_title not in ("", briefing.title) else None
         if new_lead is not None:
-            briefing.edited_lead = new_lead if new_lead != briefing.lead else None
+            briefing.edited_lead = new_lead if new_lead not in ("", briefing.lead) else None
         after = {"title": briefing.edited_title, "lead": briefing.edited_lead}
         if after == before:
             return _detail(session, briefing)

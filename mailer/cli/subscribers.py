@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
-from sqlalchemy import select
+from rich.markup import escape
 
+from mailer.app import subscribers
+from mailer.app.actors import Actor
+from mailer.app.errors import AppError
 from mailer.cli.common import JsonOption, console, errors, fail, open_runtime, print_json
-from subscribers.addresses import InvalidAddress, normalize_email
-from subscribers.importer import ImportFileError, import_csv
-from subscribers.models import Subscriber, Suppression
 
 app = typer.Typer(help="Subscribers, their lists and suppressions.", no_args_is_help=True)
 
@@ -24,76 +25,49 @@ def import_file(
     """Import subscribers from a CSV file onto a list (bad rows are reported and skipped)."""
     with open_runtime() as runtime:
         try:
-            report = import_csv(runtime.sessions, file, list_name)
-        except ImportFileError as exc:
-            fail(str(exc))
+            report = subscribers.import_file(runtime, Actor.cli(), file, list_name)
+        except AppError as exc:
+            fail(exc.message)
     if as_json:
-        print_json(report.as_dict())
+        print_json(report)
     else:
         console.print(
-            f"{report.added} added, {report.updated} updated, {report.subscribed} subscribed to "
-            f"{list_name!r}, {report.kept_unsubscribed} kept unsubscribed, "
-            f"{len(report.errors)} rows rejected"
+            f"{report['added']} added, {report['updated']} updated, {report['subscribed']} "
+            f"subscribed to {list_name!r}, {report['kept_unsubscribed']} kept unsubscribed, "
+            f"{len(report['errors'])} rows rejected",
+            highlight=False,
+            markup=False,
         )
-        for _line, reason in report.errors:
-            errors.print(f"[red]rejected:[/] {reason}", highlight=False)
-    if report.errors:
+        for error in report["errors"]:
+            errors.print(f"[red]rejected:[/] {escape(error['reason'])}", highlight=False)
+    if report["errors"]:
         raise typer.Exit(1)
 
 
 @app.command()
 def show(email: str, as_json: bool = JsonOption) -> None:
     """A subscriber's status, lists and suppression."""
-    try:
-        address = normalize_email(email)
-    except InvalidAddress as exc:
-        fail(str(exc))
-    with open_runtime() as runtime, runtime.sessions() as session:
-        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
-        suppression = session.scalar(select(Suppression).where(Suppression.email == address))
-        if subscriber is None and suppression is None:
-            fail(f"no subscriber {address}")
-        data: dict[str, object] = {
-            "email": address,
-            "subscriber": None,
-            "suppression": None,
-        }
-        if subscriber is not None:
-            data["subscriber"] = {
-                "id": subscriber.id,
-                "name": subscriber.name,
-                "status": subscriber.status,
-                "attributes": subscriber.attributes,
-                "created_at": subscriber.created_at.isoformat(),
-                "lists": [
-                    {
-                        "name": s.mailing_list.name,
-                        "status": s.status,
-                        "unsubscribed_at": s.unsubscribed_at.isoformat()
-                        if s.unsubscribed_at
-                        else None,
-                    }
-                    for s in sorted(subscriber.subscriptions, key=lambda s: s.list_id)
-                ],
-            }
-        if suppression is not None:
-            data["suppression"] = {
-                "reason": suppression.reason,
-                "source": suppression.source,
-                "since": suppression.created_at.isoformat(),
-            }
+    with open_runtime() as runtime:
+        try:
+            data = subscribers.show_subscriber(runtime, Actor.cli(), email)
+        except AppError as exc:
+            fail(exc.message)
     if as_json:
         print_json(data)
         return
-    sub = data["subscriber"]
-    if isinstance(sub, dict):
-        console.print(f"[bold]{address}[/] ({sub['name'] or 'no name'}): {sub['status']}")
+    address = escape(data["email"])
+    sub: dict[str, Any] | None = data["subscriber"]
+    if sub is not None:
+        name = escape(sub["name"] or "no name")
+        console.print(f"[bold]{address}[/] ({name}): {sub['status']}", highlight=False)
         for entry in sub["lists"]:
-            console.print(f"  list {entry['name']}: {entry['status']}", highlight=False)
-    supp = data["suppression"]
-    if isinstance(supp, dict):
+            console.print(f"  list {escape(entry['name'])}: {entry['status']}", highlight=False)
+    supp: dict[str, Any] | None = data["suppression"]
+    if supp is not None:
         console.print(
-            f"  [red]suppressed[/]: {supp['reason']} (from {supp['source']}, {supp['since']})"
+            f"  [red]suppressed[/]: {supp['reason']} (from {escape(supp['source'])}, "
+            f"{supp['since']})",
+            highlight=False,
         )
     else:
         console.print("  not suppressed")

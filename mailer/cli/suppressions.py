@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import getpass
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mailer.app import suppressions
+from mailer.app.actors import Actor
+from mailer.app.errors import AppError
 from mailer.cli.common import JsonOption, console, fail, open_runtime, print_json
-from mailer.db.session import transaction
-from subscribers.addresses import InvalidAddress, normalize_email
-from subscribers.suppressions import NotSuppressed, SuppressionReason, lift, listing, suppress
 
 app = typer.Typer(help="The suppression list.", no_args_is_help=True)
 
@@ -23,8 +23,11 @@ def list_(
     as_json: bool = JsonOption,
 ) -> None:
     """Suppressed addresses, newest first, with reason, source and time."""
-    with open_runtime() as runtime, runtime.sessions() as session:
-        rows = listing(session, reason=reason, limit=limit)
+    with open_runtime() as runtime:
+        try:
+            rows = suppressions.list_suppressions(runtime, Actor.cli(), reason=reason, limit=limit)
+        except AppError as exc:
+            fail(exc.message)
     if as_json:
         print_json([vars(row) for row in rows])
         return
@@ -46,15 +49,12 @@ def add(
     note: str = typer.Option(..., "--note", help="Why (kept with the suppression)."),
 ) -> None:
     """Suppress an address by hand."""
-    address = _address(email)
-    with open_runtime() as runtime, transaction(runtime.sessions) as session:
-        added = suppress(
-            session,
-            address,
-            SuppressionReason.OPERATOR,
-            source=f"operator:{_operator()}",
-            detail=note,
-        )
+    with open_runtime() as runtime:
+        try:
+            added = suppressions.add_suppression(runtime, Actor.cli(), email, note=note)
+        except AppError as exc:
+            fail(exc.message)
+    address = email.strip().lower()
     console.print(f"{address} suppressed" if added else f"{address} was already suppressed")
 
 
@@ -65,27 +65,16 @@ def lift_(
     as_json: bool = JsonOption,
 ) -> None:
     """Lift a suppression. The address may be mailed again; the lift is recorded."""
-    address = _address(email)
-    with open_runtime() as runtime, transaction(runtime.sessions) as session:
+    with open_runtime() as runtime:
         try:
-            lifted = lift(session, address, operator=_operator(), note=note)
-        except NotSuppressed as exc:
-            fail(str(exc))
+            lifted = suppressions.lift_suppression(runtime, Actor.cli(), email, note=note)
+        except AppError as exc:
+            fail(exc.message)
     if as_json:
-        print_json(vars(lifted))
+        data: dict[str, Any] = vars(lifted)
+        print_json(data)
     else:
-        console.print(f"lifted: {address} (was: {lifted.reason}, from {lifted.source})")
-
-
-def _address(email: str) -> str:
-    try:
-        return normalize_email(email)
-    except InvalidAddress as exc:
-        fail(str(exc))
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown operator"
+        console.print(
+            f"lifted: {lifted.email} (was: {lifted.reason}, from {escape(lifted.source)})",
+            highlight=False,
+        )
