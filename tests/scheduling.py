@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from mailer.briefings.sources import add_source
-from mailer.db.models import Delivery, Edition, SourceKind
+from mailer.db.models import Delivery, Edition, Newsletter, SourceKind
 from mailer.db.session import transaction
 from mailer.dispatch import ledger
 from mailer.dispatch.dispatcher import send_edition
@@ -48,18 +48,29 @@ def utc(
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def write_briefing(folder: Path, tag: str | None = None) -> Path:
-    """One new briefing file in the newsroom's plain-text style."""
+def write_briefing(folder: Path, tag: str | None = None, published: datetime | None = None) -> Path:
+    """One new briefing file in the newsroom's plain-text style.
+
+    With ``published`` it is Markdown that says when it was published: tests that run
+    on a fake clock give their briefings a time on that clock (a plain-text file is
+    published when it is pulled, by the real one), since an edition takes only the
+    briefings of its own dates.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     n = next(_SERIAL)
     name = tag or f"item-{n}"
-    path = folder / f"{name}.txt"
-    path.write_text(
+    body = (
         f"The harbour authority approved plan {name} for the north quay.\n"
         f"What's going on now: Work on plan {name} starts next month.\n"
-        "What happens next: A public hearing is set for the spring.\n",
-        encoding="utf-8",
+        "What happens next: A public hearing is set for the spring.\n"
     )
+    if published is None:
+        path = folder / f"{name}.txt"
+        path.write_text(body, encoding="utf-8")
+    else:
+        path = folder / f"{name}.md"
+        front = f"---\npublished: {published.isoformat()}\n---\n"
+        path.write_text(front + body.replace("\n", "\n\n"), encoding="utf-8")
     return path
 
 
@@ -77,14 +88,19 @@ def scheduled_newsletter(
     local_time_delivery: bool = False,
     since: datetime,
     subscribers: int = 3,
+    published: datetime | None = None,
 ) -> int:
-    """A newsletter with subscribers, a folder source holding one briefing, and a schedule
-    in effect ``since`` then."""
+    """A newsletter with subscribers, a folder source holding one briefing (published
+    ``since`` unless said otherwise), and a schedule in effect ``since`` then, whose slot
+    and timezone are the newsletter's (as ``mailer newsletters create`` makes them)."""
     newsletter_id = factories.newsletter(runtime, slug=slug)
     if subscribers:
         factories.subscribers(runtime, subscribers)
-    write_briefing(folder)
+    write_briefing(folder, published=published or since)
     with transaction(runtime.sessions) as session:
+        newsletter = session.get(Newsletter, newsletter_id)
+        assert newsletter is not None
+        newsletter.timezone, newsletter.send_time = timezone, slot[:5]
         add_source(
             session,
             name=f"{slug}-desk",

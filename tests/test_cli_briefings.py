@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -85,7 +87,10 @@ def test_compose_and_edit_an_edition(cli_env: Path) -> None:
     locked = runner.invoke(app, ["editions", "update", str(sent_id), "--subject", "Nope"])
     assert locked.exit_code == 1 and "can no longer change" in locked.stderr
 
-    composed = json.loads(invoke("editions", "compose", "daily", "--date", "2099-01-01", "--json"))
+    # An edition takes the briefings of its own dates: tomorrow's, composed early, takes
+    # what arrived after today's was composed (the demo's newsletter is on New York time).
+    tomorrow = (datetime.now(ZoneInfo("America/New_York")).date() + timedelta(days=1)).isoformat()
+    composed = json.loads(invoke("editions", "compose", "daily", "--date", tomorrow, "--json"))
     assert composed["status"] == "ready" and composed["briefings"] == 3
     shown = json.loads(invoke("editions", "show", str(composed["id"]), "--json"))
     ids = [item["briefing_id"] for item in shown["items"]]

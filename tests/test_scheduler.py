@@ -99,7 +99,7 @@ def test_a_daily_slot_fires_once_and_sends_once(
     assert drain(runtime, edition.id)["sent"] == 3
 
     # The next day's slot: a new edition with the new briefing pulled at the slot.
-    write_briefing(folder)
+    write_briefing(folder, published=utc(2025, 6, 11, 4))
     clock.set(utc(2025, 6, 11, 5, 0, 1))
     assert step(restarted) == [RunState.DUE, RunState.SENT]
     assert [r.slot_date for r in runs(runtime)] == [date(2025, 6, 10), date(2025, 6, 11)]
@@ -311,6 +311,8 @@ def test_local_time_delivery_in_waves(
         local_time_delivery=True,
         subscribers=7,
         since=utc(2025, 6, 9),
+        # After the slot of the 9th in London: news for the edition of the 10th.
+        published=utc(2025, 6, 9, 21),
     )
     zones = {
         "reader00001@example.com": "Asia/Tokyo",
@@ -389,7 +391,7 @@ def test_two_schedulers_one_leads_and_the_other_takes_over(
         # `a` comes back from a long pause: it cannot lead any more.
         assert not a.renew() and a.tick() is None
 
-        write_briefing(folder)
+        write_briefing(folder, published=utc(2025, 6, 11, 6))
         clock.set(utc(2025, 6, 11, 7, 0, 1))
         assert b.renew()  # (renewed all along, in the service)
         assert step(a) == [] and step(b) == [RunState.DUE, RunState.SENT]

@@ -5,18 +5,20 @@ from __future__ import annotations
 import typer
 from sqlalchemy import func, select
 
+from mailer.app import editions
+from mailer.app.actors import Actor
+from mailer.app.errors import AppError
 from mailer.briefings.folder import pull_folder
 from mailer.cli.common import console, fail, load_settings, open_runtime
 from mailer.cli.editions import run_send
 from mailer.config import ConfigError, config_file_path, ensure_local_secret_key
 from mailer.db import migrate
-from mailer.db.models import Edition, EditionStatus, Newsletter
-from mailer.db.session import transaction
-from mailer.demo.setup import BRIEFINGS_DIR, ensure_newsletter, ensure_subscribers
-from mailer.editions.compose import compose_edition
-from mailer.editions.titles import TitleTemplateError
-from mailer.rendering.render import RenderError
+from mailer.db.models import EditionStatus
+from mailer.demo.setup import BRIEFINGS_DIR, NEWSLETTER_SLUG, ensure_newsletter, ensure_subscribers
 from subscribers.models import Subscriber
+
+# Editions the demo may send when today's was skipped (it ran before today).
+_SENDABLE = (EditionStatus.READY, EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT)
 
 
 def demo(
@@ -34,9 +36,10 @@ def demo(
     if generated:
         console.print(f"generated a signing key in {config_file_path()} (keep it private)")
 
+    actor = Actor.cli()
     with open_runtime(settings, migrated=False) as runtime:
         migrate.upgrade(runtime.engine)
-        newsletter_id = ensure_newsletter(runtime.sessions)
+        ensure_newsletter(runtime.sessions)
         pulled = pull_folder(runtime.sessions, BRIEFINGS_DIR)
         console.print(
             "briefings: "
@@ -46,35 +49,32 @@ def demo(
         imported = ensure_subscribers(runtime.sessions, subscribers)
         console.print(f"subscribers: {imported.added} added")
 
-        with transaction(runtime.sessions) as session:
-            newsletter = session.get(Newsletter, newsletter_id)
-            assert newsletter is not None
-            try:
-                composed = compose_edition(
-                    session, newsletter, templates_dir=settings.templates_dir
-                )
-            except (RenderError, TitleTemplateError) as exc:
-                fail(str(exc))
-            edition_id = composed.edition.id
-            state = "composed" if composed.created else "found"
-            if composed.skipped:
-                latest = session.scalar(
-                    select(Edition)
-                    .where(
-                        Edition.newsletter_id == newsletter_id,
-                        Edition.status != EditionStatus.SKIPPED,
-                    )
-                    .order_by(Edition.id.desc())
+        try:
+            composed, created = editions.compose(runtime, actor, NEWSLETTER_SLUG)
+            edition_id = composed.id
+            state = "composed" if created else "found"
+            if composed.status == EditionStatus.SKIPPED:
+                latest = next(
+                    (
+                        e
+                        for e in editions.list_editions(runtime, actor, statuses=_SENDABLE)
+                        if e.newsletter_slug == NEWSLETTER_SLUG
+                    ),
+                    None,
                 )
                 if latest is None:
-                    fail(f"nothing to send: {composed.edition.status_reason}")
+                    fail(f"nothing to send: {composed.status_reason}")
                 edition_id, state = latest.id, "no new briefings; latest is"
+        except AppError as exc:
+            fail(exc.message)
         console.print(f"edition {edition_id}: {state}")
 
         tally = run_send(runtime, edition_id)
+        try:
+            edition = editions.get_edition(runtime, actor, edition_id)
+        except AppError as exc:
+            fail(exc.message)
         with runtime.sessions() as session:
-            edition = session.get(Edition, edition_id)
-            assert edition is not None
             total_subscribers = session.scalar(select(func.count(Subscriber.id)))
             sample = session.scalar(select(Subscriber.email).order_by(Subscriber.id).limit(1))
 
@@ -85,11 +85,11 @@ def demo(
         + ", ".join(f"{n} {s}" for s, n in tally.items() if n)
         + f" (of {total_subscribers} subscribers)"
     )
-    if edition.status == EditionStatus.SENT:
+    if edition.status == EditionStatus.SENT and edition.sent_at is not None:
         console.print(f"  status: sent at {edition.sent_at:%Y-%m-%d %H:%M} UTC")
     console.print(f"  outbox: {settings.outbox_dir / f'edition-{edition_id}'}")
     console.print()
-    console.print("Preview it:")
+    console.print("Preview it (its unsubscribe link only says it is a preview):")
     console.print(f"  mailer editions preview {edition_id} --as {sample} -o preview.html")
     console.print(f"  mailer editions preview {edition_id} --text")
     console.print("Try an unsubscribe link (List-Unsubscribe header of any .eml):")

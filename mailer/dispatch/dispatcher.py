@@ -44,6 +44,7 @@ from mailer.dispatch.senders import (
     SenderThreads,
     SenderUnavailable,
 )
+from mailer.editions import states
 from mailer.links import UnsubscribeLinks
 from mailer.transports.base import (
     Envelope,
@@ -102,16 +103,26 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _move(edition: Edition, new: EditionStatus, reason: str | None, refusal: str) -> None:
+    try:
+        states.move(edition, new, reason)
+    except states.TransitionError as exc:
+        raise DispatchError(refusal) from exc
+
+
 def start(session: Session, edition: Edition) -> int:
     """Move a rendered edition into ``sending`` and fill its ledger. Idempotent."""
     if edition.status in (EditionStatus.SENT, EditionStatus.CANCELLED):
         return 0
+    if edition.status == EditionStatus.SKIPPED:
+        why = edition.status_reason or "skipped"
+        raise DispatchError(f"edition {edition.id} was skipped ({why}): there is nothing to send")
     if edition.status == EditionStatus.DRAFT or edition.html is None or edition.text is None:
         raise DispatchError(f"edition {edition.id} has not been rendered yet")
     added = 0
     if edition.status == EditionStatus.READY:
         added = ledger.fill(session, edition)
-        edition.status = EditionStatus.SENDING
+        _move(edition, EditionStatus.SENDING, None, f"edition {edition.id} cannot start")
         edition.send_started_at = utcnow()
         # Sent copies are immutable from here on: later source edits become corrections.
         session.execute(
@@ -206,7 +217,7 @@ def _send(
         tally = ledger.counts(session, edition_id)
         unfinished = tally[DeliveryStatus.QUEUED] + tally[DeliveryStatus.SENDING]
         if edition.status == EditionStatus.SENDING and unfinished == 0:
-            edition.status = EditionStatus.SENT
+            states.move(edition, EditionStatus.SENT)
             edition.sent_at = utcnow()
             log.info("edition.sent", extra={"edition_id": edition_id, **tally})
     progress.report(force=True)
@@ -593,34 +604,42 @@ def _pause_for(
             [Result(i, Outcome.RETRY, error=reason, transport_down=True) for i in delivery_ids],
             backoff=False,
         )
+        # Raw SQL on the claiming connection (no session holds the row here): the same
+        # sending → paused as ``states``, the WHERE standing in for its check.
         connection.execute(
             update(Edition)
-            .where(Edition.id == edition_id, Edition.status == EditionStatus.SENDING)
-            .values(status=EditionStatus.PAUSED, status_reason=reason)
+            .where(Edition.id == edition_id, Edition.status == states.SENDING)
+            .values(status=states.PAUSED, status_reason=reason)
         )
     log.error("edition.paused", extra={"edition_id": edition_id, "reason": reason})
 
 
 def pause(session: Session, edition: Edition, reason: str = "paused by an operator") -> None:
-    if edition.status != EditionStatus.SENDING:
-        raise DispatchError(f"edition {edition.id} is {edition.status}, not sending")
-    edition.status, edition.status_reason = EditionStatus.PAUSED, reason
+    _move(
+        edition,
+        EditionStatus.PAUSED,
+        reason,
+        f"edition {edition.id} is {edition.status}, not sending",
+    )
 
 
 def resume(session: Session, edition: Edition) -> None:
-    if edition.status != EditionStatus.PAUSED:
-        raise DispatchError(f"edition {edition.id} is {edition.status}, not paused")
-    edition.status, edition.status_reason = EditionStatus.SENDING, None
+    refusal = f"edition {edition.id} is {edition.status}, not paused"
+    _move(edition, EditionStatus.SENDING, None, refusal)
 
 
 def cancel(session: Session, edition: Edition, reason: str = "cancelled by an operator") -> int:
-    """Stop for good: whoever is still queued is skipped. Returns how many."""
+    """Stop for good: whoever is still queued is skipped. Returns how many.
+
+    An edition cancelled before it started gives its briefings back: the next
+    edition may carry them (see ``mailer.editions.compose``).
+    """
     if edition.status in (EditionStatus.SENT, EditionStatus.CANCELLED):
         raise DispatchError(f"edition {edition.id} is already {edition.status}")
     # Claims of this edition wait (or have committed): none can start a batch whose
     # rows the skip below would miss.
     ledger.lock_edition(session.connection(), edition.id)
-    edition.status, edition.status_reason = EditionStatus.CANCELLED, reason
+    _move(edition, EditionStatus.CANCELLED, reason, f"edition {edition.id} cannot be cancelled")
     return ledger.skip_queued(session, edition.id, reason)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
 from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from mailer.editions import states
 from mailer.events.policy import Policy, apply_pending
 from mailer.runtime import Runtime
 
@@ -138,8 +139,8 @@ def decide(
             "retry_after": None,
         }
         if edition.status == EditionStatus.SENT:
-            edition.status = EditionStatus.SENDING
-            edition.status_reason = f"resending {len(ids)} unknown deliveries ({operator})"
+            reason = f"resending {len(ids)} unknown deliveries ({operator})"
+            states.move(edition, EditionStatus.SENDING, reason)
     result = session.execute(update(Delivery).where(*guard).values(**values))
     return int(getattr(result, "rowcount", 0) or 0)
 

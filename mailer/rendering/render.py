@@ -49,7 +49,12 @@ class SectionView:
 
 
 class StoredBriefing(Protocol):
-    """What rendering needs of a stored briefing (the Briefing row satisfies it)."""
+    """What rendering needs of a stored briefing (the Briefing row satisfies it).
+
+    A row may also carry an editor's correction, ``edited_title`` and ``edited_lead``
+    (the Briefing row does); read with ``getattr`` so that plain records of a parsed
+    file render too.
+    """
 
     title: str
     lead: str
@@ -57,6 +62,19 @@ class StoredBriefing(Protocol):
     sections: list[dict[str, Any]]
     url: str | None
     tags: list[str]
+
+
+def effective_title(briefing: StoredBriefing, headline: str | None = None) -> str:
+    """What the reader sees as the headline: the edition's own short headline for this
+    briefing, else the editor's corrected title, else the source's."""
+    edited: str | None = getattr(briefing, "edited_title", None)
+    return headline or edited or briefing.title
+
+
+def effective_lead(briefing: StoredBriefing) -> str:
+    """The editor's corrected lead (plain text), else the source's."""
+    edited: str | None = getattr(briefing, "edited_lead", None)
+    return edited or briefing.lead
 
 
 def _html(fragment: str | None, text: str) -> Markup:
@@ -77,7 +95,9 @@ class BriefingView:
     tags: tuple[str, ...]
 
     @classmethod
-    def from_stored(cls, briefing: StoredBriefing) -> BriefingView:
+    def from_stored(cls, briefing: StoredBriefing, headline: str | None = None) -> BriefingView:
+        """The briefing as this edition shows it: ``headline`` (the edition's short one),
+        else the editor's correction, else the source's words."""
         sections = []
         for stored in briefing.sections:
             paragraphs = tuple(stored.get("paragraphs") or ())
@@ -92,10 +112,13 @@ class BriefingView:
                 )
             )
         url = briefing.url
+        edited_lead: str | None = getattr(briefing, "edited_lead", None)
+        # A corrected lead is plain text typed by an editor: escaped, never markup.
+        lead_html = escape(edited_lead) if edited_lead else _html(briefing.lead_html, briefing.lead)
         return cls(
-            title=briefing.title,
-            lead=briefing.lead,
-            lead_html=_html(briefing.lead_html, briefing.lead),
+            title=effective_title(briefing, headline),
+            lead=effective_lead(briefing),
+            lead_html=lead_html,
             sections=tuple(sections),
             url=url if url and urlsplit(url).scheme in ("http", "https") else None,
             tags=tuple(briefing.tags or ()),

@@ -21,6 +21,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.app import audit
+from mailer.app.actors import Actor
 from mailer.briefings import feeds
 from mailer.briefings.pull import pull_sources
 from mailer.db.base import utcnow
@@ -28,7 +30,8 @@ from mailer.db.models import Edition, EditionStatus, Newsletter, Source, SourceK
 from mailer.db.session import transaction
 from mailer.dispatch import dispatcher
 from mailer.dispatch.dispatcher import DispatchError
-from mailer.editions.compose import compose_edition
+from mailer.editions import checks, states
+from mailer.editions.compose import checkable, compose_edition
 from mailer.editions.titles import TitleTemplateError
 from mailer.rendering.render import RenderError
 from mailer.runtime import Runtime
@@ -57,9 +60,11 @@ class ApprovalError(RuntimeError):
 
 @dataclass
 class TickReport:
-    """What one tick did, as (newsletter id, slot date, new state)."""
+    """What one tick did, as (newsletter id, slot date, new state), and which editions
+    it started at the one-off time an editor set (``Edition.scheduled_for``)."""
 
     changes: list[tuple[int, date, str]] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
 
     def states(self) -> list[str]:
         return [state for _, _, state in self.changes]
@@ -129,7 +134,112 @@ class Runner:
                 # Left as it is for the next tick (a database hiccup clears; a lasting
                 # fault ends as `missed` after the grace), and the other runs go on.
                 log.exception("schedule.run_failed", extra={"run_id": run_id})
+        self._start_scheduled(report)
         return report
+
+    # -- one-off send times ---------------------------------------------------------
+
+    def _start_scheduled(self, report: TickReport) -> None:
+        """Start the ready editions whose ``scheduled_for`` has come. Exactly once: each
+        is started under its row lock and leaves ``ready`` (dispatcher.start is
+        idempotent too), so a second tick or a second scheduler finds nothing to do."""
+        now = self.clock()
+        with self.sessions() as session:
+            due = list(
+                session.scalars(
+                    select(Edition.id)
+                    .where(
+                        Edition.scheduled_for.is_not(None),
+                        Edition.scheduled_for <= now,
+                        Edition.status == EditionStatus.READY,
+                    )
+                    .order_by(Edition.scheduled_for, Edition.id)
+                )
+            )
+        for edition_id in due:
+            if self.stopping():
+                return
+            try:
+                self._start_one(edition_id, report)
+            except Exception:
+                # Left ready and scheduled: the next tick tries again.
+                log.exception("schedule.scheduled_start_failed", extra={"edition_id": edition_id})
+
+    def _start_one(self, edition_id: int, report: TickReport) -> None:
+        now = self.clock()
+        actor = Actor.system()
+        with transaction(self.sessions) as session:
+            # The holding run first, then the edition: the order every approval takes.
+            run_id = session.scalar(
+                select(ScheduleRun.id)
+                .where(ScheduleRun.edition_id == edition_id, ScheduleRun.state == RunState.HELD)
+                .limit(1)
+            )
+            run = self._take(session, run_id, (RunState.HELD,)) if run_id is not None else None
+            edition = session.get(Edition, edition_id, with_for_update=True, populate_existing=True)
+            if (
+                edition is None
+                or edition.status != EditionStatus.READY
+                or edition.scheduled_for is None
+                or edition.scheduled_for > now
+            ):
+                return  # started, cancelled or rescheduled meanwhile
+            at = edition.scheduled_for.isoformat(timespec="minutes")
+            rendition = checkable(edition)
+            refusals = (
+                [c.message for c in checks.evaluate(rendition) if c.level == "refuse"]
+                if rendition is not None
+                else ["it is not rendered"]
+            )
+            queued = 0
+            if not refusals:
+                try:
+                    # A savepoint: a start that fails half-way leaves nothing behind.
+                    with session.begin_nested():
+                        if run is not None:
+                            approve(session, run, now)
+                            self._log(run)
+                            report.changes.append((run.newsletter_id, run.slot_date, run.state))
+                        else:
+                            queued = dispatcher.start(session, edition)
+                except (ApprovalError, *DOMAIN_ERRORS) as exc:
+                    refusals = [str(exc)]
+            if refusals:
+                # Not sent, and not tried again at every tick: an editor looks, fixes
+                # and schedules it anew.
+                why = f"the send scheduled for {at} did not start: {'; '.join(refusals)}"
+                edition.scheduled_for = None
+                states.move(edition, EditionStatus.READY, why)
+                audit.record(
+                    session,
+                    actor,
+                    "edition.scheduled_send_refused",
+                    "edition",
+                    edition.id,
+                    before={"scheduled_for": at},
+                    after={"scheduled_for": None},
+                    note=why,
+                )
+                log.error(
+                    "edition.scheduled_send_refused",
+                    extra={"edition_id": edition.id, "reason": why},
+                )
+                return
+            audit.record(
+                session,
+                actor,
+                "edition.start",
+                "edition",
+                edition.id,
+                before={"status": EditionStatus.READY},
+                after={"status": edition.status, "queued": queued},
+                note=f"scheduled for {at}",
+            )
+            log.info(
+                "edition.scheduled_start",
+                extra={"edition_id": edition.id, "scheduled_for": at, "queued": queued},
+            )
+            report.started.append(edition.id)
 
     def _plan(self, newsletter_id: int, report: TickReport) -> None:
         now = self.clock()
@@ -289,7 +399,15 @@ class Runner:
         elif edition.status == EditionStatus.CANCELLED:
             run.state = RunState.SKIPPED
             run.reason = edition.status_reason or f"edition {edition.id} was cancelled"
-        elif schedule.requires_approval and run.approved_at is None:
+        elif edition.scheduled_for is not None and edition.scheduled_for > now:
+            # An editor set the edition's own time: it goes then (``_start_scheduled``).
+            run.state = RunState.COMPOSED
+            run.reason = (
+                f"edition {edition.id} is scheduled for "
+                f"{edition.scheduled_for.isoformat(timespec='minutes')}"
+            )
+        # An editor who approved the edition before its slot has given the go already.
+        elif schedule.requires_approval and run.approved_at is None and edition.approved_at is None:
             run.deadline_at = run.slot_at + timedelta(minutes=schedule.approval_deadline_minutes)
             run.state = RunState.HELD
             run.reason = (

@@ -21,6 +21,9 @@ class Envelope:
     html: str
     text: str
     nonce: str
+    # An editor's test send: no ledger row, and marked so that nothing coming back
+    # (provider events, bounces) can be taken for the edition's (see each transport).
+    test_send: bool = False
 
 
 # Recipients and results are made a million times a send: named tuples, which cost a

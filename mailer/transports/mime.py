@@ -57,6 +57,7 @@ class MessageWriter:
         shared["MIME-Version"] = "1.0"
         # "=_" cannot occur in quoted-printable output, so the boundary cannot collide.
         self.boundary = f"=_mailer_{secrets.token_hex(12)}"
+        self._delivery_header = "X-Mailer-Test-Send" if envelope.test_send else "X-Mailer-Delivery"
         self._shared = shared.as_bytes(policy=WIRE_POLICY).rstrip(b"\r\n") + b"\r\n"
 
     def _to(self, recipient: Recipient) -> str:
@@ -70,6 +71,9 @@ class MessageWriter:
         return header.as_bytes(policy=WIRE_POLICY).decode("ascii").split(":", 1)[1].strip()
 
     def message_id(self, recipient: Recipient) -> str:
+        if self.envelope.test_send:
+            # No edition or delivery in it: a reply or bounce names nobody's delivery.
+            return f"<{secrets.token_hex(8)}.test@{self.domain}>"
         return (
             f"<{secrets.token_hex(8)}.e{self.envelope.edition_id}"
             f".d{recipient.delivery_id}@{self.domain}>"
@@ -90,7 +94,7 @@ class MessageWriter:
             f"Date: {format_datetime(utcnow())}\r\n"
             f"Message-ID: {message_id}\r\n"
             f"List-Unsubscribe: <{recipient.unsubscribe_url}>\r\n"
-            f"X-Mailer-Delivery: {envelope.edition_id}.{recipient.delivery_id}\r\n"
+            f"{self._delivery_header}: {envelope.edition_id}.{recipient.delivery_id}\r\n"
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n'
             "\r\n"
         ).encode("ascii")

@@ -2,15 +2,19 @@
 
 Files appear atomically (written aside, then renamed), one folder per edition,
 named by delivery id, so a resent delivery would overwrite rather than add.
+Test sends go to ``test-sends/edition-<id>/`` instead, named by time, so they never
+mix with what the edition's readers got.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailer.db.base import utcnow
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
 from mailer.transports.mime import MessageWriter
 
@@ -39,8 +43,16 @@ class OutboxTransport:
     def folder_for(self, edition_id: int) -> Path:
         return self.directory / f"edition-{edition_id}"
 
+    def test_folder_for(self, edition_id: int) -> Path:
+        return self.directory / "test-sends" / f"edition-{edition_id}"
+
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
-        folder = self.folder_for(envelope.edition_id)
+        if envelope.test_send:
+            folder = self.test_folder_for(envelope.edition_id)
+            # Test sends carry no delivery id of their own: each send gets a fresh prefix.
+            prefix = f"{utcnow():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}-"
+        else:
+            folder, prefix = self.folder_for(envelope.edition_id), ""
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -63,7 +75,7 @@ class OutboxTransport:
                 results.append(Result(recipient.delivery_id, Outcome.FAILED, error=str(exc)))
                 continue
             try:
-                _write_atomically(folder / f"{recipient.delivery_id}.eml", data)
+                _write_atomically(folder / f"{prefix}{recipient.delivery_id}.eml", data)
             except OSError as exc:
                 results.append(Result(recipient.delivery_id, Outcome.RETRY, error=str(exc)))
             else:

@@ -153,7 +153,9 @@ class SmtpTransport:
         except (ValueError, TypeError, dkim.DKIMException) as exc:
             return Result(delivery, Outcome.FAILED, error=f"cannot build message: {exc}")
         sender = envelope.from_email
-        if self.config.return_path:
+        # A test send's bounces go back to the sender, never through the VERP address
+        # (whose delivery id would be taken for a ledger row's).
+        if self.config.return_path and not envelope.test_send:
             sender = self.config.return_path.format(
                 delivery_id=delivery, edition_id=envelope.edition_id
             )
