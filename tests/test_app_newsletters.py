@@ -102,6 +102,7 @@ def test_create_get_list_and_who_may(runtime: Runtime) -> None:
     assert newsletters.get_newsletter(runtime, EDITOR, "morning") == created
     [listed] = newsletters.list_newsletters(runtime, EDITOR)
     assert listed["slug"] == "morning" and isinstance(listed["id"], int)
+    assert listed["timezone"] == "Europe/Paris"
     assert len(listed["schedule"]["next_slots"]) == 1
     with pytest.raises(NotFound):
         newsletters.get_newsletter(runtime, EDITOR, "evening")

@@ -433,7 +433,8 @@ def get_newsletter(runtime: Runtime, actor: Actor, slug: str) -> dict[str, Any]:
 
 
 def list_newsletters(runtime: Runtime, actor: Actor) -> list[dict[str, Any]]:
-    """Every newsletter by slug: ``id``, ``slug``, ``name``, ``schedule`` with its next slot."""
+    """Every newsletter by slug: ``id``, ``slug``, ``name``, ``timezone``, ``schedule`` (with
+    its next slot; None for a newsletter without one)."""
     actor.require(Role.EDITOR)
     now = utcnow()
     with runtime.sessions() as session:
@@ -447,6 +448,7 @@ def list_newsletters(runtime: Runtime, actor: Actor) -> list[dict[str, Any]]:
                 "id": newsletter.id,
                 "slug": newsletter.slug,
                 "name": newsletter.name,
+                "timezone": newsletter.timezone,
                 "schedule": status.schedule_dict(session, schedule, now, 1) if schedule else None,
             }
             for newsletter, schedule in rows
