@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from mailer.accounts.models import AccountSession, AuditEntry
-from mailer.app import accounts
+from mailer.accounts.models import AccountSession, AuditEntry, SignInThrottle
+from mailer.app import accounts, sources
 from mailer.app.actors import Actor
 from mailer.db.models import Briefing, Edition, EditionBriefing
 from mailer.db.session import transaction
@@ -22,6 +22,8 @@ from mailer.runtime import Runtime
 from mailer.web.security import PREVIEW_HEADERS
 from tests import factories
 from tests.workspace import PASSWORD, account, csrf_in, page_csrf, serve, sign_in, signed_in
+
+ELEVEN = [f"t{i}@news.example.org" for i in range(11)]
 
 
 @pytest.fixture
@@ -146,7 +148,8 @@ def test_an_editor_cannot_reach_admin_pages(runtime: Runtime) -> None:
                 assert editor.get(path).status_code == 403
             token = page_csrf(editor)
             made = editor.post(
-                "/admin/accounts", data={"email": "x@news.example.org", "role": "admin", "csrf": token}
+                "/admin/accounts",
+                data={"email": "x@news.example.org", "role": "admin", "csrf": token},
             )
             assert made.status_code == 403
         with signed_in(site, "boss@news.example.org", role="admin") as admin:
@@ -185,8 +188,6 @@ def test_the_sixth_wrong_password_locks_out_even_the_right_one(runtime: Runtime)
         assert int(refused.headers["retry-after"]) >= 1
         assert "mailer_session" not in refused.headers.get("set-cookie", "")
         # Once the wait has passed, the right password works again.
-        from mailer.accounts.models import SignInThrottle
-
         with transaction(runtime.sessions) as session:
             session.execute(update(SignInThrottle).values(blocked_until=None, failures=0))
         sign_in(client, "ed@news.example.org", PASSWORD)
@@ -253,7 +254,9 @@ def test_preview_as_a_subscriber_fills_their_name_but_no_token(
     runtime: Runtime, edition_id: int
 ) -> None:
     with serve(runtime) as site, signed_in(site, "ed@news.example.org") as client:
-        frame = client.get(f"/editions/{edition_id}/preview", params={"as": "reader00002@example.com"})
+        frame = client.get(
+            f"/editions/{edition_id}/preview", params={"as": "reader00002@example.com"}
+        )
         assert frame.status_code == 200 and "Sent to reader00002@example.com" in frame.text
         assert "/u/" not in frame.text
         text = client.get(
@@ -274,7 +277,10 @@ def test_a_test_send_arrives_marked_and_harmless(runtime: Runtime, edition_id: i
         assert answer.status_code == 303
         too_many = client.post(
             f"/editions/{edition_id}/test-send",
-            data={"addresses": " ".join(f"t{i}@news.example.org" for i in range(11)), "csrf": token},
+            data={
+                "addresses": " ".join(f"t{i}@news.example.org" for i in range(11)),
+                "csrf": token,
+            },
         )
         assert too_many.status_code == 422
     files = sorted(Path(runtime.settings.outbox_dir).rglob("*.eml"))
@@ -310,8 +316,6 @@ def test_a_correction_shows_in_the_inbox_and_the_draft(runtime: Runtime, edition
 
 
 def test_status_and_stats_json_need_a_session_or_a_token(runtime: Runtime, edition_id: int) -> None:
-    from mailer.app import sources
-
     with serve(runtime) as site:
         with site.client() as anonymous:
             assert anonymous.get("/status").status_code == 401
@@ -322,7 +326,9 @@ def test_status_and_stats_json_need_a_session_or_a_token(runtime: Runtime, editi
         with site.client() as machine:
             machine.headers["Authorization"] = f"Bearer {token}"
             assert machine.get("/status").status_code == 200
-            assert machine.get(f"/editions/{edition_id}/stats.json").json()["edition_id"] == edition_id
+            assert (
+                machine.get(f"/editions/{edition_id}/stats.json").json()["edition_id"] == edition_id
+            )
         with signed_in(site, "ed@news.example.org") as client:
             assert client.get("/status").status_code == 200
             assert client.get(f"/editions/{edition_id}/stats").status_code == 200
@@ -345,3 +351,16 @@ def test_every_page_answers_for_an_editor(runtime: Runtime, edition_id: int) -> 
             answer = client.get(path)
             assert answer.status_code == 200, (path, answer.text[:300])
         assert client.get("/editions/999999").status_code == 404
+
+
+def test_addresses_are_suggested_as_they_are_typed(runtime: Runtime, edition_id: int) -> None:
+    with serve(runtime) as site, signed_in(site, "ed@news.example.org") as client:
+        path = f"/editions/{edition_id}/subscribers"
+        found = client.get(path, params={"as": "Reader0000"}).text
+        assert re.findall(r'<option value="([^"]+)">', found) == [
+            "reader00001@example.com",
+            "reader00002@example.com",
+            "reader00003@example.com",
+        ]
+        assert "option" not in client.get(path, params={"as": "r"}).text
+        assert "option" not in client.get(path, params={"as": "zz"}).text

@@ -33,6 +33,9 @@ from mailer.briefings.api_tokens import authenticate as api_token_source
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
 
+# SessionInfo is re-exported: routes name it auth.SessionInfo.
+__all__ = ["Admin", "Editor", "Reader", "Session", "SessionInfo", "SignInRequired"]
+
 SESSION_COOKIE = "mailer_session"
 SIGNIN_CSRF_COOKIE = "mailer_signin"
 CSRF_FIELD = "csrf"

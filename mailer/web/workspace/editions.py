@@ -311,10 +311,9 @@ def recompose(request: Request, info: auth.Editor, edition_id: int) -> Response:
 @router.post("/editions/{edition_id}/delete")
 def delete(request: Request, info: auth.Editor, edition_id: int) -> Response:
     editions.delete_draft(auth.runtime_of(request), info.actor, edition_id)
-    response = RedirectResponse("/editions", status_code=303)
     if is_htmx(request):
-        response = Response(status_code=204, headers={"HX-Redirect": "/editions"})
-    return response
+        return Response(status_code=204, headers={"HX-Redirect": "/editions"})
+    return RedirectResponse("/editions", status_code=303)
 
 
 @router.post("/editions/{edition_id}/test-send")
