@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailer.app import editions
+from mailer.app.actors import Actor
 from mailer.briefings.parser import parse_text
 from mailer.briefings.sources import add_source
 from mailer.briefings.store import store_briefing
@@ -219,3 +221,153 @@ def test_a_briefing_from_a_shared_source_goes_to_every_newsletter(runtime: Runti
 
     assert not later.skipped
     assert titles_of(runtime, later.edition.id) == ["News for everyone"]
+
+
+def test_composing_tomorrow_early_leaves_todays_briefings_to_today(runtime: Runtime) -> None:
+    # The newsletter goes out at 07:00 UTC. At 05:00 on the 25th, today's edition is not
+    # composed yet; composing the 26th's early must not take the 25th's news.
+    newsletter_id = factories.newsletter(runtime)
+    early = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)
+    briefing(runtime, "a", "Overnight story", hours_ago=9)  # 03:00 on the 25th
+    briefing(runtime, "b", "Dawn story", hours_ago=8)  # 04:00
+
+    tomorrow = compose(runtime, newsletter_id, date(2026, 11, 26), now=early)
+    assert tomorrow.skipped  # nothing published since the 25th's slot yet
+
+    today = compose(runtime, newsletter_id, date(2026, 11, 25), now=early + timedelta(hours=2))
+    assert titles_of(runtime, today.edition.id) == ["Dawn story", "Overnight story"]
+
+    # Later that day, news for the 26th; composed early again, it takes only that.
+    briefing(runtime, "c", "Afternoon story", hours_ago=-2)  # 14:00 on the 25th
+    again = compose(runtime, newsletter_id, date(2026, 11, 26), now=NOW + timedelta(hours=3))
+    assert again.edition.id == tomorrow.edition.id
+    assert titles_of(runtime, again.edition.id) == ["Afternoon story"]
+
+
+def test_an_edition_composed_before_its_slot_hands_what_follows_to_the_next(
+    runtime: Runtime,
+) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    briefing(runtime, "a", "Before five", hours_ago=8)  # 04:00 on the 25th
+    today = compose(runtime, newsletter_id, date(2026, 11, 25), now=NOW - timedelta(hours=7))
+    assert titles_of(runtime, today.edition.id) == ["Before five"]
+    # Published after today's edition was composed (05:00), before its slot (07:00):
+    # the 26th's edition, composed early, takes it (nothing is left behind).
+    briefing(runtime, "b", "Between five and seven", hours_ago=6)
+    tomorrow = compose(runtime, newsletter_id, date(2026, 11, 26), now=NOW - timedelta(hours=5))
+    assert titles_of(runtime, tomorrow.edition.id) == ["Between five and seven"]
+
+
+def test_composing_a_past_date_takes_nothing_from_after_its_day(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    briefing(runtime, "old", "Tuesday story", hours_ago=26)  # 10:00 on the 24th
+    briefing(runtime, "new", "Wednesday story", hours_ago=2)  # 10:00 on the 25th
+
+    late = compose(runtime, newsletter_id, date(2026, 11, 24))  # composed on the 25th
+    assert titles_of(runtime, late.edition.id) == ["Tuesday story"]
+    today = compose(runtime, newsletter_id, date(2026, 11, 25), now=NOW + timedelta(minutes=1))
+    assert titles_of(runtime, today.edition.id) == ["Wednesday story"]
+
+
+def test_a_cancelled_edition_that_never_started_gives_its_briefings_back(
+    runtime: Runtime,
+) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    briefing(runtime, "a", "First", hours_ago=3)
+    briefing(runtime, "b", "Second", hours_ago=4)
+    cancelled = compose(runtime, newsletter_id, date(2026, 11, 25)).edition
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, cancelled.id)
+        assert edition is not None
+        dispatcher.cancel(session, edition)
+
+    tomorrow = compose(runtime, newsletter_id, date(2026, 11, 26), now=NOW + timedelta(hours=20))
+    assert titles_of(runtime, tomorrow.edition.id) == ["First", "Second"]
+    with runtime.sessions() as session:
+        statuses = {
+            b.title: b.status for b in session.scalars(select(Briefing).order_by(Briefing.id))
+        }
+    assert statuses == {"First": BriefingStatus.READY, "Second": BriefingStatus.READY}
+
+
+def test_a_cancelled_edition_that_went_out_keeps_its_briefings(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    briefing(runtime, "a", "Sent story", hours_ago=3)
+    started = compose(runtime, newsletter_id, date(2026, 11, 25)).edition
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, started.id)
+        assert edition is not None
+        dispatcher.start(session, edition)
+        dispatcher.cancel(session, edition)
+
+    tomorrow = compose(runtime, newsletter_id, date(2026, 11, 26), now=NOW + timedelta(hours=20))
+    assert tomorrow.skipped
+
+
+def test_a_deleted_draft_gives_its_briefings_back(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    briefing(runtime, "a", "Kept story", hours_ago=3)
+    draft = compose(runtime, newsletter_id, date(2026, 11, 25)).edition
+    editions.delete_draft(runtime, Actor.cli(), draft.id)
+
+    again = compose(runtime, newsletter_id, date(2026, 11, 25))
+    assert again.created
+    assert titles_of(runtime, again.edition.id) == ["Kept story"]
+
+
+def test_headlines_and_corrections_title_the_edition(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    top = briefing(runtime, "a", "A very long headline the wire wrote for this story", hours_ago=1)
+    other = briefing(runtime, "b", "Second story", hours_ago=2)
+    with transaction(runtime.sessions) as session:
+        corrected = session.get(Briefing, other)
+        assert corrected is not None
+        corrected.edited_title, corrected.edited_lead = "Corrected second", "A <b>fixed</b> lead."
+    edition_id = compose(runtime, newsletter_id, date(2026, 11, 25)).edition.id
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        assert edition.subject == "A very long headline the wire wrote for this story"
+        assert edition.preheader == "Plus 1 more: Corrected second"
+        editing.set_headline(session, edition, top, "  Short   one ")
+        assert edition.subject == "Short one"
+        assert edition.html is not None and edition.text is not None
+        assert "Short one" in edition.html and "Corrected second" in edition.html
+        # The corrected lead is an editor's plain text: escaped, never markup.
+        assert "A &lt;b&gt;fixed&lt;/b&gt; lead." in edition.html
+        assert "1. Short one\n2. Corrected second\n" in edition.text
+        with pytest.raises(ValueError, match="at most 300"):
+            editing.set_headline(session, edition, top, "x" * 301)
+        editing.set_headline(session, edition, top, "")
+        assert edition.subject == "A very long headline the wire wrote for this story"
+
+
+def test_recompose_keeps_the_arrangement_and_leaves_exclusions_out(runtime: Runtime) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    first = briefing(runtime, "a", "First", hours_ago=3)
+    second = briefing(runtime, "b", "Second", hours_ago=4)
+    third = briefing(runtime, "c", "Third", hours_ago=5)
+    edition_id = compose(runtime, newsletter_id, date(2026, 11, 25)).edition.id
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        editing.reorder(session, edition, [third])
+        editing.set_headline(session, edition, third, "Third, short")
+        editing.exclude(session, edition, second)
+    newcomer = briefing(runtime, "d", "Newcomer", hours_ago=1)
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        done = editing.recompose(session, edition, now=NOW)
+        assert done.added == (newcomer,) and done.dropped == ()
+        order = [
+            (i.briefing_id, i.headline) for i in sorted(edition.items, key=lambda i: i.position)
+        ]
+        assert order == [(third, "Third, short"), (first, None), (newcomer, None)]
+        assert edition.excluded_briefing_ids == [second]
+        editing.include(session, edition, second, 0, now=NOW)
+        order = [i.briefing_id for i in sorted(edition.items, key=lambda i: i.position)]
+        assert order == [second, third, first, newcomer]
+        assert edition.excluded_briefing_ids == []
+        with pytest.raises(ValueError, match="already in"):
+            editing.include(session, edition, second, now=NOW)

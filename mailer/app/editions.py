@@ -299,11 +299,8 @@ def _iso(value: datetime | None) -> str | None:
 def _source_names(session: Session, source_ids: set[int]) -> dict[int, str]:
     if not source_ids:
         return {}
-    return dict(
-        session.execute(select(Source.id, Source.name).where(Source.id.in_(source_ids)))
-        .tuples()
-        .all()
-    )
+    query = select(Source.id, Source.name).where(Source.id.in_(source_ids))
+    return {source_id: name for source_id, name in session.execute(query)}
 
 
 def _choice(briefing: Briefing, sources: dict[int, str]) -> BriefingChoice:
@@ -454,19 +451,14 @@ def list_editions(
     with runtime.sessions() as session:
         editions = list(session.scalars(query))
         ids = [e.id for e in editions]
-        sizes = (
-            dict(
-                session.execute(
-                    select(EditionBriefing.edition_id, func.count())
-                    .where(EditionBriefing.edition_id.in_(ids))
-                    .group_by(EditionBriefing.edition_id)
-                )
-                .tuples()
-                .all()
+        sizes: dict[int, int] = {}
+        if ids:
+            counted = (
+                select(EditionBriefing.edition_id, func.count())
+                .where(EditionBriefing.edition_id.in_(ids))
+                .group_by(EditionBriefing.edition_id)
             )
-            if ids
-            else {}
-        )
+            sizes = {edition_id: int(n) for edition_id, n in session.execute(counted)}
         return [
             EditionSummary(
                 id=e.id,
@@ -901,13 +893,8 @@ def test_send(
         envelope = replace(
             envelope_for(edition), subject=TEST_PREFIX + edition.subject, test_send=True
         )
-        names = dict(
-            session.execute(
-                select(Subscriber.email, Subscriber.name).where(Subscriber.email.in_(wanted))
-            )
-            .tuples()
-            .all()
-        )
+        known = select(Subscriber.email, Subscriber.name).where(Subscriber.email.in_(wanted))
+        names = {address: name for address, name in session.execute(known)}
         audit.record(
             session,
             actor,

@@ -412,8 +412,8 @@ def _still_queued(state: editions.Progress, edition_id: int) -> str:
         then = f"resume it with `mailer editions resume {edition_id}`, then send again"
     elif state.next_retry_at is not None:
         why = (
-            "the transport refused them for now; the next may go again at "
-            f"{state.next_retry_at:%Y-%m-%d %H:%M:%S} UTC"
+            "the transport refused them for now, or could not be reached; the next may go "
+            f"at {state.next_retry_at:%Y-%m-%d %H:%M:%S} UTC"
         )
         then = f"run `mailer editions send {edition_id}` again then"
     else:

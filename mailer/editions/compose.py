@@ -11,9 +11,10 @@ D's window, in the newsletter's timezone and send time (its "slot"):
   so composing yesterday's edition late never takes today's news;
 * it starts at the latest of: the end less ``max_age_hours``; the creation of the
   previous edition (the one of the latest date before D that was neither skipped
-  nor cancelled), which took everything up to then; and, when D is after today's
-  local date (composed early) and that previous edition is not D-1's, D-1's slot,
-  so that composing tomorrow's edition early leaves today's briefings to today's.
+  nor cancelled), which took everything up to then, or the end of that edition's
+  day if it was composed later still; and, when D is after today's local date
+  (composed early) and that previous edition is not D-1's, D-1's slot, so that
+  composing tomorrow's edition early leaves today's briefings to today's.
 
 "Carried" means in another edition of this newsletter, except one cancelled
 before it started: cancelling (or deleting) an edition that never went out gives
@@ -111,7 +112,9 @@ def window(session: Session, newsletter: Newsletter, edition_date: date, now: da
         .limit(1)
     ).first()
     if previous is not None:
-        start = max(start, previous.created_at)
+        # It took what was published up to its composition, and nothing after its day.
+        cut = min(previous.created_at, _end_of_day(newsletter, previous.edition_date))
+        start = max(start, cut)
     day_before = edition_date - timedelta(days=1)
     early = edition_date > local_date(newsletter, now)
     if early and (previous is None or previous.edition_date != day_before):
@@ -269,6 +272,10 @@ def fill(
     a newsletter that does not send empty editions) record it skipped instead."""
     for position, item in enumerate(items):
         item.position = position
+        if item.briefing_id is None:
+            # Known before the flush, so that what this transaction reads back (the order,
+            # the audit log) names every briefing.
+            item.briefing_id = item.briefing.id
     edition.items = items
     if not items and not edition.newsletter.send_when_empty:
         # Nothing stale stays behind to be previewed or sent.
