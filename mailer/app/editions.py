@@ -246,8 +246,10 @@ def _domain_errors(field: str | None = None) -> Iterator[None]:
         ConfigError,
     ) as exc:
         raise Conflict(str(exc)) from exc
+    except KeyError:
+        raise  # a missing key is a bug here, never "no such thing"
     except LookupError as exc:
-        raise NotFound(str(exc.args[0]) if exc.args else str(exc)) from exc
+        raise NotFound(str(exc)) from exc
     except ValueError as exc:
         raise Invalid(str(exc), field) from exc
 

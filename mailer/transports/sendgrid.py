@@ -143,7 +143,7 @@ class SendGridTransport:
         personalizations = []
         # A test send names no edition or delivery: the events SendGrid posts back for
         # it match no ledger row and count in no edition's stats.
-        test_args = '{"test_send":"true"}' if envelope.test_send else None
+        test_send = envelope.test_send
         for recipient in recipients:
             substitutions = []
             for token, html_name, text_name in used:
@@ -158,15 +158,18 @@ class SendGridTransport:
                 if name
                 else (f'{{"email":{_json(recipient.email)}}}')
             )
-            custom_args = (
-                f'{{"edition_id":{edition_arg},"delivery_id":"{int(recipient.delivery_id)}"}}'
-                if test_args is None
-                else test_args
-            )
+            if test_send:
+                personalizations.append(
+                    f'{{"to":[{to}],"substitutions":{{{",".join(substitutions)}}},'
+                    f'"headers":{{"List-Unsubscribe":{_json(f"<{recipient.unsubscribe_url}>")}}},'
+                    '"custom_args":{"test_send":"true"}}'
+                )
+                continue
             personalizations.append(
                 f'{{"to":[{to}],"substitutions":{{{",".join(substitutions)}}},'
                 f'"headers":{{"List-Unsubscribe":{_json(f"<{recipient.unsubscribe_url}>")}}},'
-                f'"custom_args":{custom_args}}}'
+                f'"custom_args":{{"edition_id":{edition_arg},'
+                f'"delivery_id":"{int(recipient.delivery_id)}"}}}}'
             )
         shared: dict[str, Any] = {
             "from": {"email": envelope.from_email, "name": display_name(envelope.from_name)},
