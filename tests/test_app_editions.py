@@ -25,6 +25,7 @@ from mailer.accounts.models import AuditEntry, Role
 from mailer.app import editions
 from mailer.app.actors import Actor
 from mailer.app.errors import ChecksFailed, Conflict, Invalid, NotFound, RateLimited
+from mailer.briefings.folder import pull_folder
 from mailer.briefings.parser import parse_text
 from mailer.briefings.store import store_briefing
 from mailer.cli import app as cli
@@ -43,7 +44,7 @@ from mailer.schedule.runner import Runner
 from tests import factories
 from tests.feed_server import Route, serving
 from tests.loopback import LoopbackServer
-from tests.scheduling import Clock, drain, ledger_size, scheduled_newsletter
+from tests.scheduling import Clock, drain, ledger_size, scheduled_newsletter, utc
 from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
 
 EDITOR = Actor("account:ed@example.org", Role.EDITOR)
@@ -787,3 +788,30 @@ def test_send_exits_1_while_deliveries_are_still_queued(
     said = " ".join(result.stderr.split())  # as wrapped for the terminal
     assert "2 deliveries are still queued" in said
     assert f"mailer editions send {made['id']}" in said
+
+
+def test_an_edition_approved_before_its_slot_is_not_held(runtime: Runtime, tmp_path: Path) -> None:
+    scheduled_newsletter(runtime, tmp_path / "desk", requires_approval=True, since=utc(2025, 6, 10))
+    pull_folder(runtime.sessions, tmp_path / "desk")  # composed ahead of the slot's own pull
+    early, _ = editions.compose(runtime, EDITOR, "daily", date(2025, 6, 10))
+    editions.approve(runtime, EDITOR, early.id)
+
+    report = Runner(runtime, holder="test", clock=Clock(utc(2025, 6, 10, 7, 0, 1))).tick()
+    assert report.states() == [RunState.DUE, RunState.SENT]
+    assert editions.get_edition(runtime, EDITOR, early.id).status == "sending"
+
+
+def test_a_slot_leaves_an_edition_with_its_own_send_time_to_it(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    scheduled_newsletter(runtime, tmp_path / "desk", since=utc(2025, 6, 10))
+    pull_folder(runtime.sessions, tmp_path / "desk")
+    early, _ = editions.compose(runtime, EDITOR, "daily", date(2025, 6, 10))
+    editions.schedule_send(runtime, EDITOR, early.id, utcnow() + timedelta(days=1))
+
+    report = Runner(runtime, holder="test", clock=Clock(utc(2025, 6, 10, 7, 0, 1))).tick()
+    assert report.states() == [RunState.DUE, RunState.COMPOSED]
+    with runtime.sessions() as session:
+        run = session.scalars(select(ScheduleRun)).one()
+    assert run.reason is not None and "is scheduled for" in run.reason
+    assert editions.get_edition(runtime, EDITOR, early.id).status == "ready"
