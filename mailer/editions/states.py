@@ -11,7 +11,7 @@
            └─▶ cancelled                   from anything not sent yet; final
 
 Compose, the dispatcher (start, pause, resume, cancel, the end of a send), the
-scheduler (through the dispatcher) and reconciliation all call ``move``, so an
+scheduler and reconciliation all call ``move`` (directly or through the dispatcher), so an
 illegal change (resuming a sent edition, sending a skipped one) fails the same
 way wherever it comes from. One hot path changes the status in raw SQL on the
 claiming connection instead of loading the row through a session (the dispatcher

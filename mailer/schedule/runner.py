@@ -49,7 +49,7 @@ Clock = Callable[[], datetime]
 # operator has to fix a template or segment. Anything else (the database going away)
 # leaves the run due, and the next tick resumes it.
 DOMAIN_ERRORS = (RenderError, TitleTemplateError, SegmentRuleError, DispatchError, ScheduleError)
-STARTED = (EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT)
+STARTED = states.STARTED
 # Local-time delivery: the audience's timezones are looked up at most this often.
 ZONES_TTL = timedelta(minutes=10)
 
