@@ -80,7 +80,10 @@ def test_batches_are_valid_personalized_and_recorded(runtime: Runtime, sink: Sin
     assert set(person["substitutions"]) == {
         f"{html_key}unsubscribe_url%%",
         f"{text_key}unsubscribe_url%%",
+        f"{html_key}email%%",
+        f"{text_key}email%%",
     }
+    assert person["substitutions"][f"{text_key}email%%"] == "reader00001@example.com"
     assert all(d.message_id for d in rows(runtime).values())
 
 

@@ -143,21 +143,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("editions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_editions_scheduled_for"))
-        batch_op.drop_column("scheduled_for")
-        batch_op.drop_column("approved_at")
-        batch_op.drop_column("approved_by")
-        batch_op.drop_column("excluded_briefing_ids")
-
-    with op.batch_alter_table("edition_briefings", schema=None) as batch_op:
-        batch_op.drop_column("headline")
-
-    with op.batch_alter_table("briefings", schema=None) as batch_op:
-        batch_op.drop_column("edited_at")
-        batch_op.drop_column("edited_by")
-        batch_op.drop_column("edited_lead")
-        batch_op.drop_column("edited_title")
+    # Plain ALTER TABLE … DROP COLUMN (SQLite 3.35+), not batch mode: batch mode would copy
+    # and drop these tables, and with foreign keys on, dropping `editions` deletes the
+    # batches, edition items and schedule runs that refer to it.
+    op.drop_index("ix_editions_scheduled_for", table_name="editions")
+    for column in ("scheduled_for", "approved_at", "approved_by", "excluded_briefing_ids"):
+        op.drop_column("editions", column)
+    op.drop_column("edition_briefings", "headline")
+    for column in ("edited_at", "edited_by", "edited_lead", "edited_title"):
+        op.drop_column("briefings", column)
 
     with op.batch_alter_table("sign_in_links", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sign_in_links_account_id"))
