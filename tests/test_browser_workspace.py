@@ -138,7 +138,10 @@ def frame_text(driver: Any, frame_id: str) -> str:
 def item_ids(driver: Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    return [li.get_attribute("data-briefing") for li in driver.find_elements(By.CSS_SELECTOR, "#items > li")]
+    return [
+        li.get_attribute("data-briefing")
+        for li in driver.find_elements(By.CSS_SELECTOR, "#items > li")
+    ]
 
 
 def titles(driver: Any) -> list[str]:
@@ -175,7 +178,9 @@ def test_an_editor_shapes_tests_approves_and_sends_the_draft(world: World, brows
     wait(lambda: item_ids(browser)[:2] == [order[1], order[0]], what="the new order")
     for frame in ("preview-desktop", "preview-phone"):
         shown = wait(
-            lambda f=frame: (t := frame_text(browser, f)) and t.index(before[1]) < t.index(before[0]) and t,
+            lambda f=frame: (
+                (t := frame_text(browser, f)) and t.index(before[1]) < t.index(before[0]) and t
+            ),
             what=f"{frame} to follow the new order",
         )
         assert shown
@@ -198,8 +203,10 @@ def test_an_editor_shapes_tests_approves_and_sends_the_draft(world: World, brows
     )
     browser.find_element(By.ID, "save-titles").click()
     wait(
-        lambda: browser.find_element(By.ID, "edition-subject").text
-        == "Bridge reopens, rates hold, and more",
+        lambda: (
+            browser.find_element(By.ID, "edition-subject").text
+            == "Bridge reopens, rates hold, and more"
+        ),
         what="the saved subject",
     )
     assert "Bridge reopens, rates hold, and more" in browser.find_element(By.ID, "inbox-mock").text
@@ -227,8 +234,10 @@ def test_an_editor_shapes_tests_approves_and_sends_the_draft(world: World, brows
     # Approve, then send now and watch it go.
     browser.find_element(By.ID, "approve").click()
     wait(
-        lambda: not browser.find_elements(By.ID, "approve")
-        and "approved by editor@news.example.org" in browser.find_element(By.ID, "edition").text,
+        lambda: (
+            not browser.find_elements(By.ID, "approve")
+            and "approved by editor@news.example.org" in browser.find_element(By.ID, "edition").text
+        ),
         what="approval",
     )
     browser.find_element(By.ID, "send-now-open").click()

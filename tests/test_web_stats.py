@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from markupsafe import escape
 from sqlalchemy import select
 
+from mailer.app import accounts
+from mailer.app.actors import Actor
 from mailer.db.models import Delivery, Edition, Event
 from mailer.db.session import transaction
 from mailer.dispatch.dispatcher import send_edition
@@ -34,8 +36,6 @@ from mailer.events.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from mailer.events.stats import edition_stats
 from mailer.runtime import Runtime
 from mailer.transports.outbox import OutboxTransport
-from mailer.app import accounts
-from mailer.app.actors import Actor
 from mailer.web.app import create_app
 from tests import factories
 from tests.browser import LiveServer

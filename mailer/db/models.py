@@ -443,8 +443,7 @@ class ProviderSync(Base):
     last_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# The scheduler's tables (mailer/schedule/models.py), so Base.metadata and Alembic see them.
-from mailer.schedule import models as schedule_models  # noqa: E402,F401
-
-# The workspace's tables (accounts, sessions, throttles, audit log).
+# The workspace's tables (accounts, sessions, throttles, audit log) and the scheduler's
+# (mailer/schedule/models.py), so that Base.metadata and Alembic see them.
 from mailer.accounts import models as account_models  # noqa: E402,F401
+from mailer.schedule import models as schedule_models  # noqa: E402,F401
