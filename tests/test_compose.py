@@ -195,7 +195,7 @@ def test_editor_excludes_reorders_and_overrides(runtime: Runtime) -> None:
         assert edition is not None
         editing.exclude(session, edition, ids[0])
     with transaction(runtime.sessions) as session:
-        statuses = dict(session.execute(select(Edition.id, Edition.status)).tuples().all())
+        statuses = {i: status for i, status in session.execute(select(Edition.id, Edition.status))}
     assert statuses[edition_id] == EditionStatus.SENDING
 
 
