@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db.base import Base, JSONType, UTCDateTime, utcnow
@@ -22,6 +22,12 @@ class SubscriberStatus(StrEnum):
 class SubscriptionStatus(StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
+    PENDING = "pending"  # signed up to a double opt-in list, not confirmed yet
+
+
+class OptIn(StrEnum):
+    DOUBLE = "double"  # a confirmation email first (the default)
+    SINGLE = "single"  # subscribed at once
 
 
 class Subscriber(Base):
@@ -35,6 +41,10 @@ class Subscriber(Base):
     status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.ACTIVE)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     timezone: Mapped[str | None] = mapped_column(String(64))
+    # A reader's pause (a week, a month): not mailed before this.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The last confirmation email sent to this address (one per address per 10 minutes).
+    confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -50,6 +60,9 @@ class MailingList(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    opt_in: Mapped[str] = mapped_column(String(10), default=OptIn.DOUBLE, server_default="double")
+    # Offered on the public subscribe form and the preference page.
+    public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -69,6 +82,26 @@ class Subscription(Base):
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     mailing_list: Mapped[MailingList] = relationship()
+
+
+class Consent(Base):
+    """Proof of consent: who agreed to what, when, through which form and wording, and the
+    confirming click. Kept for as long as the subscriber exists (erasure removes it)."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id", ondelete="SET NULL"))
+    # subscribe, confirm, resubscribe, unsubscribe, import, api, operator
+    kind: Mapped[str] = mapped_column(String(30))
+    # Where: "form:<newsletter>", "api:<token name>", "import:<file>", "preferences", "cli:<user>"
+    source: Mapped[str] = mapped_column(String(200))
+    wording: Mapped[str] = mapped_column(Text, default="")
+    client: Mapped[str] = mapped_column(String(100), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Segment(Base):

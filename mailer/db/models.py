@@ -29,6 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db.base import Base, JSONType, UTCDateTime, utcnow
 from subscribers.models import (
+    Consent,
     MailingList,
     Segment,
     Subscriber,
@@ -44,6 +45,7 @@ __all__ = [
     "Batch",
     "Briefing",
     "BriefingStatus",
+    "Consent",
     "Correction",
     "Delivery",
     "DeliveryStatus",
@@ -111,6 +113,8 @@ class Newsletter(Base):
     subject_template: Mapped[str] = mapped_column(Text, default=DEFAULT_SUBJECT_TEMPLATE)
     preheader_template: Mapped[str] = mapped_column(Text, default=DEFAULT_PREHEADER_TEMPLATE)
     send_when_empty: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Past editions readable by anyone at /archive/<slug> (each email's web view is always on).
+    public_archive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     lists: Mapped[list[MailingList]] = relationship(secondary=newsletter_lists)
