@@ -92,5 +92,6 @@ def demo(
     console.print("Preview it (its unsubscribe link only says it is a preview):")
     console.print(f"  mailer editions preview {edition_id} --as {sample} -o preview.html")
     console.print(f"  mailer editions preview {edition_id} --text")
-    console.print("Try an unsubscribe link (List-Unsubscribe header of any .eml):")
-    console.print("  mailer serve   # then open the link from an outbox message")
+    console.print("Open the editors' workspace:")
+    console.print("  mailer accounts create you@example.org --role admin   # a one-time link")
+    console.print("  mailer serve   # open that link; any .eml's List-Unsubscribe URL works too")
