@@ -9,6 +9,7 @@ the editor's body, re-rendered, so the preview follows every change.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -17,8 +18,10 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from mailer.app import editions, newsletters, subscribers
-from mailer.app.errors import Invalid
+from mailer.app.actors import Actor
+from mailer.app.errors import Invalid, NotFound
 from mailer.rendering.render import GMAIL_CLIP_BYTES, HTML_BUDGET_BYTES
+from mailer.runtime import Runtime
 from mailer.web import auth
 from mailer.web.security import PREVIEW_HEADERS
 from mailer.web.views import is_htmx, page, until
@@ -302,12 +305,6 @@ def headline(
     return _after(request, info, edition_id, "saved")
 
 
-@router.post("/editions/{edition_id}/recompose")
-def recompose(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.recompose(auth.runtime_of(request), info.actor, edition_id)
-    return _after(request, info, edition_id, "recomposed")
-
-
 @router.post("/editions/{edition_id}/delete")
 def delete(request: Request, info: auth.Editor, edition_id: int) -> Response:
     editions.delete_draft(auth.runtime_of(request), info.actor, edition_id)
@@ -326,18 +323,6 @@ def test_send(
     wanted = [a for a in _ADDRESS_SPLIT.split(addresses) if a]
     result = editions.test_send(auth.runtime_of(request), info.actor, edition_id, wanted)
     return _after(request, info, edition_id, "test-sent", sent_to=result.addresses)
-
-
-@router.post("/editions/{edition_id}/approve")
-def approve(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.approve(auth.runtime_of(request), info.actor, edition_id)
-    return _after(request, info, edition_id, "approved")
-
-
-@router.post("/editions/{edition_id}/send")
-def send_now(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.send_now(auth.runtime_of(request), info.actor, edition_id)
-    return _after(request, info, edition_id, "started")
 
 
 @router.post("/editions/{edition_id}/schedule")
@@ -360,28 +345,26 @@ def schedule(
     return _after(request, info, edition_id, "scheduled")
 
 
-@router.post("/editions/{edition_id}/unschedule")
-def unschedule(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.unschedule(auth.runtime_of(request), info.actor, edition_id)
-    return _after(request, info, edition_id, "unscheduled")
+# Actions that take no fields: what each calls, and what it says when done. Registered
+# last, so that the routes above with fields of their own match first.
+_ACTIONS: dict[str, tuple[Callable[[Runtime, Actor, int], object], str]] = {
+    "recompose": (editions.recompose, "recomposed"),
+    "approve": (editions.approve, "approved"),
+    "send": (editions.send_now, "started"),
+    "unschedule": (editions.unschedule, "unscheduled"),
+    "pause": (editions.pause, "paused"),
+    "resume": (editions.resume, "resumed"),
+    "cancel": (editions.cancel, "cancelled"),
+}
 
 
-@router.post("/editions/{edition_id}/pause")
-def pause(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.pause(auth.runtime_of(request), info.actor, edition_id)
-    return _lifecycle_answer(request, info, edition_id, "paused")
-
-
-@router.post("/editions/{edition_id}/resume")
-def resume(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.resume(auth.runtime_of(request), info.actor, edition_id)
-    return _lifecycle_answer(request, info, edition_id, "resumed")
-
-
-@router.post("/editions/{edition_id}/cancel")
-def cancel(request: Request, info: auth.Editor, edition_id: int) -> Response:
-    editions.cancel(auth.runtime_of(request), info.actor, edition_id)
-    return _lifecycle_answer(request, info, edition_id, "cancelled")
+@router.post("/editions/{edition_id}/{action}")
+def act(request: Request, info: auth.Editor, edition_id: int, action: str) -> Response:
+    if action not in _ACTIONS:
+        raise NotFound(f"there is no {action!r} for an edition")
+    run, done = _ACTIONS[action]
+    run(auth.runtime_of(request), info.actor, edition_id)
+    return _lifecycle_answer(request, info, edition_id, done)
 
 
 def _lifecycle_answer(
