@@ -7,17 +7,25 @@ entry, in the same transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.accounts.models import Role
 from mailer.app import audit
 from mailer.app.actors import Actor
-from mailer.app.errors import Invalid, NotFound
+from mailer.app.errors import Conflict, Invalid, NotFound
+from mailer.db.base import utcnow
+from mailer.db.models import Delivery, Edition, Event
+from mailer.db.session import transaction
 from mailer.runtime import Runtime
+from subscribers import erased, erasure, personal_data
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.importer import (
     ImportFileError,
@@ -27,9 +35,35 @@ from subscribers.importer import (
     parse_rows,
     read_rows,
 )
-from subscribers.models import Subscriber, Suppression
+from subscribers.models import (
+    Consent,
+    MailingList,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
 
-__all__ = ["import_file", "import_text", "show_subscriber", "suggest_addresses"]
+__all__ = [
+    "Delivered",
+    "Happened",
+    "Membership",
+    "SubscriberDetail",
+    "SubscriberSummary",
+    "add_subscriber",
+    "edit_subscriber",
+    "erase_subscriber",
+    "export_subscriber_data",
+    "get_subscriber",
+    "import_file",
+    "import_text",
+    "remove_subscriber",
+    "search_subscribers",
+    "set_memberships",
+    "show_subscriber",
+    "suggest_addresses",
+]
 
 _MAX_LIST_NAME = 100
 
@@ -162,3 +196,549 @@ def suggest_addresses(runtime: Runtime, actor: Actor, prefix: str, *, limit: int
             .limit(limit * 5)
         )
         return [email for email in found if email.startswith(start)][:limit]
+
+
+# --- Operators: find, look at, add, change, remove and erase one subscriber ---------------
+
+MAX_PAGE = 200
+RECENT = 20  # deliveries and events shown with a subscriber
+_MAX_NAME = 200  # subscribers.name
+_MEMBERSHIP_STATES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.UNSUBSCRIBED)
+
+
+@dataclass(frozen=True)
+class SubscriberSummary:
+    id: int
+    email: str
+    name: str | None
+    status: str
+    created_at: datetime
+    lists: tuple[str, ...]  # the lists they are actively on
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"created_at": self.created_at.isoformat(), "lists": list(self.lists)}
+
+
+@dataclass(frozen=True)
+class Membership:
+    list: str
+    status: str
+    since: datetime
+    unsubscribed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    edition_id: int
+    subject: str | None
+    status: str
+    sent_at: datetime | None
+    opened_at: datetime | None
+    clicked_at: datetime | None
+    bounce: str | None
+
+
+@dataclass(frozen=True)
+class Happened:
+    kind: str
+    at: datetime
+    source: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class SubscriberDetail:
+    id: int
+    email: str
+    name: str | None
+    status: str
+    attributes: dict[str, Any]
+    timezone: str | None
+    paused_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    memberships: tuple[Membership, ...]
+    consents: tuple[dict[str, Any], ...]
+    suppression: dict[str, Any] | None
+    deliveries: tuple[Delivered, ...]  # the most recent first
+    events: tuple[Happened, ...]  # the most recent first
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _address(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except InvalidAddress as exc:
+        raise Invalid(str(exc), field="email") from exc
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds of a range scan of the address index that holds every address starting with
+    ``prefix``: LIKE 'x%' alone uses that index only under the C collation."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def search_subscribers(
+    runtime: Runtime,
+    actor: Actor,
+    *,
+    query: str | None = None,
+    list_name: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    after_id: int | None = None,
+) -> list[SubscriberSummary]:
+    """A page of subscribers in id order after ``after_id``. ``query`` is an address prefix
+    (with an ``@`` it is only that) or else also a name substring; ``status`` is the status
+    on ``list_name`` when a list is given, the subscriber's own status otherwise.
+
+    Pages are keyset pages (``after_id`` is the last id of the previous one) and nothing
+    counts the whole audience, so a page costs the same at a million subscribers.
+    """
+    actor.require(Role.ADMIN)
+    limit = max(1, min(limit, MAX_PAGE))
+    select_rows = select(Subscriber).order_by(Subscriber.id).limit(limit)
+    if after_id is not None:
+        select_rows = select_rows.where(Subscriber.id > after_id)
+    text = (query or "").strip()
+    if text:
+        low, high = _prefix_range(text.lower())
+        by_address = and_(
+            Subscriber.email >= low,
+            Subscriber.email < high,
+            Subscriber.email.startswith(text.lower(), autoescape=True),
+        )
+        if "@" in text:
+            select_rows = select_rows.where(by_address)
+        else:
+            select_rows = select_rows.where(
+                or_(by_address, Subscriber.name.icontains(text, autoescape=True))
+            )
+    with runtime.sessions() as session:
+        if list_name:
+            list_id = session.scalar(select(MailingList.id).where(MailingList.name == list_name))
+            if list_id is None:
+                raise NotFound(f"no list {list_name!r}")
+            on_list = select(Subscription.subscriber_id).where(
+                Subscription.list_id == list_id, Subscription.subscriber_id == Subscriber.id
+            )
+            if status:
+                on_list = on_list.where(Subscription.status == _status(status, list_status=True))
+            select_rows = select_rows.where(exists(on_list))
+        elif status:
+            select_rows = select_rows.where(Subscriber.status == _status(status, list_status=False))
+        found = list(session.scalars(select_rows))
+        lists: dict[int, list[str]] = {s.id: [] for s in found}
+        if found:
+            for subscriber_id, name in session.execute(
+                select(Subscription.subscriber_id, MailingList.name)
+                .join(MailingList, MailingList.id == Subscription.list_id)
+                .where(
+                    Subscription.subscriber_id.in_(list(lists)),
+                    Subscription.status == SubscriptionStatus.ACTIVE,
+                )
+                .order_by(MailingList.name)
+            ):
+                lists[subscriber_id].append(name)
+        return [
+            SubscriberSummary(s.id, s.email, s.name, s.status, s.created_at, tuple(lists[s.id]))
+            for s in found
+        ]
+
+
+def _status(value: str, *, list_status: bool) -> str:
+    allowed = [str(s) for s in (SubscriptionStatus if list_status else SubscriberStatus)]
+    if value not in allowed:
+        raise Invalid(f"status {value!r}: one of {', '.join(allowed)}", field="status")
+    return value
+
+
+def _load(session: Session, subscriber: int | str, *, lock: bool = False) -> Subscriber:
+    """By id or by address."""
+    if isinstance(subscriber, int) or subscriber.isdigit():
+        found = session.get(Subscriber, int(subscriber), with_for_update=lock)
+    else:
+        query = select(Subscriber).where(Subscriber.email == _address(subscriber))
+        found = session.scalar(query.with_for_update() if lock else query)
+    if found is None:
+        raise NotFound(f"no subscriber {subscriber}")
+    return found
+
+
+def _snapshot(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "status": subscriber.status,
+        "attributes": dict(subscriber.attributes or {}),
+        "timezone": subscriber.timezone,
+        "lists": {
+            name: status
+            for name, status in session.execute(
+                select(MailingList.name, Subscription.status)
+                .join(Subscription, Subscription.list_id == MailingList.id)
+                .where(Subscription.subscriber_id == subscriber.id)
+                .order_by(MailingList.name)
+            )
+        },
+    }
+
+
+def get_subscriber(runtime: Runtime, actor: Actor, subscriber: int | str) -> SubscriberDetail:
+    """One subscriber (by id or address) with lists, consents, suppression and history."""
+    actor.require(Role.ADMIN)
+    with runtime.sessions() as session:
+        found = _load(session, subscriber)
+        memberships = tuple(
+            Membership(name, s.status, s.created_at, s.unsubscribed_at)
+            for s, name in session.execute(
+                select(Subscription, MailingList.name)
+                .join(MailingList, MailingList.id == Subscription.list_id)
+                .where(Subscription.subscriber_id == found.id)
+                .order_by(MailingList.name)
+            )
+        )
+        consents = tuple(
+            {"kind": c.kind, "list": name, "source": c.source, "wording": c.wording, "at": c.at}
+            for c, name in session.execute(
+                select(Consent, MailingList.name)
+                .outerjoin(MailingList, MailingList.id == Consent.list_id)
+                .where(Consent.subscriber_id == found.id)
+                .order_by(Consent.at.desc(), Consent.id.desc())
+                .limit(RECENT)
+            )
+        )
+        suppression = session.scalar(select(Suppression).where(Suppression.email == found.email))
+        # The ledger has no index on subscriber_id alone; (edition_id, subscriber_id) is
+        # unique, so probing it once per recent edition stays quick on a large ledger.
+        recent_editions = select(Edition.id).order_by(Edition.id.desc()).limit(RECENT * 5)
+        deliveries = tuple(
+            Delivered(
+                d.edition_id,
+                subject,
+                d.status,
+                d.finished_at,
+                d.opened_at,
+                d.clicked_at,
+                d.bounce_class,
+            )
+            for d, subject in session.execute(
+                select(Delivery, Edition.subject)
+                .outerjoin(Edition, Edition.id == Delivery.edition_id)
+                .where(
+                    Delivery.subscriber_id == found.id,
+                    Delivery.edition_id.in_(recent_editions.scalar_subquery()),
+                )
+                .order_by(Delivery.edition_id.desc())
+                .limit(RECENT)
+            )
+        )
+        events = tuple(
+            Happened(e.kind, e.occurred_at, e.source, e.detail)
+            for e in session.scalars(
+                select(Event)
+                .where(Event.email == found.email)
+                .order_by(Event.occurred_at.desc(), Event.id.desc())
+                .limit(RECENT)
+            )
+        )
+        return SubscriberDetail(
+            id=found.id,
+            email=found.email,
+            name=found.name,
+            status=found.status,
+            attributes=dict(found.attributes or {}),
+            timezone=found.timezone,
+            paused_until=found.paused_until,
+            created_at=found.created_at,
+            updated_at=found.updated_at,
+            memberships=memberships,
+            consents=consents,
+            suppression=None
+            if suppression is None
+            else {
+                "reason": suppression.reason,
+                "source": suppression.source,
+                "detail": suppression.detail,
+                "since": suppression.created_at,
+            },
+            deliveries=deliveries,
+            events=events,
+        )
+
+
+def _name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    cleaned = " ".join(value.split())
+    if len(cleaned) > _MAX_NAME:
+        raise Invalid(f"name is {len(cleaned)} characters; at most {_MAX_NAME}", field="name")
+    return cleaned or None
+
+
+def _timezone(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Invalid(f"timezone {value!r}: not an IANA zone name", field="timezone") from exc
+    return value.strip()
+
+
+def _attributes(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+        raise Invalid("attributes: an object with named keys", field="attributes")
+    return dict(value)
+
+
+def _lists_named(session: Session, names: Iterable[str]) -> list[MailingList]:
+    wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    found = {
+        m.name: m for m in session.scalars(select(MailingList).where(MailingList.name.in_(wanted)))
+    }
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise NotFound(f"no list {', '.join(repr(n) for n in missing)}")
+    return [found[n] for n in wanted]
+
+
+def _erased_key(runtime: Runtime) -> bytes | None:
+    """The key of erasure markers, or None when no secret key is configured (then no
+    address can have been erased through this installation)."""
+    secret = runtime.settings.secret_key
+    return runtime.settings.require_secret_key() if secret is not None else None
+
+
+def add_subscriber(
+    runtime: Runtime,
+    actor: Actor,
+    email: str,
+    *,
+    name: str | None = None,
+    lists: Sequence[str] = (),
+    attributes: Mapping[str, Any] | None = None,
+    timezone: str | None = None,
+    override_suppression: bool = False,
+) -> SubscriberDetail:
+    """Add a subscriber by hand: active at once on ``lists``, with a consent record of kind
+    "operator" per list. A suppressed or erased address is refused unless
+    ``override_suppression`` (the operator has their fresh consent); an erased one then
+    loses its marker, a suppression stays until it is lifted."""
+    actor.require(Role.ADMIN)
+    address = _address(email)
+    clean_name = _name(name)
+    zone = _timezone(timezone)
+    attrs = _attributes(attributes)
+    key = _erased_key(runtime)
+    with transaction(runtime.sessions) as session:
+        if session.scalar(select(Subscriber.id).where(Subscriber.email == address)) is not None:
+            raise Conflict(f"{address} is already a subscriber")
+        suppressed = session.scalar(select(Suppression).where(Suppression.email == address))
+        was_erased = key is not None and erased.was_erased(session, key, address)
+        if (suppressed is not None or was_erased) and not override_suppression:
+            why = (
+                "asked to be erased"
+                if suppressed is None
+                else f"is suppressed ({suppressed.reason})"
+            )
+            raise Conflict(
+                f"{address} {why}: add them only with their fresh consent (override the check)"
+            )
+        if was_erased and key is not None:
+            erased.forget_erasure(session, key, address)
+        mailing_lists = _lists_named(session, lists)
+        subscriber = Subscriber(
+            email=address,
+            name=clean_name,
+            status=SubscriberStatus.ACTIVE,
+            attributes=attrs,
+            timezone=zone,
+        )
+        session.add(subscriber)
+        session.flush()
+        for mailing_list in mailing_lists:
+            session.add(Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id))
+            session.add(
+                Consent(
+                    subscriber_id=subscriber.id,
+                    list_id=mailing_list.id,
+                    kind="operator",
+                    source=actor.label[:200],
+                )
+            )
+        session.flush()
+        audit.record(
+            session,
+            actor,
+            "subscribers.add",
+            "subscriber",
+            subscriber.id,
+            after=_snapshot(session, subscriber),
+            note="suppression overridden" if suppressed is not None or was_erased else None,
+        )
+        subscriber_id = subscriber.id
+    return get_subscriber(runtime, actor, subscriber_id)
+
+
+def edit_subscriber(
+    runtime: Runtime,
+    actor: Actor,
+    subscriber: int | str,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    timezone: str | None = None,
+    status: str | None = None,
+) -> SubscriberDetail:
+    """Change what is given (``None`` leaves it; ``name=""`` and ``timezone=""`` clear it;
+    ``attributes`` replaces them all)."""
+    actor.require(Role.ADMIN)
+    new_address = _address(email) if email is not None else None
+    new_status = _status(status, list_status=False) if status is not None else None
+    with transaction(runtime.sessions) as session:
+        found = _load(session, subscriber, lock=True)
+        before = _snapshot(session, found)
+        if new_address is not None and new_address != found.email:
+            taken = session.scalar(select(Subscriber.id).where(Subscriber.email == new_address))
+            if taken is not None:
+                raise Conflict(f"{new_address} is already a subscriber")
+            found.email = new_address
+        if name is not None:
+            found.name = _name(name)
+        if attributes is not None:
+            found.attributes = _attributes(attributes)
+        if timezone is not None:
+            found.timezone = _timezone(timezone)
+        if new_status is not None:
+            found.status = new_status
+        session.flush()
+        after = _snapshot(session, found)
+        if after != before:
+            audit.record(
+                session,
+                actor,
+                "subscribers.edit",
+                "subscriber",
+                found.id,
+                before=before,
+                after=after,
+            )
+        subscriber_id = found.id
+    return get_subscriber(runtime, actor, subscriber_id)
+
+
+def set_memberships(
+    runtime: Runtime, actor: Actor, subscriber: int | str, memberships: Mapping[str, str]
+) -> SubscriberDetail:
+    """Put the subscriber on (``active``) or take them off (``unsubscribed``) each named
+    list; lists not named are left as they are. Each change is a consent record."""
+    actor.require(Role.ADMIN)
+    for list_name, state in memberships.items():
+        if state not in _MEMBERSHIP_STATES:
+            raise Invalid(
+                f"list {list_name!r}: status is active or unsubscribed, not {state!r}",
+                field="status",
+            )
+    now = utcnow()
+    with transaction(runtime.sessions) as session:
+        found = _load(session, subscriber, lock=True)
+        before = _snapshot(session, found)
+        for mailing_list in _lists_named(session, memberships):
+            state = memberships[mailing_list.name]
+            row = session.get(Subscription, (found.id, mailing_list.id))
+            if row is not None and row.status == state:
+                continue
+            if row is None:
+                row = Subscription(subscriber_id=found.id, list_id=mailing_list.id)
+                session.add(row)
+            row.status = state
+            row.unsubscribed_at = now if state == SubscriptionStatus.UNSUBSCRIBED else None
+            session.add(
+                Consent(
+                    subscriber_id=found.id,
+                    list_id=mailing_list.id,
+                    kind="operator" if state == SubscriptionStatus.ACTIVE else "unsubscribe",
+                    source=actor.label[:200],
+                )
+            )
+        session.flush()
+        after = _snapshot(session, found)
+        if after != before:
+            audit.record(
+                session,
+                actor,
+                "subscribers.memberships",
+                "subscriber",
+                found.id,
+                before={"lists": before["lists"]},
+                after={"lists": after["lists"]},
+            )
+        subscriber_id = found.id
+    return get_subscriber(runtime, actor, subscriber_id)
+
+
+def remove_subscriber(runtime: Runtime, actor: Actor, subscriber: int | str) -> int:
+    """Delete the subscriber (subscriptions and consents go with them; the ledger keeps
+    its rows, which count editions already sent). Returns their id. Unlike erasure this
+    keeps no marker: an import may add the address again."""
+    actor.require(Role.ADMIN)
+    with transaction(runtime.sessions) as session:
+        found = _load(session, subscriber, lock=True)
+        before = _snapshot(session, found)
+        subscriber_id = found.id
+        session.expunge(found)
+        # Through SQL, so the database's ON DELETE CASCADE takes the dependent rows.
+        session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+        audit.record(
+            session, actor, "subscribers.remove", "subscriber", subscriber_id, before=before
+        )
+    return subscriber_id
+
+
+def erase_subscriber(runtime: Runtime, actor: Actor, subscriber: int | str) -> int:
+    """Erase the subscriber (``subscribers.erasure``): their address stays nowhere in clear
+    text, only a keyed hash as a suppression. The audit entry names them by id alone."""
+    actor.require(Role.ADMIN)
+    key = runtime.settings.require_secret_key()
+    with transaction(runtime.sessions) as session:
+        found = _load(session, subscriber, lock=True)
+        subscriber_id = found.id
+        erasure.erase(session, subscriber_id, key)
+        audit.record(
+            session,
+            actor,
+            "subscribers.erase",
+            "subscriber",
+            subscriber_id,
+            before={"id": subscriber_id},
+            after={"erased": True},
+        )
+    return subscriber_id
+
+
+def export_subscriber_data(runtime: Runtime, actor: Actor, subscriber: int | str) -> dict[str, Any]:
+    """Everything held about one subscriber (``subscribers.personal_data``), JSON-ready.
+    Audited: reading someone's whole file is worth a trace."""
+    actor.require(Role.ADMIN)
+    with transaction(runtime.sessions) as session:
+        found = _load(session, subscriber)
+        data = personal_data.export(session, found.id)
+        audit.record(session, actor, "subscribers.export_data", "subscriber", found.id)
+    return data

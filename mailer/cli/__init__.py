@@ -13,8 +13,10 @@ from mailer.cli import (
     db,
     demo,
     editions,
+    lists,
     newsletters,
     scheduler,
+    segments,
     serve,
     sources,
     subscribers,
@@ -33,6 +35,8 @@ app.add_typer(briefings.app, name="briefings")
 app.add_typer(editions.app, name="editions")
 app.add_typer(newsletters.app, name="newsletters")
 app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(lists.app, name="lists")
+app.add_typer(segments.app, name="segments")
 app.add_typer(sources.app, name="sources")
 app.add_typer(api_tokens.app, name="api-tokens")
 app.add_typer(bounces.app, name="bounces")
