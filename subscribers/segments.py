@@ -1,25 +1,95 @@
 """Segment rules: a small JSON language over subscribers, compiled to SQL.
 
 A rule is ``{"match": "all" | "any", "conditions": [...]}``; each condition is
-``{"field": F, "op": OP, "value": V}`` where F is ``email``, ``name``,
-``timezone``, ``attributes.<key>`` or ``list`` (list names), and OP one of
-``eq``, ``ne``, ``in``, ``not_in``, ``contains``, ``ends_with``, ``exists``,
-``not_exists``. An empty rule matches everyone. Bad rules raise
-SegmentRuleError naming the condition and what is wrong with it.
+``{"field": F, "op": OP, "value": V}``. An empty rule matches everyone. Every value
+travels as a bound parameter. A bad rule raises SegmentRuleError naming the condition
+(``conditions[2]``) and what is wrong with it.
+
+Text fields: ``email``, ``name``, ``timezone``, ``attributes.<key>``; ops ``eq``, ``ne``,
+``in``, ``not_in`` (a list of strings), ``contains``, ``ends_with`` (case-insensitive),
+``exists``, ``not_exists``.
+
+``list``: list names; ``eq``, ``ne``, ``in``, ``not_in`` (active memberships).
+
+Comparisons: ``gt``, ``gte``, ``lt``, ``lte`` (one value) and ``between`` (``[low, high]``,
+both ends included), on ``attributes.<key>`` and ``subscribed_at``:
+
+- a number (``{"field": "attributes.age", "op": "gte", "value": 18}``) compares the
+  attribute as a decimal number. An attribute that is not one (``"n/a"``, empty,
+  missing) matches no comparison, and never breaks the query: on PostgreSQL a regular
+  expression guards the cast (``CASE WHEN v ~ '^-?[0-9]+(\\.[0-9]*)?$' THEN CAST(v AS
+  numeric) END``), on SQLite ``GLOB`` patterns do (SQLite's ``CAST`` would read ``'abc'``
+  as 0);
+- a date, ``"2025-01-31"`` (or a date-time, of which the date counts), or a relative one,
+  ``{"days_ago": 30}``, compares the attribute's first ten characters as a date when they
+  look like ``YYYY-MM-DD`` (ISO 8601 sorts as text), and never matches otherwise;
+- ``within_last_days`` N is ``gte {"days_ago": N}``.
+
+``subscribed_at`` is the subscriber's ``created_at``: when the address first joined
+(a sign-up or an import makes the row with its first membership). It is one indexed
+column of the subscriber, the same whichever newsletter's lists the rule is used with;
+dates there compare at full precision, ``"2025-01-31"`` being midnight UTC. Relative
+dates are taken from the clock when the rule is compiled (each fill and claim).
+
+Engagement, from the delivery ledger:
+
+- ``delivered``, ``opened``, ``clicked``: ``exists`` (ever) or ``within_last_days`` N
+  (``deliveries.delivered_at`` / ``opened_at`` / ``clicked_at``);
+- ``bounced``: ``exists`` (ever) or ``within_last_days`` N (a ``bounce_class`` on a
+  delivery queued in that window: the ledger keeps no bounce time of its own);
+- ``editions_received``: ``eq``, ``gt``, ``gte``, ``lt``, ``lte``, ``between`` on the
+  number of editions sent to them: rows marked ``sent`` and rows of batches sent whole,
+  which stay ``queued`` in the ledger (see ``mailer.dispatch.ledger.sent_by_batch``).
+
+Engagement conditions are set-based (``subscribers.id IN (SELECT subscriber_id FROM
+deliveries …)``), so that neither database probes the ledger once per subscriber.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
+from mailer.db.models import Delivery, DeliveryStatus
 from subscribers.models import MailingList, Subscriber, Subscription, SubscriptionStatus
 
 TEXT_FIELDS = {"email": Subscriber.email, "name": Subscriber.name, "timezone": Subscriber.timezone}
-OPS = {"eq", "ne", "in", "not_in", "contains", "ends_with", "exists", "not_exists"}
+TEXT_OPS = {"eq", "ne", "in", "not_in", "contains", "ends_with", "exists", "not_exists"}
+COMPARE_OPS = {"gt", "gte", "lt", "lte", "between", "within_last_days"}
+OPS = TEXT_OPS | COMPARE_OPS
 LIST_OPS = {"eq", "ne", "in", "not_in"}
+ENGAGEMENT = {
+    "delivered": Delivery.delivered_at,
+    "opened": Delivery.opened_at,
+    "clicked": Delivery.clicked_at,
+}
+COUNT_OPS = {"eq", "gt", "gte", "lt", "lte", "between"}
+MAX_DAYS = 36500
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PG_NUMBER = r"^\s*-?[0-9]+(\.[0-9]*)?\s*$"
+_PG_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_SQLITE_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
 
 
 class SegmentRuleError(ValueError):
@@ -55,13 +125,27 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
         raise SegmentRuleError(where, f"op must be one of {sorted(OPS)}, not {op!r}")
     if field == "list":
         return _list_condition(where, op, value)
+    if field in ENGAGEMENT or field == "bounced":
+        return _engagement(where, field, op, value)
+    if field == "editions_received":
+        return _received(where, op, value)
+    if field == "subscribed_at":
+        if op not in COMPARE_OPS:
+            raise SegmentRuleError(where, f"subscribed_at takes op {sorted(COMPARE_OPS)}")
+        return _compare(where, op, value, lambda v: _moment(where, v), Subscriber.created_at)
     if isinstance(field, str) and field.startswith("attributes.") and len(field) > 11:
         column: Any = Subscriber.attributes[field.removeprefix("attributes.")].as_string()
+        if op in COMPARE_OPS:
+            return _attribute_compare(where, column, op, value)
     elif field in TEXT_FIELDS:
         column = TEXT_FIELDS[field]
+        if op in COMPARE_OPS:
+            raise SegmentRuleError(where, f"{field} takes op {sorted(TEXT_OPS)}, not {op!r}")
     else:
         raise SegmentRuleError(
-            where, f"field must be email, name, timezone, list or attributes.<key>, not {field!r}"
+            where,
+            "field must be email, name, timezone, list, attributes.<key>, subscribed_at, "
+            f"delivered, opened, clicked, bounced or editions_received, not {field!r}",
         )
     if op == "exists":
         return column.is_not(None)  # type: ignore[no-any-return]
@@ -108,3 +192,176 @@ def _string_list(where: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SegmentRuleError(where, "value must be a list of strings")
     return list(value)
+
+
+def _bounds(where: str, op: str, value: Any) -> tuple[str, list[Any]]:
+    """``within_last_days`` N as ``gte {"days_ago": N}``; ``between`` as its two ends."""
+    if op == "within_last_days":
+        return "gte", [{"days_ago": value}]
+    if op == "between":
+        if not isinstance(value, list) or len(value) != 2:
+            raise SegmentRuleError(where, "between takes a list of two values [low, high]")
+        return op, list(value)
+    return op, [value]
+
+
+def _compare(where: str, op: str, value: Any, convert: Any, column: Any) -> ColumnElement[bool]:
+    op, values = _bounds(where, op, value)
+    converted = [convert(v) for v in values]
+    if op == "between":
+        return and_(column >= converted[0], column <= converted[1])
+    operators = {
+        "gt": column.__gt__,
+        "gte": column.__ge__,
+        "lt": column.__lt__,
+        "lte": column.__le__,
+    }
+    return operators[op](converted[0])  # type: ignore[no-any-return]
+
+
+def _days(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DAYS:
+        raise SegmentRuleError(where, f"days must be a whole number from 0 to {MAX_DAYS}")
+    return value
+
+
+def _relative(where: str, value: Mapping[str, Any]) -> datetime:
+    if set(value) != {"days_ago"}:
+        raise SegmentRuleError(where, 'a relative date is {"days_ago": N}')
+    return datetime.now(UTC) - timedelta(days=_days(where, value["days_ago"]))
+
+
+def _moment(where: str, value: Any) -> datetime:
+    """A date value as a UTC moment: ISO date (midnight UTC), date-time, or days ago."""
+    if isinstance(value, Mapping):
+        return _relative(where, value)
+    if isinstance(value, str):
+        try:
+            if len(value) == 10:
+                return datetime.combine(date.fromisoformat(value), time(), UTC)
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise SegmentRuleError(where, f"{value!r} is not an ISO 8601 date") from None
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    raise SegmentRuleError(where, 'a date is an ISO 8601 string ("2025-01-31") or {"days_ago": N}')
+
+
+def _attribute_compare(where: str, column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    _, values = _bounds(where, op, value)
+    numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
+    if all(numbers):
+        return _compare(where, op, value, lambda v: literal(v, Numeric()), _as_number(column))
+    if any(numbers):
+        raise SegmentRuleError(where, "compare with numbers or with dates, not both")
+
+    def day(v: Any) -> str:
+        return _moment(where, v).date().isoformat()
+
+    if any(isinstance(v, str) and not _ISO_DATE.fullmatch(v[:10]) for v in values):
+        raise SegmentRuleError(where, "value must be a number, an ISO 8601 date or {days_ago}")
+    return _compare(where, op, value, lambda v: literal(day(v), String()), _as_date(column))
+
+
+def _as_number(column: Any) -> Any:
+    """The attribute as a number where it is one, else NULL (which compares false)."""
+    text = func.trim(cast(column, String()))
+    pg = case((text.regexp_match(_PG_NUMBER), cast(text, Numeric())), else_=None)
+    # SQLite: an optional minus, digits, at most one dot, nothing else.
+    rest = func.substr(text, 2)
+    looks_numeric = and_(
+        or_(text.op("GLOB")("[0-9]*"), text.op("GLOB")("-[0-9]*")),
+        not_(rest.op("GLOB")("*[^0-9.]*")),
+        not_(text.op("GLOB")("*.*.*")),
+    )
+    lite = case((looks_numeric, cast(text, Numeric())), else_=None)
+    return _dialect_case(pg, lite)
+
+
+def _as_date(column: Any) -> Any:
+    text = cast(column, String())
+    pg = case((text.regexp_match(_PG_DATE), func.substr(text, 1, 10)), else_=None)
+    lite = case((text.op("GLOB")(_SQLITE_DATE), func.substr(text, 1, 10)), else_=None)
+    return _dialect_case(pg, lite)
+
+
+def _dialect_case(pg: Any, lite: Any) -> Any:
+    return _PerDialect(pg, lite)
+
+
+class _PerDialect(ColumnElement[Any]):
+    """One expression on PostgreSQL, another elsewhere (SQLite): the guards differ."""
+
+    inherit_cache = True
+    _traverse_internals: list[tuple[str, Any]] = [  # noqa: RUF012 (as SQLAlchemy declares it)
+        ("pg", InternalTraversal.dp_clauseelement),
+        ("lite", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, pg: Any, lite: Any) -> None:
+        self.pg = pg
+        self.lite = lite
+        self.type = lite.type
+
+
+@compiles(_PerDialect)
+def _compile_lite(element: _PerDialect, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.lite, **kw)  # type: ignore[no-any-return]
+
+
+@compiles(_PerDialect, "postgresql")
+def _compile_pg(element: _PerDialect, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.pg, **kw)  # type: ignore[no-any-return]
+
+
+def _engagement(where: str, field: str, op: str, value: Any) -> ColumnElement[bool]:
+    if op not in ("exists", "within_last_days"):
+        raise SegmentRuleError(where, f"{field} takes op exists or within_last_days, not {op!r}")
+    if field == "bounced":
+        happened: Any = Delivery.bounce_class.is_not(None)
+        stamp: Any = Delivery.queued_at
+    else:
+        stamp = ENGAGEMENT[field]
+        happened = stamp.is_not(None)
+    if op == "within_last_days":
+        since = datetime.now(UTC) - timedelta(days=_days(where, value))
+        happened = and_(happened, stamp >= since)
+    return Subscriber.id.in_(select(Delivery.subscriber_id).where(happened))
+
+
+def _received(where: str, op: str, value: Any) -> ColumnElement[bool]:
+    if op not in COUNT_OPS:
+        raise SegmentRuleError(where, f"editions_received takes op {sorted(COUNT_OPS)}")
+    # A function-level import: the ledger compiles segments, so it imports this module.
+    from mailer.dispatch.ledger import sent_by_batch
+
+    def count(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise SegmentRuleError(where, "value must be a whole number of editions, 0 or more")
+        return v
+
+    def at_least(n: int) -> ColumnElement[bool]:
+        if n <= 0:
+            return true()
+        sent = or_(Delivery.status == DeliveryStatus.SENT, sent_by_batch())
+        return Subscriber.id.in_(
+            select(Delivery.subscriber_id)
+            .where(sent)
+            .group_by(Delivery.subscriber_id)
+            .having(func.count() >= n)
+        )
+
+    if op == "between":
+        if not isinstance(value, list) or len(value) != 2:
+            raise SegmentRuleError(where, "between takes a list of two values [low, high]")
+        low, high = count(value[0]), count(value[1])
+        return and_(at_least(low), not_(at_least(high + 1)))
+    n = count(value)
+    if op == "gte":
+        return at_least(n)
+    if op == "gt":
+        return at_least(n + 1)
+    if op == "lt":
+        return not_(at_least(n)) if n > 0 else false()
+    if op == "lte":
+        return not_(at_least(n + 1))
+    return and_(at_least(n), not_(at_least(n + 1)))

@@ -1,49 +1,47 @@
 """Subscribers for operators: import a CSV onto a list, look one up.
 
-The import itself is ``subscribers.importer``'s (bad rows reported by line and skipped,
-the rest in one transaction, nobody who left re-subscribed); here it gains its audit
-entry, in the same transaction.
+The import itself is ``subscribers.importer``'s (streamed, bad rows reported by line and
+skipped, chunks committed as they go, nobody who left re-subscribed); here it gains its
+audit entry once it is over (or stopped). Exports stream ``subscribers.exporter``'s CSV.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import io
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, delete, exists, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from mailer.accounts.models import Role
 from mailer.app import audit
 from mailer.app.actors import Actor
 from mailer.app.errors import Conflict, Invalid, NotFound
+from mailer.config import ConfigError
 from mailer.db.base import utcnow
 from mailer.db.models import Delivery, Edition, Event
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
-from subscribers import erased, erasure, personal_data
+from subscribers import erased, erasure, exporter, importer, personal_data
 from subscribers.addresses import InvalidAddress, normalize_email
-from subscribers.importer import (
-    ImportFileError,
-    ImportReport,
-    Row,
-    import_rows,
-    parse_rows,
-    read_rows,
-)
+from subscribers.importer import ImportFileError, ImportReport, Progress, import_rows
 from subscribers.models import (
     Consent,
     MailingList,
+    Segment,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
     Suppression,
 )
+from subscribers.segments import SegmentRuleError, compile_rule
 
 __all__ = [
     "Delivered",
@@ -54,6 +52,7 @@ __all__ = [
     "add_subscriber",
     "edit_subscriber",
     "erase_subscriber",
+    "export_csv",
     "export_subscriber_data",
     "get_subscriber",
     "import_file",
@@ -78,59 +77,149 @@ def _list_name(value: str) -> str:
     return name
 
 
+def _erasure_key(runtime: Runtime) -> bytes | None:
+    """The key erased addresses are hashed with; without one nobody can have been erased."""
+    try:
+        return runtime.settings.require_secret_key()
+    except ConfigError:
+        return None
+
+
 def _import(
     runtime: Runtime,
     actor: Actor,
-    rows: list[Row],
-    errors: list[tuple[int, str]],
     list_name: str,
     origin: str,
+    dry_run: bool,
+    run: Callable[[ImportReport], object],
 ) -> dict[str, Any]:
-    report = ImportReport(errors=[(line, f"{origin}:{line}: {r}") for line, r in errors])
-    with runtime.engine.connect() as connection, connection.begin():
-        # The importer opens its own transaction; bound to this connection it joins ours
-        # (its commit leaves ours open), so the rows and their audit entry land together.
-        import_rows(sessionmaker(bind=connection), rows, list_name, report)
-        with Session(bind=connection) as session:
-            audit.record(
-                session,
-                actor,
-                "subscribers.import",
-                "list",
-                list_name,
-                after={k: v for k, v in report.as_dict().items() if k != "errors"}
-                | {"rejected": len(report.errors)},
-                note=origin,
-            )
-            session.flush()
+    """Run an import (chunks committed as they go, see ``subscribers.importer``) and audit
+    it afterwards, also when it stopped part way: the entry says from which line."""
+    report = ImportReport(dry_run=dry_run)
+    try:
+        run(report)
+    except ImportFileError as exc:
+        raise Invalid(str(exc), field="file") from exc
+    except SQLAlchemyError as exc:
+        _audit_import(runtime, actor, list_name, origin, report)
+        raise Conflict(
+            f"import stopped at line {report.stopped_at_line}: {exc.__class__.__name__}; the "
+            "rows before it were written, nothing from it on; run it again to finish"
+        ) from exc
+    if not dry_run:
+        _audit_import(runtime, actor, list_name, origin, report)
     return report.as_dict()
 
 
-def import_file(runtime: Runtime, actor: Actor, path: Path, list_name: str) -> dict[str, Any]:
-    """Import ``email,name,<attributes…>`` rows (a ``timezone`` column is the subscriber's
-    zone) onto a list, made if need be. Returns added, updated, subscribed,
-    kept_unsubscribed and errors (line, reason) for the rows rejected."""
+def _audit_import(
+    runtime: Runtime, actor: Actor, list_name: str, origin: str, report: ImportReport
+) -> None:
+    summary = report.as_dict()
+    after = {k: summary[k] for k in ("added", "updated", "subscribed", "kept_unsubscribed")}
+    after["rejected"] = summary["rejected"]
+    # Rarer facts only when they happened, so the usual entry stays short.
+    after |= {k: summary[k] for k in ("suppressed", "erased", "stopped_at_line") if summary[k]}
+    with transaction(runtime.sessions) as session:
+        audit.record(
+            session, actor, "subscribers.import", "list", list_name, after=after, note=origin
+        )
+
+
+def import_file(
+    runtime: Runtime,
+    actor: Actor,
+    path: Path,
+    list_name: str,
+    *,
+    dry_run: bool = False,
+    report_file: TextIO | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Stream a CSV file onto a list, made if need be (see ``subscribers.importer`` for the
+    columns, encodings and delimiters understood). Returns the report's ``as_dict()``:
+    added, updated, subscribed, kept_unsubscribed, suppressed, erased, rejected, errors
+    (line, reason; the first 1000, all of them also to ``report_file``), stopped_at_line.
+    ``dry_run`` checks everything and writes nothing."""
     actor.require(Role.ADMIN)
     name = _list_name(list_name)
-    try:
-        rows, errors = read_rows(path)
-    except ImportFileError as exc:
-        raise Invalid(str(exc), field="file") from exc
-    return _import(runtime, actor, rows, errors, name, str(path))
+    key = _erasure_key(runtime)
+    return _import(
+        runtime,
+        actor,
+        name,
+        str(path),
+        dry_run,
+        lambda report: importer.import_file(
+            runtime.sessions,
+            path,
+            name,
+            report=report,
+            erasure_key=key,
+            dry_run=dry_run,
+            report_file=report_file,
+            progress=progress,
+        ),
+    )
 
 
 def import_text(
-    runtime: Runtime, actor: Actor, text: str, list_name: str, *, origin: str = "upload"
+    runtime: Runtime,
+    actor: Actor,
+    text: str,
+    list_name: str,
+    *,
+    origin: str = "upload",
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """``import_file`` for CSV text already read (an upload); ``origin`` names it in
-    the rejected rows' reasons and the audit log."""
+    the rejected rows' reasons, the consent records and the audit log."""
     actor.require(Role.ADMIN)
     name = _list_name(list_name)
-    try:
-        rows, errors = parse_rows(text.removeprefix("\ufeff"), source=origin)
-    except ImportFileError as exc:
-        raise Invalid(str(exc), field="file") from exc
-    return _import(runtime, actor, rows, errors, name, origin)
+    key = _erasure_key(runtime)
+
+    def run(report: ImportReport) -> object:
+        lines = io.StringIO(text.removeprefix("\ufeff"), newline="")
+        rows = importer.iter_rows(lines, source=origin, report=report)
+        return import_rows(
+            runtime.sessions,
+            rows,
+            name,
+            report,
+            source=f"import:{origin}",
+            erasure_key=key,
+            dry_run=dry_run,
+        )
+
+    return _import(runtime, actor, name, origin, dry_run, run)
+
+
+def export_csv(
+    runtime: Runtime, actor: Actor, *, list_name: str | None = None, segment: str | None = None
+) -> Iterator[str]:
+    """CSV text of everyone, a list's members or a saved segment's matches, with their
+    statuses, as it is read (keyset pages; see ``subscribers.exporter``). The list or
+    segment is looked up, and the export audited, before the first line."""
+    actor.require(Role.ADMIN)
+    if list_name is not None and segment is not None:
+        raise Invalid("export a list or a segment, not both", field="segment")
+    with transaction(runtime.sessions) as session:
+        list_id = rule = None
+        if list_name is not None:
+            list_id = session.scalar(select(MailingList.id).where(MailingList.name == list_name))
+            if list_id is None:
+                raise NotFound(f"no list {list_name!r}")
+        if segment is not None:
+            found = session.scalar(select(Segment).where(Segment.name == segment))
+            if found is None:
+                raise NotFound(f"no segment {segment!r}")
+            rule = found.rule
+            try:
+                compile_rule(rule)
+            except SegmentRuleError as exc:
+                raise Invalid(str(exc), field="segment") from exc
+        target = ("list", list_name) if list_name else ("segment", segment or "everyone")
+        audit.record(session, actor, "subscribers.export", target[0], target[1])
+    return exporter.export_rows(runtime.engine, list_id=list_id, rule=rule)
 
 
 def show_subscriber(runtime: Runtime, actor: Actor, email: str) -> dict[str, Any]:

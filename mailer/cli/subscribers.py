@@ -1,49 +1,126 @@
-"""``mailer subscribers``: import and look up readers."""
+"""``mailer subscribers``: import, export and look up readers."""
 
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mailer.app import subscribers
 from mailer.app.actors import Actor
 from mailer.app.errors import AppError
 from mailer.cli.common import JsonOption, console, errors, fail, open_runtime, print_json
+from subscribers.importer import ImportReport
 
 app = typer.Typer(help="Subscribers, their lists and suppressions.", no_args_is_help=True)
 
 
 @app.command("import")
 def import_file(
-    file: Path = typer.Argument(..., help="CSV with columns email, name, then any attributes."),
+    file: Path = typer.Argument(
+        ...,
+        help="CSV (',', ';' or tab; UTF-8 or cp1252) with an email column; Mailchimp, "
+        "listmonk and Substack exports are understood.",
+    ),
     list_name: str = typer.Option(..., "--list", help="List to subscribe them to."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and count; write nothing."),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="Write every rejected row (line: reason) to this file."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Import subscribers from a CSV file onto a list (bad rows are reported and skipped)."""
-    with open_runtime() as runtime:
+    with ExitStack() as stack:
+        report_file = (
+            stack.enter_context(report_path.open("w", encoding="utf-8"))
+            if report_path is not None
+            else None
+        )
+        # The bar goes to stderr, so that --json output stays clean on stdout.
+        bar = stack.enter_context(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=errors,
+                transient=True,
+            )
+        )
+        task = bar.add_task("importing", total=None)
+
+        def progress(current: ImportReport, done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total, description=f"{current.rows:,} rows")
+
+        runtime = stack.enter_context(open_runtime())
         try:
-            report = subscribers.import_file(runtime, Actor.cli(), file, list_name)
+            report = subscribers.import_file(
+                runtime,
+                Actor.cli(),
+                file,
+                list_name,
+                dry_run=dry_run,
+                report_file=report_file,
+                progress=progress,
+            )
         except AppError as exc:
             fail(exc.message)
     if as_json:
         print_json(report)
     else:
         console.print(
-            f"{report['added']} added, {report['updated']} updated, {report['subscribed']} "
-            f"subscribed to {list_name!r}, {report['kept_unsubscribed']} kept unsubscribed, "
-            f"{len(report['errors'])} rows rejected",
+            f"{'dry run: ' if dry_run else ''}{report['added']} added, {report['updated']} "
+            f"updated, {report['subscribed']} subscribed to {list_name!r}, "
+            f"{report['kept_unsubscribed']} kept unsubscribed, {report['suppressed']} "
+            f"suppressed and {report['erased']} erased skipped, {report['rejected']} rows "
+            "rejected",
             highlight=False,
             markup=False,
         )
+        for warning in report["warnings"]:
+            errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         for error in report["errors"]:
-            errors.print(f"[red]rejected:[/] {escape(error['reason'])}", highlight=False)
+            errors.print(
+                f"[red]rejected:[/] line {error['line']}: {escape(error['reason'])}",
+                highlight=False,
+            )
+        if report["rejected"] > len(report["errors"]):
+            errors.print(
+                f"… and {report['rejected'] - len(report['errors'])} more", highlight=False
+            )
     if report["errors"]:
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    list_name: str | None = typer.Option(None, "--list", help="Only this list's members."),
+    segment: str | None = typer.Option(None, "--segment", help="Only this saved segment."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="File (default stdout)."),
+) -> None:
+    """Export subscribers as CSV with their statuses (everyone, a list or a segment)."""
+    with open_runtime() as runtime:
+        try:
+            lines = subscribers.export_csv(
+                runtime, Actor.cli(), list_name=list_name, segment=segment
+            )
+        except AppError as exc:
+            fail(exc.message)
+        with ExitStack() as stack:
+            out: TextIO = (
+                stack.enter_context(output.open("w", encoding="utf-8", newline=""))
+                if output is not None
+                else sys.stdout
+            )
+            for text in lines:
+                out.write(text)
 
 
 @app.command()
