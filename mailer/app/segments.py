@@ -34,6 +34,7 @@ __all__ = [
     "delete_segment",
     "get_segment",
     "list_segments",
+    "newsletter_segments",
     "update_segment",
 ]
 
@@ -211,3 +212,17 @@ def attach_segment(
                 note=segment.name if segment is not None else "detached",
             )
         return segment.name if segment is not None else None
+
+
+def newsletter_segments(runtime: Runtime, actor: Actor) -> list[tuple[str, str, str | None]]:
+    """Each newsletter's slug, name and attached segment (or None), for the attach form."""
+    actor.require(Role.ADMIN)
+    with runtime.sessions() as session:
+        return [
+            (slug, name, segment)
+            for slug, name, segment in session.execute(
+                select(Newsletter.slug, Newsletter.name, Segment.name)
+                .outerjoin(Segment, Segment.id == Newsletter.segment_id)
+                .order_by(Newsletter.slug)
+            )
+        ]

@@ -24,7 +24,7 @@ from mailer.web import (
 )
 from mailer.web.security import headers_for
 from mailer.web.views import make_templates
-from mailer.web.workspace import admin, briefings, editions, signin, today
+from mailer.web.workspace import admin, audience, briefings, editions, signin, today
 
 STATIC = Path(__file__).parent / "static"
 
@@ -87,4 +87,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(editions.router)
     app.include_router(stats.router)
     app.include_router(admin.router)
+    app.include_router(audience.router)
     return app
