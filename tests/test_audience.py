@@ -282,6 +282,12 @@ def test_admin_pages(runtime: Runtime) -> None:
             )
             assert attach.status_code == 303
 
+            exported = client.get("/admin/export.csv", params={"list": "morning"})
+            assert exported.status_code == 200
+            assert "text/csv" in exported.headers["content-type"]
+            assert "reader00001@example.com" in exported.text
+            assert "/admin/export.csv?list=morning" in client.get("/admin/lists").text
+
             form = client.get("/admin/import")
             assert form.status_code == 200
             csv_text = "email;name\nzed@example.com;Zed\nbad-address;Nobody\n"

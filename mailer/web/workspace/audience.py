@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 
 from mailer.app import lists, segments, subscribers
 from mailer.app.errors import Invalid
@@ -438,5 +439,29 @@ def import_run(
             "preview": None,
             "report": report,
             "list_name": list_name,
+        },
+    )
+
+
+# --- Export --------------------------------------------------------------------------
+
+
+@router.get("/export.csv")
+def export(
+    request: Request,
+    info: auth.Admin,
+    list_name: Annotated[str | None, Query(alias="list", max_length=100)] = None,
+    segment: Annotated[str | None, Query(max_length=100)] = None,
+) -> StreamingResponse:
+    """A CSV download of everyone, a list or a segment, streamed as it is read."""
+    lines = subscribers.export_csv(
+        auth.runtime_of(request), info.actor, list_name=list_name or None, segment=segment or None
+    )
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", list_name or segment or "everyone").strip("-")
+    return StreamingResponse(
+        lines,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="subscribers-{stem or "export"}.csv"'
         },
     )
