@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=480, ge=5)
     session_max_hours: int = Field(default=72, ge=1)
     sign_in_link_hours: int = Field(default=24, ge=1)
+    # Public sign-ups (form and API) per client address per minute, in each process.
+    # Raise it only where many real clients share one address (a benchmark on loopback).
+    subscribe_per_client_per_minute: int = Field(default=10, ge=1)
     # Scheduler (mailer/schedule): how often it looks at the database for due slots; how
     # late a slot may still run after downtime (older ones are recorded as missed); how
     # long a leader's lease lasts unless renewed (a standby takes over within it).

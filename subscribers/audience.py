@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, not_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
 
 from subscribers.models import (
     Subscriber,
@@ -23,8 +23,8 @@ def not_suppressed(email_column: Any, *, probe: bool = False) -> ColumnElement[b
 
 
 def mailable(list_ids: Any, *, probe: bool = False) -> ColumnElement[bool]:
-    """Subscriber rows that are active, subscribed to one of ``list_ids`` (a
-    subquery or a sequence) and not suppressed.
+    """Subscriber rows that are active, not paused, subscribed to one of ``list_ids``
+    (a subquery or a sequence) and not suppressed.
 
     ``probe`` is for a condition evaluated on a few rows (a claimed batch): each
     subquery then probes its index per row. Without it PostgreSQL may hash all
@@ -33,6 +33,10 @@ def mailable(list_ids: Any, *, probe: bool = False) -> ColumnElement[bool]:
     """
     return and_(
         Subscriber.status == SubscriberStatus.ACTIVE,
+        # A reader's pause. The database's clock, not a value bound here: the claim's
+        # statement is built once at import. CURRENT_TIMESTAMP is UTC on SQLite too, in
+        # the text form naive UTC times are stored in there, so the two compare as text.
+        or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= func.current_timestamp()),
         exists(
             _probing(select(Subscription.subscriber_id), probe).where(
                 Subscription.subscriber_id == Subscriber.id,

@@ -71,8 +71,10 @@ def test_template_layout_and_footer() -> None:
     assert "you signed up at news.example.org" in html
     assert "What’s going on now: Talks broke down." in text
     # The footer says whom it was sent to: a forwarded copy tells its reader whose it is.
-    assert placeholders_in(html, rendered.nonce) == {"unsubscribe_url", "email"}
-    assert placeholders_in(text, rendered.nonce) == {"unsubscribe_url", "email"}
+    # Every email also carries the reader's preference link and its edition's web copy.
+    tokens = {"unsubscribe_url", "preferences_url", "web_url", "email"}
+    assert placeholders_in(html, rendered.nonce) == tokens
+    assert placeholders_in(text, rendered.nonce) == tokens
     assert len(html.encode()) < 90_000
 
 

@@ -76,13 +76,18 @@ def test_batches_are_valid_personalized_and_recorded(runtime: Runtime, sink: Sin
     url = person["substitutions"][f"{text_key}unsubscribe_url%%"]
     assert url.startswith("https://news.example.org/u/")
     assert person["headers"]["List-Unsubscribe"] == f"<{url}>"
-    # Only the tokens the template uses travel: this one has no `name`.
+    # Only the tokens the template uses travel: this one has no `name`, and the web
+    # copy's link, the same for everyone, was filled in once before the send.
     assert set(person["substitutions"]) == {
         f"{html_key}unsubscribe_url%%",
         f"{text_key}unsubscribe_url%%",
+        f"{html_key}preferences_url%%",
+        f"{text_key}preferences_url%%",
         f"{html_key}email%%",
         f"{text_key}email%%",
     }
+    preferences = person["substitutions"][f"{text_key}preferences_url%%"]
+    assert preferences == url.replace("/u/", "/p/")
     assert person["substitutions"][f"{text_key}email%%"] == "reader00001@example.com"
     assert all(d.message_id for d in rows(runtime).values())
 

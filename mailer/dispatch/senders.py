@@ -22,6 +22,7 @@ sends, and the rows of everything it held are ``unknown`` by then.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import pickle
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailer.links import UnsubscribeLinks
+from mailer.rendering.personalize import fill_shared
 from mailer.transports.base import (
     Envelope,
     Outcome,
@@ -80,7 +82,7 @@ class SenderThreads:
     """Senders on a pool of threads in this process."""
 
     def __init__(self, transport: Transport, envelope: Envelope, links: UnsubscribeLinks) -> None:
-        self.transport, self.envelope, self.links = transport, envelope, links
+        self.transport, self.envelope, self.links = transport, with_web_link(envelope, links), links
         self.pool = ThreadPoolExecutor(max(1, transport.concurrency), thread_name_prefix="sender")
 
     def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
@@ -97,6 +99,19 @@ class SenderThreads:
     def close(self, *, cancel: bool = False) -> None:
         """Wait for the batches begun; with ``cancel``, those not yet begun are dropped."""
         self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+def with_web_link(envelope: Envelope, links: UnsubscribeLinks) -> Envelope:
+    """The envelope with its "view in the browser" link filled in, once per send: it is
+    the same for every recipient, so no transport carries it per recipient."""
+    if envelope.test_send:
+        return envelope  # a test send's links all lead to /preview/link
+    values = {"web_url": links.edition_web(envelope.edition_id)}
+    return dataclasses.replace(
+        envelope,
+        html=fill_shared(envelope.html, envelope.nonce, values, html=True),
+        text=fill_shared(envelope.text, envelope.nonce, values, html=False),
+    )
 
 
 class SenderProcess:

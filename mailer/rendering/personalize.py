@@ -13,7 +13,9 @@ from collections.abc import Mapping
 
 from markupsafe import Markup, escape
 
-TOKENS = frozenset({"unsubscribe_url", "name", "email"})
+TOKENS = frozenset({"unsubscribe_url", "preferences_url", "web_url", "name", "email"})
+# Links every recipient of an edition shares: filled once per send (``fill_shared``).
+SHARED_TOKENS = frozenset({"web_url"})
 _PLACEHOLDER = re.compile(r"%%([0-9a-f]{12}):([a-z_]+)%%")
 
 
@@ -41,7 +43,24 @@ def personalize(content: str, nonce: str, values: Mapping[str, str], *, html: bo
     def fill(match: re.Match[str]) -> str:
         if match[1] != nonce:
             return match[0]
-        value = values.get(match[2], "")
+        value = values.get(match[2])
+        if value is None:
+            # A link nobody gave a value for leads where the unsubscribe link leads
+            # (in a preview, ``/preview/link``), never to an empty href.
+            value = values.get("unsubscribe_url", "") if match[2].endswith("_url") else ""
+        return str(escape(value)) if html else value
+
+    return _PLACEHOLDER.sub(fill, content)
+
+
+def fill_shared(content: str, nonce: str, values: Mapping[str, str], *, html: bool) -> str:
+    """Fill only the placeholders named in ``values`` (the same for every recipient),
+    leaving the per-recipient ones for the transport."""
+
+    def fill(match: re.Match[str]) -> str:
+        if match[1] != nonce or match[2] not in values:
+            return match[0]
+        value = values[match[2]]
         return str(escape(value)) if html else value
 
     return _PLACEHOLDER.sub(fill, content)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
+from mailer.links import preferences_from_unsubscribe
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -34,9 +36,18 @@ class Recipient(NamedTuple):
     name: str | None
     unsubscribe_url: str
 
+    # The preference link is derived from the unsubscribe link (the same token under
+    # another path) when a transport asks for it, so it costs a send no second signature.
+    # ``web_url`` is the same for every recipient and is filled into the envelope once
+    # per send (mailer.dispatch.senders); a recipient is asked for it only where nobody
+    # filled it (a test send), and then gives the unsubscribe link's value, which there
+    # is the harmless ``/preview/link``.
+
     def tokens(self) -> dict[str, str]:
         return {
             "unsubscribe_url": self.unsubscribe_url,
+            "preferences_url": preferences_from_unsubscribe(self.unsubscribe_url),
+            "web_url": self.unsubscribe_url,
             "name": self.name or "",
             "email": self.email,
         }
@@ -45,10 +56,14 @@ class Recipient(NamedTuple):
         """One token's value (cheaper than building all of them, once per recipient)."""
         if name == "unsubscribe_url":
             return self.unsubscribe_url
+        if name == "preferences_url":
+            return preferences_from_unsubscribe(self.unsubscribe_url)
         if name == "name":
             return self.name or ""
         if name == "email":
             return self.email
+        if name == "web_url":
+            return self.unsubscribe_url
         raise KeyError(name)
 
 

@@ -17,6 +17,7 @@ from mailer.web import (
     api,
     errors,
     preview_link,
+    readers,
     stats,
     status,
     unsubscribe,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(unsubscribe.router)
     app.include_router(preview_link.router)
+    app.include_router(readers.router)
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(status.router)

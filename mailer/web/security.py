@@ -1,9 +1,11 @@
 """Security headers, by surface.
 
-- Reader pages (unsubscribe, preview link) and JSON: no scripts at all, inline styles
-  only (their pages carry their own small stylesheet).
+- Reader pages (subscribe, confirm, preferences, unsubscribe, archive, preview link)
+  and JSON: no scripts at all, inline styles only (their pages carry their own small
+  stylesheet).
 - The workspace: scripts and styles from this site only (htmx and our stylesheet ship
   in the package; nothing from a CDN), frames only from this site (the preview).
+- An edition's web copy: like the preview frame's, but a page of its own, never framed.
 - The preview frame: the email's own HTML, which has inline styles and remote images by
   nature; it may only be framed by this site, runs no scripts, and is sandboxed.
 
@@ -48,13 +50,36 @@ PREVIEW_HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
 }
 
+# An edition's web copy (/e/<token>): the email's own HTML, which has inline styles and
+# remote images by nature, as a page of its own; no scripts, no forms, not framable.
+EDITION_WEB_HEADERS = {
+    **COMMON,
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+        "font-src https: data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
 # Static files may be cached: they change only with the package.
 STATIC_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "public, max-age=3600",
 }
 
-READER_PREFIXES = ("/u/", "/preview/link", "/healthz", "/readyz", "/webhooks/", "/api/")
+READER_PREFIXES = (
+    "/u/",
+    "/p/",
+    "/subscribe/",
+    "/confirm/",
+    "/e/",
+    "/archive/",
+    "/preview/link",
+    "/healthz",
+    "/readyz",
+    "/webhooks/",
+    "/api/",
+)
 
 
 def headers_for(path: str) -> dict[str, str]:

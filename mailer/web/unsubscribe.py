@@ -98,4 +98,6 @@ async def unsubscribe(request: Request, token: str) -> HTMLResponse:
         newsletter=newsletter,
         email=mask(result.email),
         changed=result.changed,
+        # The same token opens the preference page, and undoes this from there.
+        preferences=f"/p/{token}",
     )

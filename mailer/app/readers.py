@@ -1,0 +1,1011 @@
+"""What readers do, without an account: sign up, confirm, manage their preferences, read
+an edition on the web, take their data away or have it erased.
+
+Each operation opens its own transaction and returns frozen values. Readers are not
+accounts: the link they followed (a signed token from their own mailbox) is what lets
+them act, and what they agree to is recorded as ``Consent`` rows; their other changes are
+audited as ``reader:<subscriber id>`` with no address in the entry (an erasure must not
+leave one behind in the audit log).
+
+Answers never tell whether an address is known: a sign-up of a stranger, of a subscriber,
+of a suppressed address and of a bot that filled the honeypot field all get the same
+answer, and any email they cause is sent, or not, out of sight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import available_timezones
+
+from markupsafe import escape
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer.accounts.models import Role
+from mailer.app import audit
+from mailer.app.actors import Actor
+from mailer.app.errors import Conflict, Invalid, NotFound, RateLimited
+from mailer.briefings.api_tokens import authenticate
+from mailer.db.base import utcnow
+from mailer.db.models import Edition, EditionStatus, Newsletter
+from mailer.db.session import transaction
+from mailer.links import PREFERENCES_PATH
+from mailer.rendering.personalize import new_nonce, personalize
+from mailer.runtime import Runtime
+from mailer.transports import transport_for
+from mailer.transports.base import Envelope, Outcome, Recipient
+from subscribers import erasure, personal_data, preferences, signup
+from subscribers.addresses import InvalidAddress, normalize_email
+from subscribers.models import MailingList, Subscriber, SubscriberStatus, SubscriptionStatus
+from subscribers.tokens import (
+    TokenError,
+    sign_confirmation,
+    sign_email_change,
+    sign_preferences,
+    verify_confirmation,
+    verify_edition_web,
+    verify_email_change,
+    verify_preferences,
+    verify_unsubscribe,
+)
+
+__all__ = [
+    "TokenError",
+    "archive",
+    "come_back",
+    "confirm",
+    "confirm_email_change",
+    "confirmation",
+    "edition_web",
+    "email_change",
+    "erase",
+    "export_data",
+    "leave",
+    "pause",
+    "preferences_page",
+    "request_email_change",
+    "resume",
+    "set_lists",
+    "set_timezone",
+    "subscribe",
+    "subscribe_api",
+    "subscribe_form",
+    "undo_unsubscribe",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 200
+SUBSCRIBE_WORDING = (
+    "Yes, email me {newsletter} ({lists}). I can change my preferences or unsubscribe "
+    "at any time with the link in every email."
+)
+COME_BACK_WORDING = "Yes, I want {lists} again. I confirm with the link emailed to me."
+JOIN_WORDING = "Added on my preference page: {lists}."
+
+
+def valid_timezones() -> tuple[str, ...]:
+    return _zones()
+
+
+@lru_cache(maxsize=1)
+def _zones() -> tuple[str, ...]:
+    # Only Area/Location names people pick (not "posixrules" or bare abbreviations).
+    return tuple(sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/")))
+
+
+def _zone(value: str | None) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value not in _zones() and value != "UTC":
+        raise Invalid(f"{value!r} is not a time zone we know (an IANA name)", "timezone")
+    return value
+
+
+def _address(value: str, field: str = "email") -> str:
+    try:
+        return normalize_email(value)
+    except InvalidAddress as exc:
+        raise Invalid(str(exc), field) from exc
+
+
+def _name(value: str | None) -> str | None:
+    cleaned = " ".join((value or "").split())
+    return cleaned[:MAX_NAME] or None
+
+
+def mask(email: str) -> str:
+    """Enough of the address to recognise it, not enough to harvest from a forwarded link."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
+
+
+# -- throttles ------------------------------------------------------------------------
+
+
+class ClientThrottle:
+    """At most ``limit`` sign-ups per client per minute, in this process (a sliding
+    window). In memory on purpose: a sign-up burst must not become a write hot spot in
+    the database; behind several processes each counts its own share."""
+
+    WINDOW = 60.0
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._hits) > 100_000:  # forget quiet clients rather than grow forever
+                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - 60}
+            hits = self._hits.setdefault(client, deque())
+            while hits and hits[0] <= now - self.WINDOW:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                wait = hits[0] + self.WINDOW - now
+                raise RateLimited(
+                    "too many sign-ups from your network in a minute: try again shortly",
+                    retry_after=max(1.0, wait),
+                )
+            hits.append(now)
+
+
+# One throttle per runtime (a process has one; tests make several), by identity: a
+# Runtime compares by value and is not hashable. Dropped with its runtime.
+_throttles: dict[int, ClientThrottle] = {}
+_throttles_lock = threading.Lock()
+
+
+def _throttle(runtime: Runtime) -> ClientThrottle:
+    limit = runtime.settings.subscribe_per_client_per_minute
+    with _throttles_lock:
+        found = _throttles.get(id(runtime))
+        if found is None:
+            found = ClientThrottle(limit)
+            _throttles[id(runtime)] = found
+            weakref.finalize(runtime, _throttles.pop, id(runtime), None)
+        # The setting is read on every request, so a changed limit applies at once.
+        found.limit = limit
+        return found
+
+
+# -- subscribing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListOption:
+    id: int
+    name: str
+    description: str
+    double_opt_in: bool
+
+
+@dataclass(frozen=True)
+class SubscribeForm:
+    slug: str
+    newsletter: str
+    audience_note: str
+    lists: tuple[ListOption, ...]
+    timezones: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SignupAnswer:
+    """The same for every address (no enumeration): it depends on the lists only."""
+
+    newsletter: str
+    email: str
+    confirm_by_email: bool  # a double opt-in list was among them
+
+
+def _newsletter(session: Session, slug: str) -> Newsletter:
+    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+    if newsletter is None:
+        raise NotFound(f"no newsletter {slug!r}")
+    return newsletter
+
+
+def _public_lists(newsletter: Newsletter) -> list[MailingList]:
+    return sorted((m for m in newsletter.lists if m.public), key=lambda m: m.name)
+
+
+def subscribe_form(runtime: Runtime, slug: str) -> SubscribeForm:
+    with runtime.sessions() as session:
+        newsletter = _newsletter(session, slug)
+        lists = _public_lists(newsletter)
+        if not lists:
+            raise NotFound(f"{newsletter.name} takes no sign-ups on the web")
+        return SubscribeForm(
+            slug=newsletter.slug,
+            newsletter=newsletter.name,
+            audience_note=newsletter.audience_note,
+            lists=tuple(
+                ListOption(m.id, m.name, m.description, m.opt_in != "single") for m in lists
+            ),
+            timezones=valid_timezones(),
+        )
+
+
+def _wording(newsletter: str, lists: Sequence[MailingList]) -> str:
+    return SUBSCRIBE_WORDING.format(newsletter=newsletter, lists=", ".join(m.name for m in lists))
+
+
+def subscribe(
+    runtime: Runtime,
+    slug: str,
+    *,
+    email: str,
+    name: str | None,
+    list_ids: Sequence[int],
+    timezone: str | None,
+    client: str,
+    honeypot: str = "",
+) -> SignupAnswer:
+    """The public form. Throttled per client (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``)
+    and, by the confirmation pacing, per address."""
+    _throttle(runtime).take(client)
+    address = _address(email)
+    zone = _zone(timezone)
+    with runtime.sessions() as session:
+        newsletter = _newsletter(session, slug)
+        offered = {m.id: m for m in _public_lists(newsletter)}
+        if not offered:
+            raise NotFound(f"{newsletter.name} takes no sign-ups on the web")
+        chosen = [offered[i] for i in dict.fromkeys(list_ids) if i in offered]
+        if not chosen:
+            if len(offered) != 1:
+                raise Invalid("pick at least one list", "lists")
+            chosen = list(offered.values())
+        answer = SignupAnswer(newsletter.name, address, any(m.opt_in != "single" for m in chosen))
+        newsletter_id, source = newsletter.id, f"form:{newsletter.slug}"
+        wording = _wording(newsletter.name, chosen)
+    if honeypot.strip():
+        # A bot filled the field people never see: it gets the same answer, and nothing
+        # is stored or sent.
+        log.info("signup.honeypot", extra={"newsletter": slug})
+        return answer
+    _sign_up(
+        runtime,
+        newsletter_id,
+        address,
+        _name(name),
+        zone,
+        [m.id for m in chosen],
+        source=source,
+        wording=wording,
+        client=client,
+    )
+    return answer
+
+
+def subscribe_api(
+    runtime: Runtime,
+    token: str,
+    *,
+    email: str,
+    name: str | None,
+    lists: Sequence[str],
+    timezone: str | None,
+    client: str,
+) -> None:
+    """``POST /api/subscribers`` for a CMS: lists by name (any list of a newsletter the
+    token may speak for; a token bound to no newsletter: any public list). Raises
+    PermissionDenied-free ``NotFound`` for an unknown token (the route answers 401)."""
+    _throttle(runtime).take(client)
+    address = _address(email)
+    zone = _zone(timezone)
+    with runtime.sessions() as session, session.begin():
+        source = authenticate(session, token)
+        if source is None:
+            raise NotFound("unknown or revoked token")
+        names = list(dict.fromkeys(lists))
+        if not names:
+            raise Invalid("name at least one list", "lists")
+        found = {
+            m.name: m
+            for m in session.scalars(select(MailingList).where(MailingList.name.in_(names)))
+        }
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise Invalid(f"no list {', '.join(missing)}", "lists")
+        allowed = _api_lists(session, source.newsletter_id)
+        refused = [n for n in names if found[n].id not in allowed]
+        if refused:
+            raise Invalid(f"this token cannot sign people up to {', '.join(refused)}", "lists")
+        chosen = [found[n] for n in names]
+        newsletter = _newsletter_of(session, source.newsletter_id, chosen[0])
+        if newsletter is None:
+            raise Conflict(f"list {chosen[0].name} belongs to no newsletter")
+        newsletter_id, label = newsletter.id, f"api:{source.name}"
+        wording = _wording(newsletter.name, chosen)
+    _sign_up(
+        runtime,
+        newsletter_id,
+        address,
+        _name(name),
+        zone,
+        [m.id for m in chosen],
+        source=label,
+        wording=wording,
+        client=client,
+    )
+
+
+def _api_lists(session: Session, newsletter_id: int | None) -> set[int]:
+    if newsletter_id is not None:
+        newsletter = session.get(Newsletter, newsletter_id)
+        return {m.id for m in newsletter.lists} if newsletter else set()
+    return set(session.scalars(select(MailingList.id).where(MailingList.public.is_(True))))
+
+
+def _newsletter_of(
+    session: Session, newsletter_id: int | None, mailing_list: MailingList
+) -> Newsletter | None:
+    if newsletter_id is not None:
+        return session.get(Newsletter, newsletter_id)
+    for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
+        if any(m.id == mailing_list.id for m in newsletter.lists):
+            return newsletter
+    return None
+
+
+def _sign_up(
+    runtime: Runtime,
+    newsletter_id: int,
+    address: str,
+    name: str | None,
+    zone: str | None,
+    list_ids: list[int],
+    *,
+    source: str,
+    wording: str,
+    client: str,
+) -> None:
+    key = runtime.settings.require_secret_key()
+    now = utcnow()
+    with transaction(runtime.sessions) as session:
+        lists = list(session.scalars(select(MailingList).where(MailingList.id.in_(list_ids))))
+        outcome = signup.signup(
+            session,
+            key,
+            email=address,
+            name=name,
+            timezone=zone,
+            lists=lists,
+            source=source,
+            wording=wording,
+            client=client,
+            now=now,
+        )
+    log.info(
+        "signup.received",
+        extra={"source": source, "pending": len(outcome.pending), "active": len(outcome.activated)},
+    )
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        _send_confirmation(runtime, outcome.subscriber_id, newsletter_id, now)
+
+
+# -- the confirmation email -----------------------------------------------------------
+
+
+def _confirm_url(runtime: Runtime, subscriber_id: int, now: datetime) -> str:
+    key = runtime.settings.require_secret_key()
+    expires = int((now + signup.CONFIRMATION_VALIDITY).timestamp())
+    return f"{runtime.settings.base_url}/confirm/{sign_confirmation(key, subscriber_id, expires)}"
+
+
+def preferences_url(runtime: Runtime, subscriber_id: int) -> str:
+    key = runtime.settings.require_secret_key()
+    return f"{runtime.settings.base_url}{PREFERENCES_PATH}{sign_preferences(key, subscriber_id)}"
+
+
+def _message(
+    newsletter: Newsletter, subject: str, lead: str, button: str, url: str, after: str
+) -> tuple[str, str]:
+    """A small HTML email and its plain twin; every value is escaped."""
+    e = escape
+    html = (
+        '<!doctype html><html><body style="margin:0;background:#f4f1ea;">'
+        '<div style="max-width:520px;margin:0 auto;padding:32px 24px;'
+        "font:17px/1.55 Georgia,'Times New Roman',serif;color:#1d1d1f;\">"
+        f'<p style="font-size:13px;letter-spacing:1px;text-transform:uppercase;color:#6b6357;">'
+        f"{e(newsletter.name)}</p>"
+        f'<h1 style="font-size:24px;line-height:1.25;margin:0 0 14px;">{e(subject)}</h1>'
+        f"<p>{e(lead)}</p>"
+        f'<p style="margin:26px 0;"><a href="{e(url)}" style="background:#1d1d1f;color:#ffffff;'
+        f'padding:12px 22px;border-radius:4px;text-decoration:none;">{e(button)}</a></p>'
+        f'<p style="font-size:14px;color:#6b6357;">{e(after)}</p>'
+        f'<p style="font-size:13px;color:#6b6357;">Or paste this link into your browser: '
+        f"{e(url)}</p>"
+        f'<p style="font-size:13px;color:#6b6357;">{e(newsletter.from_name)} · '
+        f"{e(newsletter.postal_address)}</p></div></body></html>"
+    )
+    text = (
+        f"{newsletter.name.upper()}\n\n{subject}\n\n{lead}\n\n{button}: {url}\n\n{after}\n\n"
+        f"{newsletter.from_name}, {newsletter.postal_address}\n"
+    )
+    return html, text
+
+
+def _deliver(
+    runtime: Runtime,
+    newsletter: Newsletter,
+    subscriber_id: int,
+    to: str,
+    name: str | None,
+    subject: str,
+    html: str,
+    text: str,
+) -> bool:
+    """One message outside the ledger, through the configured transport, marked as not
+    an edition's (``test_send``: nothing that comes back counts for any edition)."""
+    envelope = Envelope(
+        edition_id=0,
+        newsletter_slug=newsletter.slug,
+        from_name=newsletter.from_name,
+        from_email=newsletter.from_email,
+        reply_to=newsletter.reply_to,
+        subject=subject,
+        html=html,
+        text=text,
+        nonce=new_nonce(),
+        test_send=True,
+    )
+    # List-Unsubscribe leads to the preference page, whose one-click POST leaves all.
+    recipient = Recipient(subscriber_id, to, name, preferences_url(runtime, subscriber_id))
+    transport = transport_for(runtime.settings)
+    try:
+        results = transport.send(envelope, [recipient])
+    except Exception:  # a transport that fails outright: the slot is given back below
+        log.exception("reader_mail.failed", extra={"subscriber_id": subscriber_id})
+        return False
+    finally:
+        transport.close()
+    return bool(results) and results[0].outcome == Outcome.SENT
+
+
+def _send_confirmation(
+    runtime: Runtime, subscriber_id: int, newsletter_id: int, now: datetime
+) -> None:
+    with runtime.sessions() as session:
+        newsletter = session.get(Newsletter, newsletter_id)
+        subscriber = session.get(Subscriber, subscriber_id)
+        if newsletter is None or subscriber is None:
+            return
+        lists = ", ".join(m.name for m in signup.pending_lists(session, subscriber_id))
+        subject = f"Confirm your subscription to {newsletter.name}"
+        html, text = _message(
+            newsletter,
+            subject,
+            f"Someone, probably you, asked to receive {newsletter.name} ({lists}) at this "
+            "address. Press the button to confirm; the link works for 7 days.",
+            "Confirm my subscription",
+            _confirm_url(runtime, subscriber_id, now),
+            "If it was not you, ignore this email: nothing will be sent to you.",
+        )
+        sent = _deliver(
+            runtime,
+            newsletter,
+            subscriber_id,
+            subscriber.email,
+            subscriber.name,
+            subject,
+            html,
+            text,
+        )
+    if not sent:
+        with transaction(runtime.sessions) as session:
+            signup.release_confirmation_slot(session, subscriber_id, now)
+
+
+# -- confirming -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfirmView:
+    email: str  # masked
+    lists: tuple[str, ...]  # pending now (empty: nothing left to confirm)
+    preferences_url: str
+
+
+def _confirm_target(runtime: Runtime, session: Session, token: str) -> Subscriber:
+    key = runtime.settings.require_secret_key()
+    claims = verify_confirmation(key, token, int(time.time()))
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    if subscriber is None:
+        raise TokenError("this link belongs to a subscription that no longer exists")
+    return subscriber
+
+
+def confirmation(runtime: Runtime, token: str) -> ConfirmView:
+    """What a confirmation link would confirm; changes nothing (link scanners GET)."""
+    with runtime.sessions() as session:
+        subscriber = _confirm_target(runtime, session, token)
+        lists = tuple(m.name for m in signup.pending_lists(session, subscriber.id))
+        return ConfirmView(mask(subscriber.email), lists, preferences_url(runtime, subscriber.id))
+
+
+def confirm(runtime: Runtime, token: str, *, client: str) -> ConfirmView:
+    """The confirming click (POST): pending subscriptions become active, recorded."""
+    key = runtime.settings.require_secret_key()
+    with transaction(runtime.sessions) as session:
+        subscriber = _confirm_target(runtime, session, token)
+        lists = {m.id: m.name for m in signup.pending_lists(session, subscriber.id)}
+        done = signup.confirm(session, key, subscriber, client=client, now=utcnow())
+        return ConfirmView(
+            mask(subscriber.email),
+            tuple(lists[i] for i in done.list_ids if i in lists),
+            preferences_url(runtime, subscriber.id),
+        )
+
+
+# -- the preference page --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreferenceList:
+    id: int
+    name: str
+    description: str
+    status: str | None
+
+
+@dataclass(frozen=True)
+class PreferencesView:
+    subscriber_id: int
+    email: str  # masked
+    name: str | None
+    status: str  # the subscriber's
+    lists: tuple[PreferenceList, ...]
+    paused_until: datetime | None
+    timezone: str | None
+    timezones: tuple[str, ...]
+
+    @property
+    def left(self) -> bool:
+        return self.status != SubscriberStatus.ACTIVE or not any(
+            c.status == SubscriptionStatus.ACTIVE for c in self.lists
+        )
+
+    @property
+    def pending(self) -> bool:
+        return any(c.status == SubscriptionStatus.PENDING for c in self.lists)
+
+
+def _reader(runtime: Runtime, session: Session, token: str, *, lock: bool = False) -> Subscriber:
+    key = runtime.settings.require_secret_key()
+    subscriber_id = verify_preferences(key, token)
+    query = select(Subscriber).where(Subscriber.id == subscriber_id)
+    if lock:
+        # One reader's changes take turns (two tabs, a double click).
+        query = query.with_for_update()
+    subscriber = session.scalar(query)
+    if subscriber is None:
+        raise NotFound("this link belongs to a subscription that no longer exists")
+    return subscriber
+
+
+def _view(session: Session, subscriber: Subscriber) -> PreferencesView:
+    now = utcnow()
+    paused = subscriber.paused_until
+    return PreferencesView(
+        subscriber_id=subscriber.id,
+        email=mask(subscriber.email),
+        name=subscriber.name,
+        status=subscriber.status,
+        lists=tuple(
+            PreferenceList(c.id, c.name, c.description, c.status)
+            for c in preferences.offered_lists(session, subscriber.id)
+        ),
+        paused_until=paused if paused is not None and paused > now else None,
+        timezone=subscriber.timezone,
+        timezones=valid_timezones(),
+    )
+
+
+def preferences_page(runtime: Runtime, token: str) -> PreferencesView:
+    """The reader's page; reading it changes nothing."""
+    with runtime.sessions() as session:
+        return _view(session, _reader(runtime, session, token))
+
+
+def _actor(subscriber_id: int) -> Actor:
+    # Readers hold no role; the label is what the audit log shows.
+    return Actor(f"reader:{subscriber_id}", Role.EDITOR)
+
+
+def set_lists(runtime: Runtime, token: str, keep: Sequence[int], *, client: str) -> PreferencesView:
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        names = {c.id: c.name for c in preferences.offered_lists(session, subscriber.id)}
+        wording = JOIN_WORDING.format(lists=", ".join(names[i] for i in keep if i in names))
+        change = preferences.set_lists(
+            session, subscriber, set(keep), wording=wording, client=client, now=utcnow()
+        )
+        if change.joined or change.left:
+            audit.record(
+                session,
+                _actor(subscriber.id),
+                "reader.lists",
+                "subscriber",
+                subscriber.id,
+                after={"joined": list(change.joined), "left": list(change.left)},
+            )
+        return _view(session, subscriber)
+
+
+def pause(runtime: Runtime, token: str, length: str) -> PreferencesView:
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        try:
+            until = preferences.pause(subscriber, length, utcnow())
+        except ValueError as exc:
+            raise Invalid(str(exc), "length") from exc
+        audit.record(
+            session,
+            _actor(subscriber.id),
+            "reader.pause",
+            "subscriber",
+            subscriber.id,
+            after={"paused_until": until.isoformat()},
+        )
+        return _view(session, subscriber)
+
+
+def resume(runtime: Runtime, token: str) -> PreferencesView:
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        if subscriber.paused_until is not None:
+            before = subscriber.paused_until.isoformat()
+            preferences.resume(subscriber)
+            audit.record(
+                session,
+                _actor(subscriber.id),
+                "reader.resume",
+                "subscriber",
+                subscriber.id,
+                before={"paused_until": before},
+            )
+        return _view(session, subscriber)
+
+
+def set_timezone(runtime: Runtime, token: str, timezone: str | None) -> PreferencesView:
+    zone = _zone(timezone)
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        if subscriber.timezone != zone:
+            audit.record(
+                session,
+                _actor(subscriber.id),
+                "reader.timezone",
+                "subscriber",
+                subscriber.id,
+                before={"timezone": subscriber.timezone},
+                after={"timezone": zone},
+            )
+            subscriber.timezone = zone
+        return _view(session, subscriber)
+
+
+def leave(runtime: Runtime, token: str, *, client: str) -> PreferencesView:
+    """Unsubscribe from everything (the page's button, or an RFC 8058 one-click POST)."""
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        if preferences.leave_everything(session, subscriber, client=client, now=utcnow()):
+            audit.record(
+                session, _actor(subscriber.id), "reader.unsubscribe", "subscriber", subscriber.id
+            )
+        return _view(session, subscriber)
+
+
+def come_back(
+    runtime: Runtime, token: str, list_ids: Sequence[int], *, client: str
+) -> PreferencesView:
+    """Ask to come back: the lists wait, pending, for the link of a fresh confirmation
+    email (paced like a sign-up's: one per address per 10 minutes)."""
+    now = utcnow()
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        if subscriber.status in signup.BLOCKED or signup.is_suppressed(session, subscriber.email):
+            raise Conflict(
+                "mail to this address bounced or was reported: write to us to be let back in"
+            )
+        offered = {c.id: c for c in preferences.offered_lists(session, subscriber.id)}
+        wanted = [i for i in list_ids if i in offered] or [
+            c.id for c in offered.values() if c.status == SubscriptionStatus.UNSUBSCRIBED
+        ]
+        if not wanted:
+            raise Invalid("pick at least one list", "lists")
+        wording = COME_BACK_WORDING.format(lists=", ".join(offered[i].name for i in wanted))
+        asked = preferences.come_back(
+            session, subscriber, wanted, wording=wording, client=client, now=now
+        )
+        due = signup.claim_confirmation_slot(session, subscriber.id, now)
+        newsletter_id = _newsletter_for_lists(session, asked)
+        view = _view(session, subscriber)
+    if due and newsletter_id is not None:
+        _send_confirmation(runtime, subscriber.id, newsletter_id, now)
+    return view
+
+
+def undo_unsubscribe(runtime: Runtime, token: str, *, client: str) -> PreferencesView:
+    """Undo from the unsubscribe page: the email's own token names the edition, whose
+    newsletter's lists the reader just left. A reader still subscribed (they left those
+    lists only) rejoins them at once, as from the preference page; one who left
+    everything comes back through a fresh confirmation."""
+    key = runtime.settings.require_secret_key()
+    try:
+        claims = verify_unsubscribe(key, token)
+    except TokenError:
+        raise Invalid("only the unsubscribe link of an email can be undone", "token") from None
+    with runtime.sessions() as session:
+        edition = session.get(Edition, claims.edition_id)
+        if edition is None:
+            raise NotFound("this link belongs to an edition that no longer exists")
+        list_ids = [m.id for m in edition.newsletter.lists]
+        subscriber = session.get(Subscriber, claims.subscriber_id)
+        if subscriber is None:
+            raise NotFound("this link belongs to a subscription that no longer exists")
+        active = subscriber.status == SubscriberStatus.ACTIVE
+    if not active:
+        return come_back(runtime, token, list_ids, client=client)
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        offered = preferences.offered_lists(session, subscriber.id)
+        keep = {c.id for c in offered if c.status == SubscriptionStatus.ACTIVE} | set(list_ids)
+        change = preferences.set_lists(
+            session, subscriber, keep, wording="Undid an unsubscribe", client=client, now=utcnow()
+        )
+        if change.joined:
+            audit.record(
+                session,
+                _actor(subscriber.id),
+                "reader.undo_unsubscribe",
+                "subscriber",
+                subscriber.id,
+                after={"joined": list(change.joined)},
+            )
+        return _view(session, subscriber)
+
+
+def _newsletter_for_lists(session: Session, list_ids: Sequence[int]) -> int | None:
+    for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
+        if any(m.id in list_ids for m in newsletter.lists):
+            return newsletter.id
+    return session.scalar(select(Newsletter.id).order_by(Newsletter.id).limit(1))
+
+
+# -- a new address --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmailChangeView:
+    old: str  # masked
+    new: str  # in full: it is the address this link was sent to
+
+
+def request_email_change(runtime: Runtime, token: str, new_email: str) -> PreferencesView:
+    """A link goes to the new address; the old one stays until it is clicked. The answer
+    is the same whether the new address is free, taken or suppressed."""
+    address = _address(new_email, "new_email")
+    key = runtime.settings.require_secret_key()
+    now = utcnow()
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        view = _view(session, subscriber)
+        if address == subscriber.email:
+            return view
+        free = not preferences.address_taken(session, address, subscriber.id) and not (
+            signup.is_suppressed(session, address)
+        )
+        due = free and signup.claim_confirmation_slot(session, subscriber.id, now)
+        newsletter_id = _newsletter_for_lists(
+            session, [c.id for c in view.lists if c.status == SubscriptionStatus.ACTIVE]
+        )
+        name = subscriber.name
+    if due and newsletter_id is not None:
+        expires = int((now + signup.CONFIRMATION_VALIDITY).timestamp())
+        url = (
+            f"{runtime.settings.base_url}/confirm/email/"
+            f"{sign_email_change(key, subscriber.id, expires, address)}"
+        )
+        with runtime.sessions() as session:
+            newsletter = session.get(Newsletter, newsletter_id)
+            assert newsletter is not None
+            subject = f"Confirm your new address for {newsletter.name}"
+            html, text = _message(
+                newsletter,
+                subject,
+                f"Someone, probably you, asked to receive {newsletter.name} at this address "
+                "instead of their current one. Press the button to make the change; the link "
+                "works for 7 days.",
+                "Use this address",
+                url,
+                "If it was not you, ignore this email: nothing changes.",
+            )
+            sent = _deliver(runtime, newsletter, subscriber.id, address, name, subject, html, text)
+        if not sent:
+            with transaction(runtime.sessions) as session:
+                signup.release_confirmation_slot(session, subscriber.id, now)
+    return view
+
+
+def _email_change_claims(runtime: Runtime, session: Session, token: str) -> tuple[Subscriber, str]:
+    key = runtime.settings.require_secret_key()
+    claims = verify_email_change(key, token, int(time.time()))
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    if subscriber is None:
+        raise TokenError("this link belongs to a subscription that no longer exists")
+    return subscriber, claims.new_email
+
+
+def email_change(runtime: Runtime, token: str) -> EmailChangeView:
+    """What the link would change; changes nothing."""
+    with runtime.sessions() as session:
+        subscriber, new = _email_change_claims(runtime, session, token)
+        return EmailChangeView(mask(subscriber.email), new)
+
+
+def confirm_email_change(runtime: Runtime, token: str, *, client: str) -> EmailChangeView:
+    with transaction(runtime.sessions) as session:
+        subscriber, new = _email_change_claims(runtime, session, token)
+        if subscriber.email == new:
+            return EmailChangeView(mask(new), new)
+        if preferences.address_taken(session, new, subscriber.id) or signup.is_suppressed(
+            session, new
+        ):
+            raise Conflict("that address cannot be used: write to us if it is yours")
+        old = mask(subscriber.email)
+        subscriber.email = new
+        subscriber.confirmation_sent_at = None
+        audit.record(
+            session,
+            _actor(subscriber.id),
+            "reader.email",
+            "subscriber",
+            subscriber.id,
+            after={"email": "changed (confirmed from the new address)", "client": client[:100]},
+        )
+        return EmailChangeView(old, new)
+
+
+# -- their data -----------------------------------------------------------------------
+
+
+def export_data(runtime: Runtime, token: str) -> bytes:
+    """Everything we hold about the reader, as JSON (subscribers.personal_data)."""
+    with runtime.sessions() as session:
+        subscriber = _reader(runtime, session, token)
+        try:
+            data = personal_data.export(session, subscriber.id)
+        except personal_data.NoSuchSubscriber as exc:
+            raise NotFound(str(exc)) from exc
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def erase(runtime: Runtime, token: str) -> None:
+    """Erase the reader (subscribers.erasure): only a keyed hash of the address stays,
+    as a suppression. The audit entry names the subscriber number only."""
+    key = runtime.settings.require_secret_key()
+    with transaction(runtime.sessions) as session:
+        subscriber = _reader(runtime, session, token, lock=True)
+        subscriber_id = subscriber.id
+        erasure.erase(session, subscriber_id, key)
+        audit.record(session, _actor(subscriber_id), "reader.erase", "subscriber", subscriber_id)
+
+
+# -- editions on the web --------------------------------------------------------------
+
+WEB_VALUES = {"name": "", "email": "you"}
+SENT = (EditionStatus.SENDING, EditionStatus.SENT)
+
+
+@dataclass(frozen=True)
+class WebEdition:
+    html: str
+    subject: str
+
+
+def edition_web(runtime: Runtime, token: str) -> WebEdition:
+    """An edition as a browser shows it: the email's own HTML with no personal data and
+    no working token (every per-reader link leads to ``/preview/link``). Only editions
+    that went out: a draft stays with the editors even if its link is known."""
+    key = runtime.settings.require_secret_key()
+    edition_id = verify_edition_web(key, token)
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None or edition.status not in SENT or edition.html is None:
+            raise NotFound("this edition is not on the web")
+        assert edition.token_nonce is not None
+        link = f"{runtime.settings.base_url}/preview/link"
+        values = {
+            **WEB_VALUES,
+            "unsubscribe_url": link,
+            "preferences_url": link,
+            "web_url": f"{runtime.settings.base_url}/e/{token}",
+        }
+        html = personalize(edition.html, edition.token_nonce, values, html=True)
+        return WebEdition(html, edition.subject)
+
+
+@dataclass(frozen=True)
+class ArchiveItem:
+    url: str
+    subject: str
+    date_label: str
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ArchiveView:
+    slug: str
+    newsletter: str
+    audience_note: str
+    subscribe_url: str | None
+    editions: tuple[ArchiveItem, ...]
+
+
+def archive(runtime: Runtime, slug: str, *, limit: int = 200) -> ArchiveView:
+    """The past editions of a newsletter with a public archive, newest first."""
+    from mailer.links import edition_web_url
+
+    key = runtime.settings.require_secret_key()
+    with runtime.sessions() as session:
+        newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+        if newsletter is None or not newsletter.public_archive:
+            raise NotFound("this newsletter has no public archive")
+        rows = session.scalars(
+            select(Edition)
+            .where(Edition.newsletter_id == newsletter.id, Edition.status.in_(SENT))
+            .order_by(Edition.edition_date.desc(), Edition.id.desc())
+            .limit(limit)
+        )
+        items = tuple(
+            ArchiveItem(
+                edition_web_url(runtime.settings.base_url, key, e.id),
+                e.subject,
+                f"{e.edition_date:%A, %B} {e.edition_date.day}, {e.edition_date.year}",
+                e.sent_at,
+            )
+            for e in rows
+        )
+        public = bool(_public_lists(newsletter))
+        return ArchiveView(
+            newsletter.slug,
+            newsletter.name,
+            newsletter.audience_note,
+            f"/subscribe/{newsletter.slug}" if public else None,
+            items,
+        )
+
+
+def subscribe_payload(data: Any) -> dict[str, Any]:
+    """The JSON body of ``POST /api/subscribers``, checked field by field."""
+    if not isinstance(data, dict):
+        raise Invalid("send a JSON object", "body")
+    email = data.get("email")
+    if not isinstance(email, str):
+        raise Invalid("email: a string is required", "email")
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise Invalid("name: a string", "name")
+    lists = data.get("lists")
+    if not isinstance(lists, list) or not all(isinstance(n, str) for n in lists):
+        raise Invalid("lists: a list of list names", "lists")
+    timezone = data.get("timezone")
+    if timezone is not None and not isinstance(timezone, str):
+        raise Invalid("timezone: an IANA name", "timezone")
+    return {"email": email, "name": name, "lists": lists, "timezone": timezone}

@@ -1,0 +1,245 @@
+"""Signing up and confirming: the domain rules of a reader joining lists.
+
+A sign-up names lists; each list's opt-in mode decides what happens: ``single`` makes
+the subscription active at once, ``double`` leaves it ``pending`` until the link of a
+confirmation email is clicked. Whoever types an address into a form proves nothing, so
+a sign-up never reactivates someone who was suppressed (a bounce, a spam report), and a
+confirmation email goes to an address at most once per ``CONFIRMATION_INTERVAL``: a form
+cannot be used to bomb a mailbox. Every agreement is kept as a ``Consent`` row (when,
+which form and wording, from which client).
+
+These functions run inside the caller's transaction and decide; sending the email is
+the caller's (after the commit, so that no link is ever sent for a row that is not
+there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from subscribers.erased import forget_erasure, was_erased
+from subscribers.models import (
+    Consent,
+    MailingList,
+    OptIn,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
+
+CONFIRMATION_INTERVAL = timedelta(minutes=10)
+CONFIRMATION_VALIDITY = timedelta(days=7)
+# A subscriber in one of these states left through the provider's feedback, not a
+# form: only an operator's lift brings them back.
+BLOCKED = frozenset({SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
+
+
+@dataclass(frozen=True)
+class SignupOutcome:
+    """What a sign-up did. The reader's answer never depends on it (no enumeration)."""
+
+    subscriber_id: int | None  # None: nothing stored (suppressed)
+    activated: tuple[int, ...]  # single opt-in lists now active
+    pending: tuple[int, ...]  # double opt-in lists waiting for the click
+    send_confirmation: bool  # a confirmation email is due now (not paced out)
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    found = session.scalar(select(Suppression.id).where(Suppression.email == email))
+    return found is not None
+
+
+def _subscriber(session: Session, email: str, name: str | None, timezone: str | None) -> Subscriber:
+    existing = session.scalar(select(Subscriber).where(Subscriber.email == email))
+    if existing is not None:
+        return existing
+    created = Subscriber(email=email, name=name, timezone=timezone, attributes={})
+    try:
+        # A savepoint: two sign-ups of one new address at once both try to insert it;
+        # the loser takes the winner's row instead of failing the request.
+        with session.begin_nested():
+            session.add(created)
+            session.flush()
+    except IntegrityError:
+        found = session.scalar(select(Subscriber).where(Subscriber.email == email))
+        if found is None:
+            raise
+        return found
+    return created
+
+
+def signup(
+    session: Session,
+    key: bytes,
+    *,
+    email: str,
+    name: str | None,
+    timezone: str | None,
+    lists: Sequence[MailingList],
+    source: str,
+    wording: str,
+    client: str,
+    now: datetime,
+) -> SignupOutcome:
+    """Sign ``email`` (normalised, validated) up to ``lists``."""
+    if is_suppressed(session, email):
+        return SignupOutcome(None, (), (), False)
+    known = session.scalar(select(Subscriber).where(Subscriber.email == email))
+    if known is not None and known.status in BLOCKED:
+        return SignupOutcome(None, (), (), False)
+    subscriber = _subscriber(session, email, name, timezone)
+    if subscriber.status in BLOCKED:
+        return SignupOutcome(None, (), (), False)
+    # A form does not overwrite what a confirmed reader set: name and zone are only
+    # filled where they were empty.
+    if name and not subscriber.name:
+        subscriber.name = name
+    if timezone and not subscriber.timezone:
+        subscriber.timezone = timezone
+    current = {
+        s.list_id: s
+        for s in session.scalars(
+            select(Subscription).where(
+                Subscription.subscriber_id == subscriber.id,
+                Subscription.list_id.in_([m.id for m in lists]),
+            )
+        )
+    }
+    activated: list[int] = []
+    pending: list[int] = []
+    for mailing_list in lists:
+        subscription = current.get(mailing_list.id)
+        if (
+            subscription is not None
+            and subscription.status == SubscriptionStatus.ACTIVE
+            and subscriber.status == SubscriberStatus.ACTIVE
+        ):
+            continue  # already in: nothing to do, nothing to say
+        # Someone who left everything comes back only through a confirmation, even to
+        # a single opt-in list: the form cannot tell them from a stranger.
+        single = mailing_list.opt_in == OptIn.SINGLE and subscriber.status != (
+            SubscriberStatus.UNSUBSCRIBED
+        )
+        status = SubscriptionStatus.ACTIVE if single else SubscriptionStatus.PENDING
+        if subscription is None:
+            session.add(
+                Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id, status=status)
+            )
+        else:
+            subscription.status, subscription.unsubscribed_at = status, None
+        (activated if single else pending).append(mailing_list.id)
+        session.add(
+            Consent(
+                subscriber_id=subscriber.id,
+                list_id=mailing_list.id,
+                kind="subscribe",
+                source=source,
+                wording=wording,
+                client=client[:100],
+                at=now,
+            )
+        )
+    if activated:
+        # Subscribing anew is what lets an erased address back in (single opt-in: the
+        # sign-up is the consent).
+        forget_erasure(session, key, email)
+    session.flush()
+    due = bool(pending) and claim_confirmation_slot(session, subscriber.id, now)
+    return SignupOutcome(subscriber.id, tuple(activated), tuple(pending), due)
+
+
+def claim_confirmation_slot(session: Session, subscriber_id: int, now: datetime) -> bool:
+    """Whether a confirmation email may go to this subscriber now, taking the slot.
+
+    One conditional UPDATE, so of many sign-ups of one address at once exactly one
+    sends, on either database."""
+    taken = session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id == subscriber_id,
+            or_(
+                Subscriber.confirmation_sent_at.is_(None),
+                Subscriber.confirmation_sent_at <= now - CONFIRMATION_INTERVAL,
+            ),
+        )
+        .values(confirmation_sent_at=now)
+        .returning(Subscriber.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return taken is not None
+
+
+def release_confirmation_slot(session: Session, subscriber_id: int, at: datetime) -> None:
+    """The email could not be sent: the next request may try again at once."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.confirmation_sent_at == at)
+        .values(confirmation_sent_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    subscriber_id: int
+    email: str
+    list_ids: tuple[int, ...]  # what this click confirmed (empty: nothing was pending)
+
+
+def pending_lists(session: Session, subscriber_id: int) -> list[MailingList]:
+    return list(
+        session.scalars(
+            select(MailingList)
+            .join(Subscription, Subscription.list_id == MailingList.id)
+            .where(
+                Subscription.subscriber_id == subscriber_id,
+                Subscription.status == SubscriptionStatus.PENDING,
+            )
+            .order_by(MailingList.name)
+        )
+    )
+
+
+def confirm(
+    session: Session, key: bytes, subscriber: Subscriber, *, client: str, now: datetime
+) -> Confirmed:
+    """The confirming click: pending subscriptions become active, and it is recorded."""
+    if subscriber.status in BLOCKED or is_suppressed(session, subscriber.email):
+        return Confirmed(subscriber.id, subscriber.email, ())
+    ended = session.scalars(
+        update(Subscription)
+        .where(
+            Subscription.subscriber_id == subscriber.id,
+            Subscription.status == SubscriptionStatus.PENDING,
+        )
+        .values(status=SubscriptionStatus.ACTIVE, unsubscribed_at=None, created_at=now)
+        .returning(Subscription.list_id)
+        .execution_options(synchronize_session="fetch")
+    ).all()
+    if not ended:
+        return Confirmed(subscriber.id, subscriber.email, ())
+    subscriber.status = SubscriberStatus.ACTIVE
+    for list_id in sorted(ended):
+        session.add(
+            Consent(
+                subscriber_id=subscriber.id,
+                list_id=list_id,
+                kind="confirm",
+                source="confirmation link",
+                wording="",
+                client=client[:100],
+                at=now,
+            )
+        )
+    # They subscribed anew and confirmed: what was left of an erasure goes.
+    if was_erased(session, key, subscriber.email):
+        forget_erasure(session, key, subscriber.email)
+    return Confirmed(subscriber.id, subscriber.email, tuple(sorted(ended)))
