@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.db.base import utcnow
@@ -59,7 +58,6 @@ from mailer.schedule.slots import ScheduleError, parse_timezone
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.erased import marker
 from subscribers.models import (
-    Consent,
     MailingList,
     Subscriber,
     SubscriberStatus,
@@ -494,18 +492,40 @@ def _write(
         return counts
 
     assert list_id is not None
-    insert_fn = (
-        postgresql.insert if session.connection().dialect.name == "postgresql" else sqlite.insert
-    )
+    connection = session.connection()
+    dialect = connection.dialect
+    mark = "%s" if dialect.paramstyle in ("format", "pyformat") else "?"
+    # Values are converted once as their column types would (one timestamp per chunk),
+    # and rows go to the driver's executemany as tuples: SQLAlchemy's per-row statement
+    # and type handling was four fifths of an import's time.
+    when = _bound(Subscriber.__table__.c.created_at.type, dialect, now)
+    to_json = Subscriber.__table__.c.attributes.type.dialect_impl(dialect).bind_processor(dialect)
     if fresh:
         # DO NOTHING: someone who signed up meanwhile keeps their row, and is not ours.
-        made = session.execute(
-            insert_fn(Subscriber)
-            .on_conflict_do_nothing(index_elements=["email"])
-            .returning(Subscriber.id),
-            fresh,
-        ).scalars()
-        new_ids = list(made)
+        connection.exec_driver_sql(
+            _sql(_INSERT_SUBSCRIBERS, mark, 7),
+            [
+                (
+                    r["email"],
+                    r["name"],
+                    r["status"],
+                    to_json(r["attributes"]) if to_json else r["attributes"],
+                    r["timezone"],
+                    when,
+                    when,
+                )
+                for r in fresh
+            ],
+        )
+        # Ours are the rows of these addresses stamped with this chunk's moment.
+        new_ids = list(
+            session.scalars(
+                select(Subscriber.id).where(
+                    Subscriber.email.in_([r["email"] for r in fresh]),
+                    Subscriber.created_at == now,
+                )
+            )
+        )
         counts["added"] = len(new_ids)
         joining.extend(new_ids)
     if changed:
@@ -521,40 +541,49 @@ def _write(
             changed,
         )
     if joining:
-        joined = list(
-            session.execute(
-                insert_fn(Subscription)
-                .on_conflict_do_nothing(index_elements=["subscriber_id", "list_id"])
-                .returning(Subscription.subscriber_id),
-                [
-                    {
-                        "subscriber_id": sid,
-                        "list_id": list_id,
-                        "status": SubscriptionStatus.ACTIVE.value,
-                        "created_at": now,
-                    }
-                    for sid in joining
-                ],
-            ).scalars()
-        )
-        counts["subscribed"] = len(joined)
-        if joined:
-            session.execute(
-                insert_fn(Consent),
-                [
-                    {
-                        "subscriber_id": sid,
-                        "list_id": list_id,
-                        "kind": "import",
-                        "source": source[:200],
-                        "wording": "",
-                        "client": "",
-                        "at": now,
-                    }
-                    for sid in joined
-                ],
+        already = set(
+            session.scalars(
+                select(Subscription.subscriber_id).where(
+                    Subscription.list_id == list_id, Subscription.subscriber_id.in_(joining)
+                )
             )
+        )
+        joined = [sid for sid in joining if sid not in already]
+        if joined:
+            # ON CONFLICT: a concurrent sign-up to the same list keeps its own row.
+            connection.exec_driver_sql(
+                _sql(_INSERT_SUBSCRIPTIONS, mark, 4),
+                [(sid, list_id, SubscriptionStatus.ACTIVE.value, when) for sid in joined],
+            )
+            connection.exec_driver_sql(
+                _sql(_INSERT_CONSENTS, mark, 7),
+                [(sid, list_id, "import", source[:200], "", "", when) for sid in joined],
+            )
+        counts["subscribed"] = len(joined)
     return counts
+
+
+_INSERT_SUBSCRIBERS = (
+    "INSERT INTO subscribers (email, name, status, attributes, timezone, created_at, "
+    "updated_at) VALUES (?) ON CONFLICT (email) DO NOTHING"
+)
+_INSERT_SUBSCRIPTIONS = (
+    "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at) VALUES (?) "
+    "ON CONFLICT (subscriber_id, list_id) DO NOTHING"
+)
+_INSERT_CONSENTS = (
+    "INSERT INTO consents (subscriber_id, list_id, kind, source, wording, client, at) VALUES (?)"
+)
+
+
+def _sql(template: str, mark: str, columns: int) -> str:
+    """The statement with the driver's placeholders (``?`` or ``%s``), one per column."""
+    return template.replace("(?)", "(" + ", ".join([mark] * columns) + ")")
+
+
+def _bound(type_: Any, dialect: Any, value: Any) -> Any:
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process else value
 
 
 def import_file(
