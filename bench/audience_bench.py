@@ -1,0 +1,177 @@
+"""Audience benchmark: import, export and segment counts over a million subscribers.
+
+    .venv/bin/python bench/audience_bench.py all --n 1000000 --runs 3 [--database-url URL]
+
+``import``: a fresh database each run (migrated; on PostgreSQL the tables are emptied), a
+CSV of N rows written beforehand (email, name, three attributes: age as a number, city,
+a joined date), then ``subscribers.importer.import_file`` onto one list in a child process
+of its own, whose peak RSS (VmHWM) is the import's memory. ``export``: the CSV of everyone,
+consumed and thrown away. ``segment``: ``SELECT count(*)`` of the newsletter's audience
+narrowed by a rule of three conditions (a numeric attribute comparison, ``subscribed_at``
+within the last 30 days and a text match). Export and segment run on the last import's
+database. Medians of ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select, text  # noqa: E402
+
+from mailer.db import migrate  # noqa: E402
+from mailer.db.models import Base  # noqa: E402
+from mailer.db.session import make_engine, make_sessionmaker  # noqa: E402
+from subscribers import exporter, importer  # noqa: E402
+from subscribers.audience import mailable  # noqa: E402
+from subscribers.models import MailingList, Subscriber  # noqa: E402
+from subscribers.segments import compile_rule  # noqa: E402
+
+RULE = {
+    "match": "all",
+    "conditions": [
+        {"field": "attributes.age", "op": "gte", "value": 40},
+        {"field": "subscribed_at", "op": "within_last_days", "value": 30},
+        {"field": "attributes.city", "op": "in", "value": ["Arden", "Porth"]},
+    ],
+}
+CITIES = ["Arden", "Porth", "Valmere", "Lisbon", "Tokyo"]
+
+
+def write_csv(path: Path, n: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("email,name,age,city,joined\n")
+        for i in range(n):
+            domain = ("example.com", "example.org", "mail.example.net")[i % 3]
+            out.write(
+                f"reader{i:07d}@{domain},Reader {i},{18 + i % 60},{CITIES[i % 5]},"
+                f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}\n"
+            )
+
+
+def fresh(url: str) -> None:
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        Path(engine.url.database or "").unlink(missing_ok=True)
+        engine.dispose()
+        engine = make_engine(url)
+    migrate.upgrade(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+def child_import(url: str, path: Path) -> None:
+    """Run in a child process: the import alone, then its peak memory."""
+    engine = make_engine(url)
+    started = time.perf_counter()
+    report = importer.import_file(make_sessionmaker(engine), path, "morning")
+    elapsed = time.perf_counter() - started
+    hwm = next(
+        int(line.split()[1]) // 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmHWM")
+    )
+    print(json.dumps({"seconds": elapsed, "added": report.added, "peak_mb": hwm}))
+
+
+def run_import(url: str, path: Path, runs: int) -> list[dict[str, float]]:
+    results = []
+    for _ in range(runs):
+        fresh(url)
+        out = subprocess.run(
+            [sys.executable, __file__, "_child", "--database-url", url, "--csv", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  import: {result}", flush=True)
+        results.append(result)
+    return results
+
+
+def run_export(url: str, runs: int) -> list[float]:
+    engine = make_engine(url)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        size = sum(len(chunk) for chunk in exporter.export_rows(engine))
+        times.append(time.perf_counter() - started)
+        print(f"  export: {times[-1]:.2f} s, {size / 1e6:.0f} MB of CSV", flush=True)
+    return times
+
+
+def run_segment(url: str, runs: int) -> list[float]:
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    with sessions() as session:
+        list_ids = list(session.scalars(select(MailingList.id)))
+        if engine.dialect.name == "postgresql":
+            session.execute(text("ANALYZE"))
+            session.commit()
+    times = []
+    for _ in range(runs):
+        with sessions() as session:
+            started = time.perf_counter()
+            count = session.scalar(
+                select(func.count())
+                .select_from(Subscriber)
+                .where(mailable(list_ids), compile_rule(RULE))
+            )
+            times.append(time.perf_counter() - started)
+        print(f"  segment: {times[-1] * 1000:.0f} ms, {count} match", flush=True)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["all", "import", "export", "segment", "_child"])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--csv", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="audience-bench-"))
+    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+    if args.what == "_child":
+        child_import(url, args.csv)
+        return
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{make_engine(url).dialect.name}, n={args.n}",
+        flush=True,
+    )
+    if args.what in ("all", "import"):
+        path = args.csv or workdir / "people.csv"
+        if not path.exists():
+            write_csv(path, args.n)
+        imports = run_import(url, path, args.runs)
+        seconds = statistics.median(r["seconds"] for r in imports)
+        peak = statistics.median(r["peak_mb"] for r in imports)
+        print(f"import: median {seconds:.2f} s, {args.n / seconds:,.0f} rows/s, peak {peak} MB")
+    if args.what in ("all", "export"):
+        seconds = statistics.median(run_export(url, args.runs))
+        print(f"export: median {seconds:.2f} s, {args.n / seconds:,.0f} rows/s")
+    if args.what in ("all", "segment"):
+        seconds = statistics.median(run_segment(url, args.runs))
+        print(f"segment count: median {seconds * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
