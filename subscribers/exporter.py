@@ -20,9 +20,7 @@ import io
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
-from sqlalchemy import ColumnElement, Engine, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Engine, Text, cast, select, true
 
 from subscribers.models import MailingList, Subscriber, Subscription, Suppression
 from subscribers.segments import compile_rule
@@ -56,45 +54,49 @@ def export_rows(
         Subscriber.status,
         Subscriber.timezone,
         Subscriber.created_at,
-        Subscriber.attributes,
+        # The stored JSON text as it is: parsing it to write it out again was a fifth of
+        # the time, and each database's text of a JSON object is valid JSON.
+        cast(Subscriber.attributes, Text),
+        Suppression.reason,
     )
     last = 0
     while True:
-        query = select(*columns).where(Subscriber.id > last, condition)
+        # The suppression by a join on its unique address, memberships by the page's id
+        # range: lists of thousands of bound values cost more to compile than to run.
+        query = (
+            select(*columns)
+            .outerjoin(Suppression, Suppression.email == Subscriber.email)
+            .where(Subscriber.id > last, condition)
+        )
         if list_id is not None:
             query = query.join(
                 Subscription,
                 (Subscription.subscriber_id == Subscriber.id) & (Subscription.list_id == list_id),
             ).add_columns(Subscription.status)
         query = query.order_by(Subscriber.id).limit(page_rows)
-        with Session(engine) as session:
-            page = session.execute(query).all()
+        with engine.connect() as connection:
+            page: list[Any] = list(connection.execute(query).all())
             if not page:
                 return
-            ids = [row[0] for row in page]
             memberships: dict[int, list[str]] = {}
-            for sid, name, status in session.execute(
+            for sid, name, status in connection.execute(
                 select(Subscription.subscriber_id, MailingList.name, Subscription.status)
                 .join(MailingList, MailingList.id == Subscription.list_id)
-                .where(Subscription.subscriber_id.in_(ids))
+                .where(Subscription.subscriber_id.between(page[0][0], page[-1][0]))
                 .order_by(Subscription.subscriber_id, MailingList.name)
             ):
                 memberships.setdefault(sid, []).append(f"{name}:{status}")
-            found = select(Suppression.email, Suppression.reason).where(
-                Suppression.email.in_([row[1] for row in page])
-            )
-            suppressed = {email: reason for email, reason in session.execute(found)}
         for row in page:
-            sid, email, name, status, zone, created_at, attributes = row[:7]
+            sid, email, name, status, zone, created_at, attributes, suppressed = row[:8]
             cells = [email, name or "", status]
             if list_id is not None:
-                cells.append(row[7])
+                cells.append(row[8])
             cells += [
                 "|".join(memberships.get(sid, ())),
-                suppressed.get(email, ""),
+                suppressed or "",
                 zone or "",
                 created_at.isoformat(),
-                orjson.dumps(attributes or {}).decode(),
+                attributes or "{}",
             ]
             writer.writerow(cells)
         yield _take(buffer)
