@@ -58,9 +58,6 @@ def is_suppressed(session: Session, email: str) -> bool:
 
 
 def _subscriber(session: Session, email: str, name: str | None, timezone: str | None) -> Subscriber:
-    existing = session.scalar(select(Subscriber).where(Subscriber.email == email))
-    if existing is not None:
-        return existing
     created = Subscriber(email=email, name=name, timezone=timezone, attributes={})
     try:
         # A savepoint: two sign-ups of one new address at once both try to insert it;
@@ -95,7 +92,7 @@ def signup(
     known = session.scalar(select(Subscriber).where(Subscriber.email == email))
     if known is not None and known.status in BLOCKED:
         return SignupOutcome(None, (), (), False)
-    subscriber = _subscriber(session, email, name, timezone)
+    subscriber = known or _subscriber(session, email, name, timezone)
     if subscriber.status in BLOCKED:
         return SignupOutcome(None, (), (), False)
     # A form does not overwrite what a confirmed reader set: name and zone are only
