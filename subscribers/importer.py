@@ -11,7 +11,10 @@ listmonk (``email``, ``name``, ``attributes`` as a JSON object) and Substack (``
 ``active_subscription``, …). ``email`` (or ``email address``, ``e-mail``) is required,
 anywhere in the header; ``name`` (or ``full name``), else ``first name`` + ``last name``,
 is the name; ``timezone`` is the subscriber's own zone; ``attributes`` (a JSON object) is
-merged into the attributes; every other non-empty cell is an attribute, as a string.
+merged into the attributes; the state columns of ``subscribers.exporter`` (``status``,
+``list_status``, ``lists``, ``suppressed``, ``created_at``) are ignored, since an import
+never sets them (so an export imports again as it was); every other non-empty cell is an
+attribute, as a string.
 
 **Writing.** Rows are written ``CHUNK_ROWS`` at a time, each chunk in a transaction of
 its own with set-based statements (``INSERT … ON CONFLICT`` on both databases). So:
@@ -34,7 +37,11 @@ everything gets no new membership, and a membership that was ended stays ended
 source ``import:<file name>``).
 
 A dry run reads and checks everything and asks the database what would change, but
-writes nothing.
+writes nothing. (An address repeated more than one chunk after its first row is reported
+by a real run, which finds it made by this run, but counted twice by a dry run.)
+
+Memory: one chunk of rows, the duplicate check of one chunk, the first MAX_ERRORS_KEPT
+errors; never the file, the audience or every address seen.
 """
 
 from __future__ import annotations
