@@ -85,7 +85,7 @@ def subscriber_list(
             "q": q,
             "list_name": list_name,
             "status": status,
-            "lists": [m.name for m in lists.list_lists(runtime, info.actor)],
+            "lists": lists.list_names(runtime, info.actor),
             "states": LIST_STATES if list_name else SUBSCRIBER_STATES,
             "first_page": "/admin/subscribers?" + urlencode(filters) if after else None,
             "next_page": next_page,
@@ -133,7 +133,7 @@ def subscriber_detail(
         "workspace/subscriber.html",
         {
             "s": detail,
-            "lists": [(m.name, states.get(m.name)) for m in lists.list_lists(runtime, info.actor)],
+            "lists": [(name, states.get(name)) for name in lists.list_names(runtime, info.actor)],
             "states": SUBSCRIBER_STATES,
             "notice": notice,
         },
@@ -369,7 +369,7 @@ def import_page(request: Request, info: auth.Admin) -> HTMLResponse:
     return page(
         request,
         "workspace/import.html",
-        {"lists": [m.name for m in lists.list_lists(runtime, info.actor)], "preview": None},
+        {"lists": lists.list_names(runtime, info.actor), "preview": None},
     )
 
 
@@ -406,7 +406,7 @@ async def import_preview(
         request,
         "workspace/import.html",
         {
-            "lists": [m.name for m in lists.list_lists(runtime, info.actor)],
+            "lists": lists.list_names(runtime, info.actor),
             "preview": {
                 "filename": file.filename or "upload.csv",
                 "header": rows[0] if rows else [],
@@ -435,7 +435,7 @@ def import_run(
         request,
         "workspace/import.html",
         {
-            "lists": [m.name for m in lists.list_lists(runtime, info.actor)],
+            "lists": lists.list_names(runtime, info.actor),
             "preview": None,
             "report": report,
             "list_name": list_name,
