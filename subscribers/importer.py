@@ -509,8 +509,10 @@ def _write(
     to_json = Subscriber.__table__.c.attributes.type.dialect_impl(dialect).bind_processor(dialect)
     if fresh:
         # DO NOTHING: someone who signed up meanwhile keeps their row, and is not ours.
-        connection.exec_driver_sql(
-            _sql(_INSERT_SUBSCRIBERS, mark, 7),
+        _insert(
+            connection,
+            _INSERT_SUBSCRIBERS,
+            mark,
             [
                 (
                     r["email"],
@@ -558,12 +560,16 @@ def _write(
         joined = [sid for sid in joining if sid not in already]
         if joined:
             # ON CONFLICT: a concurrent sign-up to the same list keeps its own row.
-            connection.exec_driver_sql(
-                _sql(_INSERT_SUBSCRIPTIONS, mark, 4),
+            _insert(
+                connection,
+                _INSERT_SUBSCRIPTIONS,
+                mark,
                 [(sid, list_id, SubscriptionStatus.ACTIVE.value, when) for sid in joined],
             )
-            connection.exec_driver_sql(
-                _sql(_INSERT_CONSENTS, mark, 7),
+            _insert(
+                connection,
+                _INSERT_CONSENTS,
+                mark,
                 [(sid, list_id, "import", source[:200], "", "", when) for sid in joined],
             )
         counts["subscribed"] = len(joined)
@@ -583,9 +589,24 @@ _INSERT_CONSENTS = (
 )
 
 
-def _sql(template: str, mark: str, columns: int) -> str:
-    """The statement with the driver's placeholders (``?`` or ``%s``), one per column."""
-    return template.replace("(?)", "(" + ", ".join([mark] * columns) + ")")
+_ROWS_PER_STATEMENT = 1000  # 7,000 values: under SQLite's 32,766 and PostgreSQL's 65,535
+
+
+def _insert(connection: Any, template: str, mark: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert tuples with the driver's placeholders (``?`` or ``%s``). SQLite's
+    ``executemany`` is a loop in C; psycopg's is a round trip per row, so on PostgreSQL
+    the rows go as multi-row VALUES, a thousand to a statement."""
+    if not rows:
+        return
+    group = "(" + ", ".join([mark] * len(rows[0])) + ")"
+    if mark == "?":
+        connection.exec_driver_sql(template.replace("(?)", group), rows)
+        return
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        part = rows[start : start + _ROWS_PER_STATEMENT]
+        values = ", ".join([group] * len(part))
+        flat = tuple(value for row in part for value in row)
+        connection.exec_driver_sql(template.replace("(?)", values), flat)
 
 
 def _bound(type_: Any, dialect: Any, value: Any) -> Any:
