@@ -513,7 +513,8 @@ def _write(
             connection,
             _INSERT_SUBSCRIBERS,
             mark,
-            [
+            types="text,text,text,jsonb,text,timestamptz,timestamptz",
+            rows=[
                 (
                     r["email"],
                     r["name"],
@@ -564,13 +565,15 @@ def _write(
                 connection,
                 _INSERT_SUBSCRIPTIONS,
                 mark,
-                [(sid, list_id, SubscriptionStatus.ACTIVE.value, when) for sid in joined],
+                types="int,int,text,timestamptz",
+                rows=[(sid, list_id, SubscriptionStatus.ACTIVE.value, when) for sid in joined],
             )
             _insert(
                 connection,
                 _INSERT_CONSENTS,
                 mark,
-                [(sid, list_id, "import", source[:200], "", "", when) for sid in joined],
+                types="int,int,text,text,text,text,timestamptz",
+                rows=[(sid, list_id, "import", source[:200], "", "", when) for sid in joined],
             )
         counts["subscribed"] = len(joined)
     return counts
@@ -589,24 +592,27 @@ _INSERT_CONSENTS = (
 )
 
 
-_ROWS_PER_STATEMENT = 1000  # 7,000 values: under SQLite's 32,766 and PostgreSQL's 65,535
-
-
-def _insert(connection: Any, template: str, mark: str, rows: list[tuple[Any, ...]]) -> None:
-    """Insert tuples with the driver's placeholders (``?`` or ``%s``). SQLite's
-    ``executemany`` is a loop in C; psycopg's is a round trip per row, so on PostgreSQL
-    the rows go as multi-row VALUES, a thousand to a statement."""
+def _insert(
+    connection: Any, template: str, mark: str, rows: list[tuple[Any, ...]], types: str
+) -> None:
+    """Insert tuples. SQLite: the driver's ``executemany``, a loop in C. PostgreSQL: one
+    ``INSERT … SELECT FROM unnest(<one array per column>)``, since psycopg's executemany is
+    a round trip per row and multi-row VALUES make it parse thousands of placeholders in
+    Python. ``types`` are the PostgreSQL types of the columns, comma-separated."""
     if not rows:
         return
-    group = "(" + ", ".join([mark] * len(rows[0])) + ")"
     if mark == "?":
+        group = "(" + ", ".join("?" * len(rows[0])) + ")"
         connection.exec_driver_sql(template.replace("(?)", group), rows)
         return
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        part = rows[start : start + _ROWS_PER_STATEMENT]
-        values = ", ".join([group] * len(part))
-        flat = tuple(value for row in part for value in row)
-        connection.exec_driver_sql(template.replace("(?)", values), flat)
+    kinds = types.split(",")
+    # jsonb travels as text (the values are JSON text already) and is cast per row.
+    arrays = ", ".join(f"%s::{'text' if k == 'jsonb' else k}[]" for k in kinds)
+    names = [f"c{i}" for i in range(len(kinds))]
+    picks = ", ".join(f"{n}::{k}" for n, k in zip(names, kinds, strict=True))
+    select_sql = f"SELECT {picks} FROM unnest({arrays}) AS u({', '.join(names)})"  # noqa: S608
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    connection.exec_driver_sql(template.replace("VALUES (?)", select_sql), tuple(columns))
 
 
 def _bound(type_: Any, dialect: Any, value: Any) -> Any:
