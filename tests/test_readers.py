@@ -21,7 +21,7 @@ from sqlalchemy import String, Text, func, inspect, select, text, update
 
 from mailer.briefings.api_tokens import create_token
 from mailer.db.base import Base, utcnow
-from mailer.db.models import Delivery, Newsletter
+from mailer.db.models import Delivery, Edition, Newsletter
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
 from subscribers.audience import mailable
@@ -267,6 +267,7 @@ def test_single_opt_in_and_the_unsubscribe_page_offers_preferences_and_undo(
             newsletter_id = session.scalar(select(Newsletter.id))
         assert newsletter_id is not None
         edition_id = factories.edition(runtime, newsletter_id)
+        send(runtime, edition_id)
         token = sign_unsubscribe(KEY, found.id, edition_id)
         gone = client.post(f"/u/{token}", data={"via": "page"})
         assert gone.status_code == 200
@@ -275,6 +276,15 @@ def test_single_opt_in_and_the_unsubscribe_page_offers_preferences_and_undo(
         undone = client.post(f"/p/{token}/undo")
         assert undone.status_code == 200, undone.text
         assert statuses(runtime, "sol@example.com")["weekend"] == "active"
+        # A token of an edition that started before this subscriber existed was someone
+        # else's (an erased reader whose number SQLite gave again): it opens nothing.
+        with transaction(runtime.sessions) as session:
+            session.execute(
+                update(Edition)
+                .where(Edition.id == edition_id)
+                .values(send_started_at=found.created_at - timedelta(days=1))
+            )
+        assert client.get(f"/p/{token}").status_code == 404
 
 
 def test_known_unknown_suppressed_and_bot_sign_ups_get_byte_identical_answers(

@@ -610,9 +610,22 @@ def _reader(runtime: Runtime, session: Session, token: str, *, lock: bool = Fals
         # One reader's changes take turns (two tabs, a double click).
         query = query.with_for_update()
     subscriber = session.scalar(query)
-    if subscriber is None:
+    if subscriber is None or not _email_was_theirs(session, key, token, subscriber):
         raise NotFound("this link belongs to a subscription that no longer exists")
     return subscriber
+
+
+def _email_was_theirs(session: Session, key: bytes, token: str, subscriber: Subscriber) -> bool:
+    """Whether an edition's token can have reached this subscriber: its edition started
+    before they existed? Then it was another person's, whose row was erased and whose
+    number SQLite gave again (it reuses the highest rowid). A preference token carries no
+    edition and is taken as it is."""
+    try:
+        claims = verify_unsubscribe(key, token)
+    except TokenError:
+        return True
+    started = session.scalar(select(Edition.send_started_at).where(Edition.id == claims.edition_id))
+    return started is not None and started >= subscriber.created_at
 
 
 def _view(session: Session, subscriber: Subscriber) -> PreferencesView:
