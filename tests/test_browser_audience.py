@@ -22,12 +22,16 @@ T = TypeVar("T")
 
 def wait(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "") -> T:
     deadline = time.monotonic() + timeout
+    last: BaseException | None = None
     while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # an element htmx swapped out while it was read
+            last = exc
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def shoot(driver: Any, folder: Path, name: str) -> None:
