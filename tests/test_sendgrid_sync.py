@@ -379,8 +379,8 @@ def test_malformed_items_are_skipped_and_reported(
     assert sync.skipped == [
         f"bounces item 2: 'email' missing or not a string: {compact(planted[0])}",
         f"bounces item 3: 'email' missing or not a string: {compact(planted[1])}",
-        "bounces item 4: unusable 'email': 'no-at-sign.example.org' is not of the form "
-        f"name@domain: {compact(planted[2])}",
+        "bounces item 4: unusable 'email': 'no-at-sign.example.org': An email address must "
+        f"have an @-sign.: {compact(planted[2])}",
         f"bounces item 5: 'created' missing or not a number: {compact(planted[3])}",
         f"bounces item 6: 'created' missing or not a number: {compact(planted[4])}",
         # true is an int to Python, not a time to SendGrid
