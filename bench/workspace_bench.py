@@ -15,8 +15,8 @@ draft), and today's "daily" edition in flight: ``dispatcher.start`` fills its le
 (one row per mailable subscriber), ``send_edition`` sends about 40 % of it through an
 in-process transport (most batches sent whole under one message id, every tenth
 written row by row with a few failed, retried and unknown rows), then another
-worker's two claims stay open (2,000 rows in flight), and the provider's events for
-what was sent are stored (processed, delivered, opens, clicks, bounces, drops,
+worker's two claims of two batches stay open (4,000 rows in flight), and the
+provider's events for what was sent are stored (processed, delivered, opens, clicks, bounces, drops,
 complaints, unsubscribes, stamped on the ledger as the policy does), with 10,000
 audit entries and an editor and an administrator account.
 
