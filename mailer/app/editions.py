@@ -437,8 +437,13 @@ def list_editions(
     statuses: Sequence[str] | None = None,
     limit: int = 50,
     before_id: int | None = None,
+    with_counts: bool = True,
 ) -> list[EditionSummary]:
-    """Newest first, a page at a time (``before_id``: the last id of the previous page)."""
+    """Newest first, a page at a time (``before_id``: the last id of the previous page).
+
+    Counting a large ledger costs; a caller that shows no counts passes
+    ``with_counts=False`` and gets empty ones.
+    """
     actor.require(Role.EDITOR)
     query = (
         select(Edition)
@@ -470,7 +475,7 @@ def list_editions(
                 status=e.status,
                 subject=e.subject,
                 briefings=int(sizes.get(e.id, 0)),
-                counts=ledger.counts(session, e.id),
+                counts=ledger.counts(session, e.id) if with_counts else {},
                 scheduled_for=e.scheduled_for,
                 sent_at=e.sent_at,
             )
@@ -512,12 +517,15 @@ def progress(runtime: Runtime, actor: Actor, edition_id: int) -> Progress:
     )
 
 
-def stats(runtime: Runtime, actor: Actor, edition_id: int) -> EditionStats:
-    """What happened after the send: delivered, bounced, complaints, opens, clicks."""
+def stats(
+    runtime: Runtime, actor: Actor, edition_id: int, *, timeline: bool = True
+) -> EditionStats:
+    """What happened after the send: delivered, bounced, complaints, opens, clicks (and,
+    unless ``timeline`` is off, events per hour for the chart)."""
     actor.require(Role.EDITOR)
     with _domain_errors(), runtime.sessions() as session:
         try:
-            return edition_stats(session, edition_id)
+            return edition_stats(session, edition_id, timeline=timeline)
         except StatsError as exc:
             raise NotFound(str(exc)) from exc
 

@@ -77,7 +77,9 @@ def _slot(schedule: dict[str, Any] | None) -> NextSlot | None:
 def today(runtime: Runtime, actor: Actor) -> Today:
     actor.require(Role.EDITOR)
     now = utcnow()
-    drafting = editions.list_editions(runtime, actor, statuses=_DRAFTING, limit=100)
+    drafting = editions.list_editions(
+        runtime, actor, statuses=_DRAFTING, limit=100, with_counts=False
+    )
     rows = []
     for item in newsletters.list_newsletters(runtime, actor):
         schedule = item.get("schedule")
@@ -105,14 +107,18 @@ def today(runtime: Runtime, actor: Actor) -> Today:
             )
         )
     flying = editions.list_editions(
-        runtime, actor, statuses=(EditionStatus.SENDING, EditionStatus.PAUSED), limit=20
+        runtime,
+        actor,
+        statuses=(EditionStatus.SENDING, EditionStatus.PAUSED),
+        limit=20,
+        with_counts=False,
     )
     in_flight = tuple(InFlight(e, editions.progress(runtime, actor, e.id)) for e in flying)
     last = []
     for sent in editions.list_editions(
-        runtime, actor, statuses=(EditionStatus.SENT,), limit=LAST_SENDS
+        runtime, actor, statuses=(EditionStatus.SENT,), limit=LAST_SENDS, with_counts=False
     ):
-        numbers = editions.stats(runtime, actor, sent.id)
+        numbers = editions.stats(runtime, actor, sent.id, timeline=False)
         last.append(
             LastSend(
                 edition_id=sent.id,

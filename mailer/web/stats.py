@@ -135,8 +135,9 @@ def sent_editions(
         statuses=(EditionStatus.SENT, EditionStatus.SENDING, EditionStatus.PAUSED),
         limit=STATS_PAGE,
         before_id=before,
+        with_counts=False,
     )
-    rows = [(e, editions.stats(runtime, info.actor, e.id)) for e in sent]
+    rows = [(e, editions.stats(runtime, info.actor, e.id, timeline=False)) for e in sent]
     return page(
         request,
         "workspace/stats_list.html",
