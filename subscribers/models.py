@@ -126,4 +126,6 @@ class Suppression(Base):
     source: Mapped[str] = mapped_column(String(50))
     detail: Mapped[str] = mapped_column(Text, default="")
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    # The failure behind a bounce suppression (mailer.bounces.reasons.BounceReason).
+    bounce_reason: Mapped[str | None] = mapped_column(String(30))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

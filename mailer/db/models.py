@@ -425,6 +425,8 @@ class Event(Base):
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="SET NULL"))
     delivery_id: Mapped[int | None] = mapped_column(BigId)
     bounce_class: Mapped[str | None] = mapped_column(String(10))  # hard, soft
+    # Why it failed (mailer.bounces.reasons.BounceReason), for bounces read since 0011.
+    bounce_reason: Mapped[str | None] = mapped_column(String(30))
     detail: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
