@@ -298,14 +298,14 @@ def recipient(address: str, action: str, status: str, diagnostic: str = "") -> s
     [
         ("failed", "5.1.1", HARD),  # no such user
         ("failed", "5.4.4", HARD),  # no such domain
-        ("failed", "5.2.1", HARD),  # mailbox disabled
+        ("failed", "5.2.1", SOFT),  # mailbox disabled: it exists, and may be enabled again
         ("failed", "5.2.2", SOFT),  # mailbox full
         ("failed", "5.3.4", SOFT),  # our message too big
         ("failed", "5.7.1", SOFT),  # policy: spam filter, blocklist
         ("failed", "5.7.26", SOFT),  # DMARC: our DNS, not their address
         ("failed", "4.4.7", SOFT),  # gave up after the queue lifetime, never refused
         ("failed (bad address)", "5.1.1", HARD),
-        ("Failed", "5.0.0", HARD),
+        ("Failed", "5.0.0", SOFT),  # a generic code, no words: nothing says the address is gone
         ("error", "5.1.1", HARD),  # OpenSMTPD
         ("delayed", "4.4.1", SOFT),
         ("delayed", "5.1.1", SOFT),  # nothing final yet
@@ -360,7 +360,7 @@ def test_status_from_the_diagnostic_when_the_status_field_is_missing() -> None:
     [bounce] = parse_bounce(dsn(block + "Diagnostic-Code: smtp; 450 try again later\n"))
     assert (bounce.kind, bounce.status) == (SOFT, None)
     [bounce] = parse_bounce(dsn(block))
-    assert (bounce.kind, bounce.status, bounce.diagnostic) == (HARD, None, "")
+    assert (bounce.kind, bounce.status, bounce.diagnostic) == (SOFT, None, "")
 
 
 def test_diagnostic_is_one_short_line() -> None:

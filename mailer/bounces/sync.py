@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mailer.bounces.mail import BounceClass, classify_status, parse_bounce
+from mailer.bounces.mail import parse_bounce
 from mailer.bounces.mailbox import BounceSource
+from mailer.bounces.reasons import Verdict, blocked_verdict, classify
 from mailer.bounces.sendgrid_sync import (
     ProviderSuppression,
     SendGridSuppressionClient,
@@ -65,12 +66,17 @@ class SyncReport:
 
 
 def _event_row(item: ProviderSuppression, now: datetime) -> dict[str, Any]:
-    kind, bounce_class, detail = {
-        SuppressionKind.BOUNCE: ("bounce", classify_status(item.status, item.reason), item.reason),
-        SuppressionKind.BLOCK: ("bounce", BounceClass.SOFT, item.reason),
-        SuppressionKind.SPAM_REPORT: ("spamreport", None, item.reason),
-        SuppressionKind.INVALID_EMAIL: ("dropped", None, "Invalid"),
-        SuppressionKind.GLOBAL_UNSUBSCRIBE: ("unsubscribe", None, item.reason),
+    verdict: Verdict | None = None
+    if item.kind is SuppressionKind.BOUNCE:
+        verdict = classify(item.status, item.reason)
+    elif item.kind is SuppressionKind.BLOCK:
+        verdict = blocked_verdict(item.status, item.reason)
+    kind, detail = {
+        SuppressionKind.BOUNCE: ("bounce", item.reason),
+        SuppressionKind.BLOCK: ("bounce", item.reason),
+        SuppressionKind.SPAM_REPORT: ("spamreport", item.reason),
+        SuppressionKind.INVALID_EMAIL: ("dropped", "Invalid"),
+        SuppressionKind.GLOBAL_UNSUBSCRIBE: ("unsubscribe", item.reason),
     }[item.kind]
     return {
         "source": "sendgrid-sync",
@@ -80,7 +86,8 @@ def _event_row(item: ProviderSuppression, now: datetime) -> dict[str, Any]:
         "email": item.email,
         "edition_id": None,
         "delivery_id": None,
-        "bounce_class": bounce_class.value if bounce_class else None,
+        "bounce_class": verdict.kind.value if verdict else None,
+        "bounce_reason": verdict.reason.value if verdict else None,
         "detail": detail,
         "payload": {
             "list": item.kind.value,
@@ -206,6 +213,7 @@ def import_bounce_mail(runtime: Runtime, source: BounceSource) -> MailImportRepo
                         "edition_id": delivery.edition_id if delivery else None,
                         "delivery_id": delivery.id if delivery else None,
                         "bounce_class": bounce.kind.value,
+                        "bounce_reason": bounce.reason.value,
                         "detail": bounce.diagnostic or bounce.status,
                         "payload": {
                             "status": bounce.status,

@@ -20,7 +20,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, and_, insert, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.bounces.mail import BounceClass, classify_status
+from mailer.bounces.reasons import Verdict, blocked_verdict, classify
 from mailer.db.base import utcnow
 from mailer.db.models import Batch, Event
 from mailer.dispatch.ledger import DELIVERIES, ids_among, never_claimed
@@ -63,14 +63,15 @@ class _Match:
     edition_id: int
 
 
-def bounce_class(event: ProviderEvent) -> str | None:
+def bounce_verdict(event: ProviderEvent) -> Verdict | None:
+    """Why a SendGrid bounce or deferral failed, and how hard; None for other events."""
     if event.kind == "bounce":
         if event.bounce_type == "blocked":
-            return BounceClass.SOFT
-        # A 5.7.x refusal of our IP or content is not the address's fault (see mail.py).
-        return classify_status(event.status, event.reason or "")
+            # SendGrid's blocks are refusals of our IP or content, never a gone address.
+            return blocked_verdict(event.status, event.reason or "")
+        return classify(event.status, event.reason or "")
     if event.kind in SOFT_KINDS:
-        return BounceClass.SOFT
+        return classify(event.status, event.reason or "", temporary=True)
     return None
 
 
@@ -90,6 +91,7 @@ def store_sendgrid(
         match = matches.get(event.event_id)
         if match is None:
             report.unmatched += 1
+        verdict = bounce_verdict(event)
         rows.append(
             {
                 "source": source,
@@ -98,7 +100,8 @@ def store_sendgrid(
                 "email": event.email,
                 "edition_id": match.edition_id if match else None,
                 "delivery_id": match.delivery_id if match else None,
-                "bounce_class": bounce_class(event),
+                "bounce_class": verdict.kind.value if verdict else None,
+                "bounce_reason": verdict.reason.value if verdict else None,
                 "detail": event.reason,
                 "payload": event.raw,
                 "occurred_at": datetime.fromtimestamp(event.occurred_at, UTC),

@@ -1,0 +1,516 @@
+"""Why a delivery failed, and whether that makes the address itself gone (hard).
+
+One taxonomy for every way a failure reaches us (bounce mail, the SendGrid webhook, the
+provider's suppression lists). The reason is decided from the words of the receiving
+server first, since the same words mean the same thing across MTAs while the codes are
+often generic (5.0.0, or none at all); the RFC 3463 status and the SMTP reply code decide
+where the words say nothing we know. Pure functions, no I/O.
+
+Only three reasons say that the address itself is gone: the user is unknown, the host or
+domain does not exist (or publishes a null MX), the address has moved. Everything else is
+soft: the mailbox exists or may, and the failure is about a quota, our message, our
+sender, our reputation, or the network. A soft failure counts toward the soft-bounce
+limit of the policy; only a hard one suppresses at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BounceClass(StrEnum):
+    HARD = "hard"  # the address is gone: stop mailing it
+    SOFT = "soft"  # the address exists or may: count, and try again later
+
+
+class BounceReason(StrEnum):
+    USER_UNKNOWN = "user_unknown"
+    HOST_UNKNOWN = "host_unknown"
+    MOVED = "moved"
+    MAILBOX_FULL = "mailbox_full"
+    TOO_BIG = "too_big"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+    SPAM = "spam"
+    POLICY = "policy"
+    SENDER_REFUSED = "sender_refused"
+    DISABLED = "disabled"
+    RATE_LIMITED = "rate_limited"
+    SYSTEM_ERROR = "system_error"
+    NOT_BOUNCE = "not_bounce"
+
+    @property
+    def label(self) -> str:
+        return LABELS[self]
+
+    @property
+    def hard(self) -> bool:
+        return self in HARD_REASONS
+
+
+LABELS: dict[BounceReason, str] = {
+    BounceReason.USER_UNKNOWN: "user unknown",
+    BounceReason.HOST_UNKNOWN: "host or domain unknown",
+    BounceReason.MOVED: "address moved",
+    BounceReason.MAILBOX_FULL: "mailbox full",
+    BounceReason.TOO_BIG: "message too big",
+    BounceReason.EXPIRED: "expired",
+    BounceReason.BLOCKED: "blocked",
+    BounceReason.SPAM: "spam or content",
+    BounceReason.POLICY: "policy",
+    BounceReason.SENDER_REFUSED: "sender refused",
+    BounceReason.DISABLED: "account disabled",
+    BounceReason.RATE_LIMITED: "rate limited",
+    BounceReason.SYSTEM_ERROR: "system error",
+    BounceReason.NOT_BOUNCE: "not a bounce",
+}
+HARD_REASONS = frozenset({BounceReason.USER_UNKNOWN, BounceReason.HOST_UNKNOWN, BounceReason.MOVED})
+
+
+def _words(*patterns: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+# Ordered: the first reason whose words appear wins. Reasons about our sending (rate,
+# reputation, authentication) come before the recipient's, because a refusal of our IP
+# often names the recipient too ("<ann@x>: Client host rejected: blocked using ...");
+# a full mailbox before an unknown user, since "mailbox unavailable" covers both.
+_TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
+    (
+        BounceReason.RATE_LIMITED,
+        _words(
+            r"too many (?:connections|concurrent|messages|recipients|sessions|mails)",
+            r"rate limit",
+            r"rate[- ]limited",
+            r"sending rate",
+            r"too fast",
+            r"try again later.{0,40}(?:volume|too many)",
+            r"unexpected volume",
+            r"exceeded (?:the )?(?:maximum )?(?:number|rate|sending)",
+            r"has sent to too many",
+            r"throttl",
+            r"connection (?:limit|count)",
+            r"too much mail",
+            r"rcpt limit",
+        ),
+    ),
+    (
+        BounceReason.SENDER_REFUSED,
+        _words(
+            r"\bspf\b",
+            r"\bdkim\b",
+            r"\bdmarc\b",
+            r"sender (?:address |domain )?(?:rejected|refused|denied|verify failed|not allowed)",
+            r"sender address (?:has )?(?:null mx|does not exist|must exist)",
+            r"domain of (?:the )?sender address",
+            r"sender domain (?:must|does not|doesn't)",
+            r"(?:sender|from) .{0,40}(?:not verified|unverified)",
+            r"address is not verified",
+            r"mail from .{0,80} rejected",
+            r"in reply to mail from",
+            r"unauthenticated (?:email|sender|mail)",
+            r"sender is unauthenticated",
+            r"authentication (?:required|failed)",
+            r"not authenticated",
+            r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)",
+            r"not (?:configured|permitted|allowed) to relay",
+            r"we do not relay",
+            r"unable to relay",
+            r"must (?:use|have) a valid sender",
+            r"invalid sender",
+            r"bad sender",
+            r"sender .{0,20}blacklisted",
+        ),
+    ),
+    (
+        BounceReason.BLOCKED,
+        _words(
+            r"blocked using",
+            r"black ?list",
+            r"block ?list",
+            r"\bdnsbl\b",
+            r"\brbl\b",
+            r"spamhaus",
+            r"spamcop",
+            r"barracuda",
+            r"client host (?:\[[^\]]*\] )?(?:rejected|blocked|refused)",
+            r"client host blocked",
+            r"ip address .{0,40}(?:blocked|rejected|listed|refused|bloqu)",
+            r"adresse ip .{0,40}bloqu",
+            r"\b(?:your|sending|source|the) ip\b.{0,60}"
+            r"(?:block|reject|refus|listed|bloqu|reputation)",
+            r"\bip\b.{0,30}\bblock",
+            r"reputation",
+            r"reverse (?:dns|lookup)",
+            r"\bptr\b",
+            r"rdns",
+            r"without a valid (?:sender domain|hostname|reverse)",
+            r"refused to talk to me",
+            r"not accepting connections",
+            r"connection refused",
+            r"access denied.{0,40}(?:\bip\b|banned|block)",
+            r"banned",
+            r"poor reputation",
+            r"listed (?:at|in|on|by)",
+            r"temporarily deferred",
+            r"blocked for spam",
+        ),
+    ),
+    (
+        BounceReason.MAILBOX_FULL,
+        _words(
+            r"mailbox (?:is )?full",
+            r"mail ?box.{0,20}(?:full|exceeded|over)",
+            r"over (?:the )?quota",
+            r"quota (?:exceeded|full)",
+            r"exceed(?:ed|s)? (?:the |his |her |their )?(?:storage|quota|mailbox)",
+            r"\bquota\b",
+            r"insufficient (?:disk )?(?:space|storage)",
+            r"(?:storage|disk) (?:space |quota )?(?:full|exceeded)",
+            r"out of (?:disk )?space",
+            r"not enough (?:disk )?space",
+            r"full mailbox",
+            r"mailfolder is full",
+            r"boite (?:aux lettres )?pleine",
+            r"too (?:much|many) (?:mail|messages) (?:in|on) (?:the |this )?(?:mailbox|account)",
+        ),
+    ),
+    (
+        BounceReason.TOO_BIG,
+        _words(
+            r"(?:message|mail|email)(?: size)? (?:is )?too (?:large|big|long)",
+            r"too large",
+            r"size (?:limit|exceeds)",
+            r"exceeds? (?:the )?(?:fixed )?(?:maximum|max|size|message size|allowed)",
+            r"length exceeds",
+            r"maximum (?:message )?size",
+            r"message (?:size|length) exceeds",
+            r"recipsizelimit",
+        ),
+    ),
+    (
+        BounceReason.DISABLED,
+        _words(
+            r"account (?:has been |is )?(?:disabled|suspended|inactive|deactivated|locked|"
+            r"frozen|expired|blocked|discontinued)",
+            r"(?:account|mailbox) (?:is )?(?:temporarily |currently )?"
+            r"(?:disabled|suspended|inactive|frozen|locked|deactivated)",
+            r"(?:disabled|suspended|inactive|deactivated|frozen|locked) (?:account|mailbox|user)",
+            r"account that you tried to reach is (?:disabled|inactive)",
+            r"mailbox (?:is )?(?:not active|inactive)",
+            r"user (?:account )?(?:is )?(?:disabled|suspended|inactive)",
+            r"compte du destinataire est bloque",
+            r"recipient account is (?:blocked|disabled)",
+            r"\bdisabled ?user\b",
+            r"has been disabled",
+            r"account expired",
+            r"no longer active",
+            r"\bsuspended\b",
+        ),
+    ),
+    (
+        BounceReason.MOVED,
+        _words(
+            r"no longer (?:on|at) (?:this |the )?server",
+            r"not our (?:user|customer)",
+            r"has moved",
+            r"user has moved",
+            r"address (?:has )?changed",
+            r"no longer (?:available|valid|with us)",
+        ),
+    ),
+    (
+        BounceReason.SPAM,
+        _words(
+            r"\bspam\b",
+            r"\bvirus\b",
+            r"malware",
+            r"infected",
+            r"junk mail",
+            r"content (?:filter|rejected|policy|presents)",
+            r"message content",
+            r"its content",
+            r"suspicious",
+            r"phishing",
+            r"\bscore\b",
+            r"\buce\b",
+            r"unsolicited",
+            r"bulk mail",
+            r"header error",
+            r"not (?:rfc|compliant)",
+            r"rfc ?(?:5322|2822|822) ",
+            r"malformed",
+            r"attachment",
+        ),
+    ),
+    (
+        BounceReason.HOST_UNKNOWN,
+        _words(
+            r"host (?:or domain name )?(?:unknown|not found)",
+            r"unknown (?:host|domain)",
+            r"no such (?:domain|host)",
+            r"domain (?:name )?(?:not found|does not exist|doesn't exist|unknown|"
+            r"is not reachable|not reachable)",
+            r"domain .{0,60}(?:does not exist|doesn't exist|not found)",
+            r"null mx",
+            r"does not accept mail",
+            r"(?:doesn't|does not) receive (?:e-?mail|mail)",
+            r"not accepting (?:network )?messages",
+            r"unrouteable (?:mail )?domain",
+            r"unroutable",
+            r"no (?:mx|mail exchanger)",
+            r"mx (?:record )?(?:not found|lookup failed)",
+            r"name or service not known",
+            r"nxdomain",
+            r"dns (?:lookup )?(?:failure|error).{0,80}not found",
+            r"host .{0,60}not found",
+            r"invalid domain",
+            r"unknown mail domain",
+            r"bad destination (?:system|host)",
+            r"unable to route",
+            r"no route to domain",
+            r"domain is not (?:valid|in use)",
+        ),
+    ),
+    (
+        BounceReason.USER_UNKNOWN,
+        _words(
+            r"user(?:name)? (?:is )?unknown",
+            r"unknown (?:local[- ])?(?:user|recipient|mailbox|address|alias)",
+            r"no such (?:user|mailbox|recipient|address|account|person|local user)",
+            r"(?:user|recipient|mailbox|address|account|addressee) "
+            r"(?:does not|doesn't|did not|not) exist",
+            r"(?:user|recipient|mailbox|address|account) (?:is )?"
+            r"(?:invalid|not found|not known|unavailable|inexistent|nonexistent)",
+            r"does not exist",
+            r"doesn't exist",
+            r"not (?:a )?(?:valid|known) (?:user|recipient|mailbox|address)",
+            r"invalid (?:recipient|mailbox|address|user)",
+            r"recipient (?:address )?rejected",
+            r"recipient not (?:found|accepted)",
+            r"(?:user|mailbox|recipient) not (?:found|known|listed|local)",
+            r"not listed in",
+            r"user not exist",
+            r"no mailbox",
+            r"mailbox unavailable",
+            r"unknown or illegal alias",
+            r"address rejected",
+            r"addresses? (?:is )?not valid",
+            r"bad destination mailbox",
+            r"no account",
+            r"unrouteable address",
+            r"undeliverable address",
+            r"unable to find",
+            r"not a valid mailbox",
+            r"nicht (?:vorhanden|bekannt)",
+            r"inconnu",
+            r"n'existe pas",
+        ),
+    ),
+    (
+        BounceReason.EXPIRED,
+        _words(
+            r"retry (?:timeout|time) (?:exceeded|reached)",
+            r"timed? ?out",
+            r"time limit",
+            r"too long (?:in|on) (?:the )?queue",
+            r"(?:could not|couldn't|unable to) be delivered (?:with)?in",
+            r"has not been delivered",
+            r"delivery (?:time )?expired",
+            r"expired",
+            r"giving up",
+            r"gave up",
+            r"undeliverable for \d+",
+            r"have been unable to deliver",
+            r"deferred for",
+            r"delivery attempts? (?:will continue|failed repeatedly)",
+        ),
+    ),
+    (
+        BounceReason.POLICY,
+        _words(
+            r"policy",
+            r"not (?:authorized|allowed|permitted)",
+            r"prohibited",
+            r"access denied",
+            r"refused",
+            r"\brejected\b",
+            r"administrative",
+            r"denied",
+            r"restricted",
+        ),
+    ),
+    (
+        BounceReason.SYSTEM_ERROR,
+        _words(
+            r"system error",
+            r"internal (?:server |system )?error",
+            r"loop",
+            r"too many hops",
+            r"hop count",
+            r"service (?:currently )?(?:not available|unavailable|refused)",
+            r"temporar(?:y|ily) (?:failure|unavailable|error|problem)",
+            r"try (?:again )?later",
+            r"connection (?:lost|closed|reset|dropped)",
+            r"lost connection",
+            r"no route to host",
+            r"network (?:error|unreachable)",
+            r"local (?:delivery )?error",
+            r"mailer error",
+            r"configuration error",
+            r"misconfigured",
+            r"improper sequence",
+            r"command (?:parameter )?not (?:implemented|recognized)",
+            r"syntax error",
+            r"unavailable",
+        ),
+    ),
+)
+
+# RFC 3463 subject.detail -> reason, where the status is specific.
+_STATUS: dict[str, BounceReason] = {
+    "1.1": BounceReason.USER_UNKNOWN,
+    "1.2": BounceReason.HOST_UNKNOWN,
+    "1.3": BounceReason.USER_UNKNOWN,
+    "1.4": BounceReason.USER_UNKNOWN,
+    "1.6": BounceReason.MOVED,
+    "1.7": BounceReason.SENDER_REFUSED,
+    "1.8": BounceReason.SENDER_REFUSED,
+    "1.10": BounceReason.HOST_UNKNOWN,
+    "2.1": BounceReason.DISABLED,
+    "2.2": BounceReason.MAILBOX_FULL,
+    "2.3": BounceReason.TOO_BIG,
+    "2.4": BounceReason.SYSTEM_ERROR,
+    "3.1": BounceReason.SYSTEM_ERROR,
+    "3.2": BounceReason.HOST_UNKNOWN,  # "system not accepting network messages"
+    "3.4": BounceReason.TOO_BIG,
+    "3.5": BounceReason.SYSTEM_ERROR,
+    "4.1": BounceReason.SYSTEM_ERROR,
+    "4.2": BounceReason.SYSTEM_ERROR,
+    "4.3": BounceReason.SYSTEM_ERROR,
+    "4.4": BounceReason.HOST_UNKNOWN,  # "unable to route"
+    "4.5": BounceReason.SYSTEM_ERROR,
+    "4.6": BounceReason.SYSTEM_ERROR,
+    "4.7": BounceReason.EXPIRED,
+    "5.3": BounceReason.RATE_LIMITED,  # too many recipients
+    "6.0": BounceReason.SPAM,
+    "6.1": BounceReason.SPAM,
+    "7.1": BounceReason.POLICY,
+    "7.7": BounceReason.SPAM,
+    "7.13": BounceReason.DISABLED,
+    "7.23": BounceReason.SENDER_REFUSED,
+    "7.24": BounceReason.SENDER_REFUSED,
+    "7.25": BounceReason.BLOCKED,  # no PTR for our IP
+    "7.26": BounceReason.SENDER_REFUSED,
+    "7.27": BounceReason.HOST_UNKNOWN,  # the recipient's domain has a null MX
+    "7.509": BounceReason.SENDER_REFUSED,
+}
+# Statuses whose words are more specific than the words of the text beside them: a server
+# that says 5.2.2 and "user unknown" has a mailbox to be full.
+_STATUS_FIRST = frozenset({"1.6", "1.10", "2.1", "2.2", "2.3", "3.4", "7.26", "7.27"})
+_CLASS = {"1": BounceReason.USER_UNKNOWN, "2": BounceReason.MAILBOX_FULL, "6": BounceReason.SPAM}
+_STATUS_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_REPLY_CODE = re.compile(r"(?<![\d.])([245])[0-5]\d(?![\d.])")
+# A refusal given after the message itself was sent: the server judged the content,
+# whatever it says about the recipient (it had accepted the recipient at RCPT TO).
+_AFTER_DATA = re.compile(
+    r"(?:in reply to|after|during|while sending|response to) (?:the )?(?:end of )?(?:final )?"
+    r"(?:data|message body|message content)|did not like our final data|>>> data\b"
+    r"|\bdata command\b",
+    re.IGNORECASE,
+)
+_AT_RCPT = re.compile(r"rcpt to|in reply to rcpt|did not like our rcpt", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: BounceReason
+    kind: BounceClass
+    status: str | None  # the RFC 3463 code the verdict read, if any
+
+
+def status_of(text: str) -> str | None:
+    """The first RFC 3463 code in ``text`` (not part of an IP address or a version)."""
+    match = _STATUS_CODE.search(text)
+    return ".".join(match.groups()) if match else None
+
+
+def reply_of(text: str) -> str | None:
+    """The first SMTP basic reply code in ``text`` ("550"), if it has one."""
+    match = _REPLY_CODE.search(text)
+    return match.group(0) if match else None
+
+
+def reason_from_text(text: str) -> BounceReason | None:
+    for reason, pattern in _TEXT:
+        if pattern.search(text):
+            return reason
+    return None
+
+
+def classify(
+    status: str | None,
+    diagnostic: str = "",
+    *,
+    context: str = "",
+    temporary: bool | None = None,
+) -> Verdict:
+    """The reason and class of one failure.
+
+    ``status`` is the RFC 3463 code the report gave (``None`` if none), ``diagnostic``
+    the remote server's words about this recipient, ``context`` the rest of what the
+    report says (read only when the diagnostic says nothing we know). ``temporary`` is
+    True for a failure the sender will retry (a DSN's ``delayed``), False for one it has
+    given up on, None when the report does not say: then the codes decide.
+
+    Hard only for user unknown, host unknown and moved, and only when the failure is
+    permanent: a temporary failure never says that an address is gone.
+    """
+    status = _clean_status(status) or status_of(diagnostic)
+    reply = reply_of(diagnostic)
+    detail = ".".join(status.split(".")[1:]) if status else None
+    generic = detail is None or detail == "0.0" or detail.startswith("0.")
+    reason: BounceReason | None = None
+    if detail in _STATUS_FIRST:
+        reason = _STATUS[detail]
+    if reason is None:
+        reason = reason_from_text(diagnostic)
+    if reason is None and not generic and detail is not None:
+        reason = _STATUS.get(detail) or _CLASS.get(detail.split(".")[0])
+    if reason is None:
+        reason = reason_from_text(context)
+    if reason is None:
+        reason = BounceReason.EXPIRED if temporary else BounceReason.SYSTEM_ERROR
+    if reason is BounceReason.USER_UNKNOWN and _refused_after_data(diagnostic, context):
+        reason = BounceReason.SPAM
+    if temporary is None:
+        code = (status or reply or "5")[0]
+        temporary = code == "4"
+    if temporary and reason.hard:
+        kind = BounceClass.SOFT
+    else:
+        kind = BounceClass.HARD if reason.hard else BounceClass.SOFT
+    return Verdict(reason, kind, status)
+
+
+def blocked_verdict(status: str | None, diagnostic: str = "") -> Verdict:
+    """A refusal a provider files as a block (of our IP, domain or content): soft, for
+    the reason its words give, "blocked" when they say nothing more particular."""
+    verdict = classify(status, diagnostic, temporary=True)
+    if verdict.reason.hard or verdict.reason in (BounceReason.SYSTEM_ERROR, BounceReason.EXPIRED):
+        return Verdict(BounceReason.BLOCKED, BounceClass.SOFT, verdict.status)
+    return verdict
+
+
+def _refused_after_data(diagnostic: str, context: str) -> bool:
+    for text in (diagnostic, context):
+        after, at_rcpt = _AFTER_DATA.search(text), _AT_RCPT.search(text)
+        if after or at_rcpt:
+            return bool(after) and not at_rcpt
+    return False
+
+
+def _clean_status(status: str | None) -> str | None:
+    return status_of(status) if status else None
