@@ -253,13 +253,31 @@ def test_markdown_joins_soft_wrapped_lines() -> None:
         "**Why it matters**: Text.",
         "__Why it matters:__ Text.",
         "__Why it matters__: Text.",
-        "Why it matters: Text.",
     ],
 )
 def test_markdown_label_forms(paragraph: str) -> None:
     b = md(f"Lead.\n\n{paragraph}\n")
 
     assert b.sections == (Section("Why it matters", ("Text.",)),)
+
+
+def test_markdown_unmarked_label_is_a_follow_on_paragraph() -> None:
+    # A quotation introduced by its speaker is text of the section before, not a label.
+    b = md(
+        "Lead.\n\n**What to watch:** The vote.\n\n"
+        "The minister said: \u201cWe will not back down.\u201d\n\nWhy it matters: Text.\n"
+    )
+
+    assert b.sections == (
+        Section(
+            "What to watch",
+            (
+                "The vote.",
+                "The minister said: \u201cWe will not back down.\u201d",
+                "Why it matters: Text.",
+            ),
+        ),
+    )
 
 
 def test_bold_label_is_not_special_in_plain_text() -> None:
@@ -787,7 +805,9 @@ def test_markdown_bold_label_glued_to_text_is_not_bold() -> None:
 
 def test_markdown_headings_and_indented_text_are_paragraphs() -> None:
     # An indented paragraph is a code block to CommonMark; the newsroom only means text.
-    b = md("# Heading\n\nWhy it matters: One.\n\n    Indented <b>text</b>.\n\n    Next: two.\n")
+    b = md(
+        "# Heading\n\n**Why it matters:** One.\n\n    Indented <b>text</b>.\n\n    **Next:** two.\n"
+    )
 
     assert b.lead == "Heading"
     assert b.sections == (
@@ -885,7 +905,6 @@ def html(body: str, **kwargs: object) -> ParsedBriefing:
         "<p><strong>Why it matters:</strong>&nbsp;Text.</p>",
         "<p><strong>Why it matters:</strong><br>Text.</p>",
         "<p><strong>Why it\nmatters:</strong> Text.</p>",
-        "<p>Why it matters: Text.</p>",
         "<p><STRONG class=label style='color:red'>Why it matters:</STRONG> Text.</p>",
     ],
 )
@@ -893,6 +912,23 @@ def test_html_label_forms(paragraph: str) -> None:
     b = html(f"<p>Lead.</p>{paragraph}")
 
     assert b.sections == (Section("Why it matters", ("Text.",)),)
+
+
+@pytest.mark.parametrize(
+    "paragraph",
+    [
+        "<p>Why it matters: Text.</p>",
+        "<div>Why it matters: Text.</div>",
+        "<p><em>Why it matters:</em> Text.</p>",
+        "Why it matters: Text.",
+    ],
+)
+def test_html_unmarked_label_is_a_follow_on_paragraph(paragraph: str) -> None:
+    b = html(f"<p>Lead.</p><p><strong>What to watch:</strong> The vote.</p>{paragraph}")
+
+    assert [(s.label, s.paragraphs) for s in b.sections] == [
+        ("What to watch", ("The vote.", "Why it matters: Text."))
+    ]
 
 
 @pytest.mark.parametrize(

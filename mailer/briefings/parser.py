@@ -1,21 +1,28 @@
 """Parse the newsroom's briefings into structured briefings, whatever the source format.
 
 The structure is always the same: optional boilerplate (paywall and log-in prompts) that
-is dropped, a lead paragraph, then paragraphs grouped into sections by a ``Label: text``
-prefix; unlabelled paragraphs belong to the section before them. What differs is how
-paragraphs and labels are written:
+is dropped, a lead paragraph, then paragraphs grouped into sections by a label;
+unlabelled paragraphs belong to the section before them. What differs is how paragraphs
+and labels are written:
 
 * Plain text (``.txt`` and anything that is not Markdown): one paragraph per line, labels
   as ``Label: text``. Text is never read as markup; its HTML is the escaped text.
 * Markdown (``.md``, ``.markdown``): optional YAML front matter between ``---`` lines at
-  the very top, then CommonMark (raw HTML in it is shown as text, never interpreted).
-  Labels as ``**Label:** text``, ``**Label**: text`` or plain ``Label: text``.
+  the very top (no aliases, nesting bounded), then CommonMark (raw HTML in it is shown as
+  text, never interpreted). Labels are bold: ``**Label:** text`` or ``**Label**: text``.
 * HTML (:func:`parse_html`, for feed and CMS bodies): block elements are paragraphs,
-  labels as ``<strong>Label:</strong> text`` (or ``<b>``), or plain ``Label: text``.
+  labels are bold: ``<strong>Label:</strong> text`` (or ``<b>``).
 * Fields (:func:`parse_fields`): a CMS that already knows lead and sections.
 
+In marked-up bodies a label is always marked: an unmarked paragraph that happens to
+open with a few words and a colon (a quotation introduced by its speaker) is text of the
+section before it. Boilerplate is dropped in whatever element it comes: a paragraph, a
+list item, or an inline element carrying the CMS's ``paywall`` class.
+
 Markdown and HTML bodies are sanitized (see :mod:`mailer.briefings.sanitize`); every
-paragraph comes as plain text and as safe inline HTML.
+paragraph comes as plain text and as safe inline HTML. Every input is first cleaned of
+control characters (:func:`~mailer.briefings.sanitize.clean_text`), and every error
+quotes at most a short excerpt of the input it refuses.
 
 Everything here is pure apart from :func:`parse_file` reading its one file.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -37,7 +45,14 @@ from urllib.parse import urlsplit
 import yaml
 from markdown_it import MarkdownIt
 
-from mailer.briefings.sanitize import HtmlBlock, html_blocks, html_to_text, sanitize_html
+from mailer.briefings.sanitize import (
+    DropTest,
+    HtmlBlock,
+    clean_text,
+    html_blocks,
+    html_to_text,
+    sanitize_html,
+)
 
 __all__ = [
     "DEFAULT_BOILERPLATE",
@@ -48,6 +63,7 @@ __all__ = [
     "BriefingError",
     "ParsedBriefing",
     "Section",
+    "http_url",
     "parse_fields",
     "parse_file",
     "parse_html",
@@ -92,16 +108,30 @@ _LABEL_FORBIDDEN = frozenset('.!?;"\u201c\u201d\u00ab\u00bb\u201e\u201f\u2039\u2
 # ("https://", "5:30") is not a label separator, hence the required whitespace.
 _PLAIN_LABEL = re.compile(r"(?P<label>[^:\n]+):(?P<rest>(?:\s.*)?)", re.DOTALL)
 # The same rules on sanitized HTML, where the only attribute-free bold tags are <strong>
-# and <b>, and text holds no "<" (nh3 escapes it). The label text may not hold markup.
+# and <b>, and text holds no "<" (nh3 escapes it). The label text may not hold markup,
+# and it must be bold: in marked-up text the writer marks a label.
 _HTML_BOLD_LABEL = re.compile(
     r"<(?P<tag>strong|b)>(?P<inner>[^<]*)</(?P=tag)>(?P<rest>.*)", re.DOTALL
 )
-_HTML_PLAIN_LABEL = re.compile(r"(?P<label>[^<:]+):(?P<rest>.*)", re.DOTALL)
 _HEAD_LABEL = re.compile(r"(?P<label>[^:]+):(?P<space>\s*)", re.DOTALL)
 _HTML_LEADING_SPACE = re.compile(r"^(?:\s|&nbsp;|<br>)+")
 
 _FRONT_MATTER_OPEN = "---"
 _FRONT_MATTER_CLOSE = ("---", "...")
+# Front matter is a handful of flat keys; deeper nesting is only ever an attack on the
+# recursive YAML composer.
+_MAX_FRONT_MATTER_DEPTH = 20
+
+# What an error may quote of the input it refuses: enough to find it, never the input
+# itself (an error goes to a terminal, a pull log and an HTTP response).
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel = 2
+_EXCERPT.maxstring = 60
+_EXCERPT.maxother = 60
+_EXCERPT.maxlong = 40
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = _EXCERPT.maxset = 4
+_MAX_EXCERPT = 80
+_MAX_REASON = 500
 
 # CommonMark without raw HTML: markup typed into Markdown is shown, never interpreted.
 # No linkify or typographer: the writer's quotes and text stay as written. Indented code
@@ -133,6 +163,8 @@ class BriefingError(ValueError):
         field: str | None = None,
         front_matter: bool = True,
     ) -> None:
+        if len(reason) > _MAX_REASON:
+            reason = reason[: _MAX_REASON - 1] + "\u2026"
         # Positional args mirror __init__ so the error survives pickling between workers.
         super().__init__(source, reason, line, field, front_matter)
         self.source = source
@@ -221,6 +253,7 @@ class _Paragraph(NamedTuple):
     html: str
     rich: bool  # html came from markup (labels are read from it), not from escaping text
     classes: str = ""
+    boilerplate: bool = False  # a part of marked-up text the splitter found boilerplate
 
 
 @dataclass(frozen=True)
@@ -271,7 +304,7 @@ def parse_file(
     if len(raw) > max_bytes:
         raise BriefingError(source, f"file is larger than {max_bytes} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = clean_text(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise BriefingError(
@@ -299,11 +332,12 @@ def parse_text(
     """Parse a briefing already in memory; ``source`` only labels errors and the result."""
     _check_size(text, max_chars, source=source)
     return _parse(
-        text,
+        clean_text(text),
         source=source,
         markdown=markdown,
         boilerplate=boilerplate,
-        content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        # Of the text as given: a lone surrogate (from JSON) has no UTF-8 of its own.
+        content_hash=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
     )
 
 
@@ -332,16 +366,12 @@ def parse_html(
         published_at=_api_field(source, "published_at", published_at, _read_published),
         tags=_api_field(source, "tags", tags, _read_tags),
     )
-    paragraphs = [_rich(None, block) for block in html_blocks(html)]
+    digest = content_hash or hashlib.sha256(html.encode("utf-8", "surrogatepass")).hexdigest()
+    blocks = html_blocks(clean_text(html), drop=_drop_test(patterns))
+    paragraphs = [_rich(None, block) for block in blocks]
     if not paragraphs:
         raise BriefingError(source, "no lead paragraph: the body has no text")
-    return _assemble(
-        paragraphs,
-        source=source,
-        meta=meta,
-        patterns=patterns,
-        content_hash=content_hash or hashlib.sha256(html.encode("utf-8")).hexdigest(),
-    )
+    return _assemble(paragraphs, source=source, meta=meta, patterns=patterns, content_hash=digest)
 
 
 def parse_fields(
@@ -413,7 +443,9 @@ def _parse(
     meta = _Meta()
     if markdown:
         meta, body_start = _split_front_matter(lines, source)
-        paragraphs = _markdown_paragraphs("\n".join(lines[body_start:]), first_line=body_start + 1)
+        paragraphs = _markdown_paragraphs(
+            "\n".join(lines[body_start:]), first_line=body_start + 1, drop=_drop_test(patterns)
+        )
     else:
         paragraphs = _text_paragraphs(lines)
     if not paragraphs:
@@ -459,18 +491,35 @@ def _plain(line: int | None, text: str) -> _Paragraph:
 
 
 def _rich(line: int | None, block: HtmlBlock) -> _Paragraph:
-    return _Paragraph(line, block.text, block.html, rich=True, classes=block.classes)
+    return _Paragraph(
+        line, block.text, block.html, True, block.classes, boilerplate=block.boilerplate
+    )
+
+
+def _drop_test(patterns: Sequence[re.Pattern[str]]) -> DropTest:
+    def drop(text: str, classes: str) -> bool:
+        return _PAYWALL_CLASS in classes.lower() or any(p.match(text) for p in patterns)
+
+    return drop
+
+
+def _excerpt(value: object) -> str:
+    """A short, quoted rendering of a bad value, whatever its size or shape."""
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= _MAX_EXCERPT else text[: _MAX_EXCERPT - 1] + "\u2026"
 
 
 def _text_paragraphs(lines: list[str]) -> list[_Paragraph]:
     return [_plain(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
 
 
-def _markdown_paragraphs(body: str, *, first_line: int) -> list[_Paragraph]:
+def _markdown_paragraphs(
+    body: str, *, first_line: int, drop: DropTest | None = None
+) -> list[_Paragraph]:
     paragraphs: list[_Paragraph] = []
     for offset, chunk in _markdown_chunks(body):
         line = None if offset is None else first_line + offset
-        paragraphs.extend(_rich(line, block) for block in html_blocks(chunk))
+        paragraphs.extend(_rich(line, block) for block in html_blocks(chunk, drop=drop))
     return paragraphs
 
 
@@ -529,7 +578,8 @@ def _assemble(
 
 
 def _is_boilerplate(para: _Paragraph, patterns: Sequence[re.Pattern[str]]) -> bool:
-    return _PAYWALL_CLASS in para.classes.lower() or any(p.match(para.text) for p in patterns)
+    # Marked-up text was tested part by part as it was split (see _drop_test).
+    return para.boilerplate or (not para.rich and any(p.match(para.text) for p in patterns))
 
 
 def _default_title(lead: _Paragraph) -> str:
@@ -591,20 +641,16 @@ def _split_label(text: str) -> tuple[str, str] | None:
 def _split_html_label(fragment: str) -> tuple[str, str] | None:
     """Return (label, rest html) if sanitized inline HTML opens with a label, else None."""
     bold = _HTML_BOLD_LABEL.match(fragment)
-    if bold is not None:
-        head, rest = unescape(bold.group("inner")), bold.group("rest")
-        if rest.startswith(":"):
-            head, rest = head + ":", rest[1:]
-        match = _HEAD_LABEL.fullmatch(head)
-        # The colon may be followed by space inside the bold run or after it.
-        if match is None or not (match.group("space") or _opens_with_space(rest)):
-            return None
-        label = match.group("label")
-    else:
-        plain = _HTML_PLAIN_LABEL.match(fragment)
-        if plain is None or not _opens_with_space(plain.group("rest")):
-            return None
-        label, rest = unescape(plain.group("label")), plain.group("rest")
+    if bold is None:
+        return None
+    head, rest = unescape(bold.group("inner")), bold.group("rest")
+    if rest.startswith(":"):
+        head, rest = head + ":", rest[1:]
+    match = _HEAD_LABEL.fullmatch(head)
+    # The colon may be followed by space inside the bold run or after it.
+    if match is None or not (match.group("space") or _opens_with_space(rest)):
+        return None
+    label = match.group("label")
     # HTML whitespace (line wraps, &nbsp;) inside a label carries no meaning.
     label = " ".join(label.split())
     if not _is_label(label):
@@ -639,9 +685,11 @@ def _body_reader(source: str, body_format: str) -> _BodyReader:
     reader = readers.get(body_format)
     if reader is None:
         raise _field_error(
-            source, "body_format", f"must be one of {', '.join(readers)}, got {body_format!r}"
+            source,
+            "body_format",
+            f"must be one of {', '.join(readers)}, got {_excerpt(body_format)}",
         )
-    return reader
+    return lambda body: reader(clean_text(body))
 
 
 def _posted_text(lead: object, sections: object) -> str:
@@ -662,7 +710,7 @@ def _text_body(body: str) -> list[_Paragraph]:
 
 def _field_lead(source: str, lead: object, reader: _BodyReader) -> _Paragraph:
     if not isinstance(lead, str):
-        raise _field_error(source, "lead", f"not a string: {lead!r}")
+        raise _field_error(source, "lead", f"not a string: {_excerpt(lead)}")
     paragraphs = reader(lead)
     if not paragraphs:
         raise _field_error(source, "lead", "is empty")
@@ -678,11 +726,11 @@ def _field_section(
 ) -> tuple[_SectionDraft, str]:
     where = f"sections[{index}]"
     if not isinstance(item, tuple | list) or len(item) != 2:
-        raise _field_error(source, where, f"not a (label, body) pair: {item!r}")
+        raise _field_error(source, where, f"not a (label, body) pair: {_excerpt(item)}")
     label, body = item
     checked = _field_label(source, where, index, label)
     if not isinstance(body, str):
-        raise _field_error(source, f"{where}.body", f"not a string: {body!r}")
+        raise _field_error(source, f"{where}.body", f"not a string: {_excerpt(body)}")
     paragraphs = reader(body)
     if not paragraphs:
         raise _field_error(source, f"{where}.body", "is empty")
@@ -695,16 +743,16 @@ def _field_label(source: str, where: str, index: int, label: object) -> str | No
             raise _field_error(source, f"{where}.label", "only the first section may be unlabelled")
         return None
     if not isinstance(label, str):
-        raise _field_error(source, f"{where}.label", f"not a string: {label!r}")
+        raise _field_error(source, f"{where}.label", f"not a string: {_excerpt(label)}")
     # A CMS form may keep the colon the newsroom types after a label.
-    phrase = " ".join(label.split()).removesuffix(":").rstrip()
+    phrase = " ".join(clean_text(label).split()).removesuffix(":").rstrip()
     if not phrase:
         raise _field_error(source, f"{where}.label", "is empty")
     if ":" in phrase or not _is_label(phrase):
         raise _field_error(
             source,
             f"{where}.label",
-            f"not a label: {label!r} (a label is a short phrase of at most "
+            f"not a label: {_excerpt(label)} (a label is a short phrase of at most "
             f"{_LABEL_MAX_WORDS} words, without sentence punctuation or quotation marks)",
         )
     return phrase
@@ -761,9 +809,50 @@ def _split_front_matter(lines: list[str], source: str) -> tuple[_Meta, int]:
     return front, end + 1
 
 
-def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Meta:
-    loader = yaml.SafeLoader(yaml_text)
+class _FrontMatterLoader(yaml.SafeLoader):
+    """YAML's safe loader without what only an attacker needs.
+
+    Aliases are refused: a few hundred bytes of nested ones expand to gigabytes once the
+    value is walked or printed. Nesting is bounded, because the composer recurses.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        problem = None
+        if self.check_event(yaml.AliasEvent):
+            problem = "aliases (*name) are not allowed"
+        elif self._depth >= _MAX_FRONT_MATTER_DEPTH:
+            problem = f"nested more than {_MAX_FRONT_MATTER_DEPTH} levels deep"
+        if problem is not None:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, problem, mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    # "2026-01-02T43:04:05" has the shape of a YAML timestamp but is no moment: kept as
+    # text, it is refused by the field's own check, with the field's name and line.
     try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_FrontMatterLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Meta:
+    loader: _FrontMatterLoader | None = None
+    try:
+        # The reader checks the characters as it is made: inside the try.
+        loader = _FrontMatterLoader(yaml_text)
         node = loader.get_single_node()
         data: Any = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
@@ -773,10 +862,16 @@ def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Meta
         raise BriefingError(source, f"invalid YAML in front matter: {problem}", line=line) from None
     except yaml.YAMLError as exc:
         raise BriefingError(
-            source, f"invalid YAML in front matter: {exc}", line=first_line
+            source, f"invalid YAML in front matter: {str(exc)[:_MAX_EXCERPT]}", line=first_line
+        ) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A value YAML's own constructors cannot make (a bad !!binary, an odd tag's data).
+        raise BriefingError(
+            source, f"invalid value in front matter ({type(exc).__name__})", line=first_line
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
     if data is None:
         return _Meta()
@@ -811,9 +906,9 @@ def _read_title(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Invalid(f"not a string: {value!r}")
+        raise _Invalid(f"not a string: {_excerpt(value)}")
     # A blank title falls back to the lead rather than producing an empty subject line.
-    return value.strip() or None
+    return clean_text(value).strip() or None
 
 
 def _read_api_title(value: object) -> str | None:
@@ -822,19 +917,27 @@ def _read_api_title(value: object) -> str | None:
     return None if title is None else " ".join(title.split())
 
 
+def http_url(value: str) -> str | None:
+    """``value`` (cleaned and stripped) if it is an absolute http(s) URL, else None."""
+    url = clean_text(value).strip()
+    try:
+        parts = urlsplit(url)
+        # .port reads the number, which urlsplit alone leaves unchecked ("host:99999").
+        valid = parts.scheme.lower() in {"http", "https"} and bool(parts.hostname)
+        valid = valid and (parts.port is None or parts.port > 0)
+    except ValueError:  # a bracketed host that is no IPv6 address ("//]"), a bad port
+        return None
+    return url if valid and not any(c.isspace() for c in url) else None
+
+
 def _read_url(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Invalid(f"not a string: {value!r}")
-    url = value.strip()
-    parts = urlsplit(url)
-    if (
-        parts.scheme.lower() not in {"http", "https"}
-        or not parts.netloc
-        or any(c.isspace() for c in url)
-    ):
-        raise _Invalid(f"not an http(s) URL: {value!r}")
+        raise _Invalid(f"not a string: {_excerpt(value)}")
+    url = http_url(value)
+    if url is None:
+        raise _Invalid(f"not an http(s) URL: {_excerpt(value)}")
     return url
 
 
@@ -851,9 +954,9 @@ def _read_published(value: object) -> datetime | None:
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise _Invalid(f"not a date: {value!r}") from None
+            raise _Invalid(f"not a date: {_excerpt(value)}") from None
     else:
-        raise _Invalid(f"not a date: {value!r}")
+        raise _Invalid(f"not a date: {_excerpt(value)}")
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
@@ -874,8 +977,8 @@ def _read_tags(value: object) -> tuple[str, ...]:
             elif isinstance(item, str):
                 items.append(item)
             else:
-                raise _Invalid(f"item {index} is not a string: {item!r}")
+                raise _Invalid(f"item {index} is not a string: {_excerpt(item)}")
     else:
-        raise _Invalid(f"not a list or a comma-separated string: {value!r}")
+        raise _Invalid(f"not a list or a comma-separated string: {_excerpt(value)}")
     # dict.fromkeys keeps the first spelling and the writer's order.
-    return tuple(dict.fromkeys(t for t in (i.strip() for i in items) if t))
+    return tuple(dict.fromkeys(t for t in (clean_text(i).strip() for i in items) if t))

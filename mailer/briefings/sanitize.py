@@ -7,15 +7,18 @@ below only ever see well-formed, already-harmless HTML.
 * :func:`sanitize_html` is the allow-list for the inline HTML of one paragraph.
 * :func:`html_to_text` is the plain-text twin of a fragment.
 * :func:`html_blocks` splits a body into the paragraphs a briefing is made of.
+* :func:`clean_text` (and :func:`clean_data` for parsed JSON) removes the characters no
+  stored text may hold. Every way text comes in (files, feeds, the push API, CSV imports,
+  provider webhooks) goes through it, so all of them treat a NUL the same way.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import nh3
 
@@ -24,6 +27,8 @@ __all__ = [
     "ALLOWED_TAGS",
     "ALLOWED_URL_SCHEMES",
     "HtmlBlock",
+    "clean_data",
+    "clean_text",
     "html_blocks",
     "html_to_text",
     "sanitize_html",
@@ -105,6 +110,13 @@ _BLOCK_TAGS: frozenset[str] = frozenset(
     }
 )
 _LIST_TAGS: frozenset[str] = frozenset({"ul", "ol"})
+# Inline elements a CMS wraps its prompts in ("<span class=paywall>"). They survive the
+# first pass with their class, so a prompt can be dropped in whatever element it comes;
+# the final allow-list unwraps them.
+_CLASSED_INLINE: frozenset[str] = frozenset(
+    {"span", "small", "mark", "u", "s", "sub", "sup", "abbr", "cite", "q", "time", "font"}
+    | {"ins", "del", "code", "kbd", "samp", "var", "dfn", "bdi", "bdo", "data", "label"}
+)
 _BREAK_TAGS: frozenset[str] = frozenset({"hr"})
 
 _STRICT = nh3.Cleaner(
@@ -122,11 +134,11 @@ _STRICT = nh3.Cleaner(
 # The first pass keeps block structure and the class attribute: the class is how a CMS
 # marks its paywall prompt, and it must be read before the strict pass strips it.
 _STRUCTURE = nh3.Cleaner(
-    tags=set(ALLOWED_TAGS | _BLOCK_TAGS | _BREAK_TAGS),
+    tags=set(ALLOWED_TAGS | _BLOCK_TAGS | _BREAK_TAGS | _CLASSED_INLINE),
     clean_content_tags=set(_DROP_WITH_CONTENT),
     attributes={
-        **{tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
-        **{tag: {"class"} for tag in _BLOCK_TAGS | _LIST_TAGS | {"li"}},
+        tag: {"class"} | ALLOWED_ATTRIBUTES.get(tag, frozenset())
+        for tag in ALLOWED_TAGS | _BLOCK_TAGS | _CLASSED_INLINE
     },
     url_schemes=set(ALLOWED_URL_SCHEMES),
     link_rel=LINK_REL,
@@ -140,15 +152,41 @@ _SPACES = re.compile(r" {2,}")
 # text itself, so they cannot be forged by the input.
 _LINE = "\x00"
 _PARA = "\x01"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# What clean_text removes: the C0 controls but tab, line feed and carriage return, DEL and
+# the C1 controls, lone surrogates and the non-characters U+FFFE and U+FFFF. PostgreSQL
+# cannot store a NUL in text or JSON, a lone surrogate cannot be encoded as UTF-8 at all,
+# and XML (which the renderer speaks) refuses every one of them; none is text a reader sees.
+_UNWANTED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _SEPARATORS = re.compile(r" *[\x00\x01][ \x00\x01]*")
 _BR = "<br>"
 _SPACE_AROUND_STRUCTURE = re.compile(r"\s*(<br>|</?(?:ul|ol|li)>)\s*")
 
 
+def clean_text(text: str) -> str:
+    """Return ``text`` without control characters, lone surrogates and non-characters.
+
+    Stripped rather than refused: they are noise a copy-and-paste or a broken encoder left,
+    and refusing would lose the good text around them. Tab, line feed and carriage return
+    stay (they are layout); anything that must be one line checks that itself.
+    """
+    return _UNWANTED.sub("", text)
+
+
+def clean_data(value: Any) -> Any:
+    """:func:`clean_text` applied to every string in parsed JSON: keys, values, nested."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [clean_data(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_data(k): clean_data(v) for k, v in value.items()}
+    return value
+
+
 def sanitize_html(fragment: str) -> str:
     """Return ``fragment`` reduced to the inline allow-list, safe inside an email body."""
-    return _STRICT.clean(fragment)
+    # Character references such as &#1; decode to control characters in the parse.
+    return clean_text(_STRICT.clean(fragment))
 
 
 def html_to_text(fragment: str) -> str:
@@ -173,28 +211,47 @@ class HtmlBlock(NamedTuple):
 
     html: str
     text: str
-    # Space-separated class attributes of the block and every block around it, read
+    # Space-separated class attributes of the block and every element around it, read
     # from the untrusted input; only for recognizing boilerplate, never rendered.
     classes: str
+    # True for a part the ``drop`` test of :func:`html_blocks` took out; its text is kept
+    # only so the caller can say what was dropped.
+    boilerplate: bool = False
 
 
-def html_blocks(fragment: str) -> list[HtmlBlock]:
+# Called with the visible text of a part of a body and the classes around it: True to
+# drop the part as boilerplate (a paywall or log-in prompt).
+DropTest = Callable[[str, str], bool]
+
+
+def html_blocks(fragment: str, *, drop: DropTest | None = None) -> list[HtmlBlock]:
     """Split a body into paragraphs.
 
     A paragraph is the inline content of a block element (p, div, h1-h6, blockquote, …),
     a whole list (ul/ol), or a run of text ended by ``<br><br>``. Paragraphs without
     visible text are left out.
+
+    With ``drop``, boilerplate goes in whatever element it comes: every paragraph, every
+    list item and every inline element that carries a class is tested, and each part
+    dropped is returned as a block marked ``boilerplate`` (in document order).
     """
-    splitter = _BlockSplitter()
+    splitter = _BlockSplitter(drop)
     splitter.feed(_STRUCTURE.clean(fragment))
     splitter.close()
     blocks: list[HtmlBlock] = []
-    for raw, classes in splitter.blocks:
+    for raw, classes, dropped in splitter.blocks:
+        if dropped:
+            blocks.append(HtmlBlock("", raw, classes, boilerplate=True))
+            continue
         inline = _tidy(sanitize_html(raw))
         # The strict pass's output is safe to walk directly; another nh3 pass would
         # only cost time on deeply nested input.
         text = _visible_text(inline)
-        if text:
+        if not text:
+            continue
+        if drop is not None and drop(text, classes):
+            blocks.append(HtmlBlock("", text, classes, boilerplate=True))
+        else:
             blocks.append(HtmlBlock(inline, text, classes))
     return blocks
 
@@ -242,7 +299,8 @@ class _TextWalker(HTMLParser):
             self._parts.append(_LINE)
 
     def handle_data(self, data: str) -> None:
-        self._parts.append(_HTML_SPACE.sub(" ", _CONTROL.sub("", data)))
+        # Cleaning removes the structure marks too, so the input cannot forge them.
+        self._parts.append(clean_text(_HTML_SPACE.sub(" ", data)))
 
     def text(self) -> str:
         joined = _SEPARATORS.sub(
@@ -251,14 +309,29 @@ class _TextWalker(HTMLParser):
         return _SPACES.sub(" ", joined).strip()
 
 
+class _Open(NamedTuple):
+    """An element the splitter may drop once it sees its end: a list item, or an inline
+    element with a class."""
+
+    tag: str
+    start: int | None  # where it begins in the buffer; None once a flush cut it in two
+    classes: str  # its own and its ancestors'
+
+
 class _BlockSplitter(HTMLParser):
     """Cuts already-sanitized HTML into paragraph-sized fragments of inline HTML."""
 
-    def __init__(self) -> None:
+    def __init__(self, drop: DropTest | None = None) -> None:
         super().__init__(convert_charrefs=True)
-        self.blocks: list[tuple[str, str]] = []
+        # (fragment, classes, dropped): inline HTML of a paragraph, or the visible text
+        # of a part that ``drop`` took out.
+        self.blocks: list[tuple[str, str, bool]] = []
+        self._drop = drop
         self._buffer: list[str] = []
         self._classes: list[str] = []
+        # Every open list item and inline element, innermost last (sanitized input is
+        # well-formed, so end tags pop them in order); None for one never dropped.
+        self._open: list[_Open | None] = []
         self._list_depth = 0
         # Index in the buffer of a <br> that only whitespace has followed so far: a
         # second one makes the pair a paragraph break.
@@ -281,7 +354,7 @@ class _BlockSplitter(HTMLParser):
             self._line_break()
         else:
             self._open_break = None
-            self._buffer.append(_start_tag(tag, attrs))
+            self._inline_start(tag, attrs)
 
     def handle_endtag(self, tag: str) -> None:
         if self._list_depth:
@@ -290,7 +363,7 @@ class _BlockSplitter(HTMLParser):
             self._flush()
             self._pop_class()
         elif tag not in _BREAK_TAGS and tag != "br":
-            self._buffer.append(f"</{tag}>")
+            self._inline_end(tag)
 
     def handle_data(self, data: str) -> None:
         if data.strip(" \t\n\r\f"):
@@ -306,12 +379,13 @@ class _BlockSplitter(HTMLParser):
             self._list_depth += 1
             self._buffer.append(f"<{tag}>")
         elif tag == "li":
+            self._push(tag, _class_of(attrs))
             self._buffer.append("<li>")
         elif tag in _BLOCK_TAGS or tag in _BREAK_TAGS:
             # A list stays one paragraph; blocks inside an item only need a word gap.
             self._buffer.append(" ")
         else:
-            self._buffer.append(_start_tag(tag, attrs))
+            self._inline_start(tag, attrs)
 
     def _in_list_end(self, tag: str) -> None:
         if tag in _LIST_TAGS:
@@ -321,11 +395,41 @@ class _BlockSplitter(HTMLParser):
                 self._flush()
                 self._pop_class()
         elif tag == "li":
-            self._buffer.append("</li>")
+            self._close(tag)
         elif tag in _BLOCK_TAGS:
             self._buffer.append(" ")
         elif tag != "br":
+            self._inline_end(tag)
+
+    def _inline_start(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        own = _class_of(attrs)
+        if own:
+            self._push(tag, own)
+        else:
+            self._open.append(None)
+        self._buffer.append(_start_tag(tag, attrs))
+
+    def _inline_end(self, tag: str) -> None:
+        self._close(tag)
+
+    def _push(self, tag: str, own: str) -> None:
+        self._classes.append(own)
+        self._open.append(_Open(tag, len(self._buffer), " ".join(c for c in self._classes if c)))
+
+    def _close(self, tag: str) -> None:
+        """End the innermost open element; drop it (with its content) if ``drop`` says so."""
+        element = self._open.pop() if self._open else None
+        if element is None:
             self._buffer.append(f"</{tag}>")
+            return
+        self._pop_class()
+        if element.start is not None and self._drop is not None:
+            text = _visible_text(sanitize_html("".join(self._buffer[element.start :])))
+            if text and self._drop(text, element.classes):
+                del self._buffer[element.start :]
+                self.blocks.append((text, element.classes, True))
+                return
+        self._buffer.append(f"</{tag}>")
 
     def _line_break(self) -> None:
         if self._open_break is None:
@@ -337,10 +441,13 @@ class _BlockSplitter(HTMLParser):
 
     def _flush(self) -> None:
         self._open_break = None
+        # An element still open loses its beginning to this paragraph: it can no longer
+        # be dropped whole (the blocks inside it still carry its class).
+        self._open = [None if e is None else e._replace(start=None) for e in self._open]
         content = _SPACES.sub(" ", "".join(self._buffer)).strip()
         self._buffer = []
         if content:
-            self.blocks.append((content, " ".join(c for c in self._classes if c)))
+            self.blocks.append((content, " ".join(c for c in self._classes if c), False))
 
     def _pop_class(self) -> None:
         if self._classes:

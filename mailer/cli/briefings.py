@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mailer.app import briefings
 from mailer.app.actors import Actor
@@ -22,7 +23,7 @@ app = typer.Typer(help="Briefings: the news items editions are made of.", no_arg
 
 
 def _show_parsed(parsed: ParsedBriefing) -> None:
-    console.print(f"[bold]{parsed.title}[/]", highlight=False, markup=False)
+    console.print(Text(parsed.title, style="bold"), highlight=False)
     if parsed.lead != parsed.title:
         console.print(parsed.lead, highlight=False, markup=False)
     for section in parsed.sections:
