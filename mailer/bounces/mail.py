@@ -75,7 +75,7 @@ _QUOTED_MESSAGE_ID = re.compile(
     r"^message-id:[ \t]*(<[^<>\s@]{1,200}@[^<>\s@]{1,200}>)", re.IGNORECASE | re.MULTILINE
 )
 _ADDRESS = re.compile(
-    r"(?<![\w.+%=/'-])([A-Za-z0-9!#$%&'*+/=?^_`{|}~-][A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{0,63}"
+    r"(?<![\w.+%=/'-])([A-Za-z0-9!#$%&'*+=?^_`{|}~-][A-Za-z0-9!#$%&'*+=?^_`{|}~.-]{0,63}"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}"
     r"[A-Za-z0-9])?)+)"
 )
@@ -136,6 +136,7 @@ _BOUNCE_WORDS = re.compile(
     r"delivery failure|could not deliver",
     re.IGNORECASE,
 )
+_SENDER_BEFORE = re.compile(r"from:?\s*<?$|sender:?\s*<?$", re.IGNORECASE)
 # An address named only for people to write to, not as the one that failed.
 _CONTACT = re.compile(
     r"contact|write to|send (?:an? )?(?:e-?mail|mail|message) to|questions|"
@@ -489,8 +490,10 @@ class _Reader:
         for line in self.human.splitlines():
             if _CONTACT.search(line) or _HEADER_LINE.match(line.strip()):
                 continue
-            for found in _ADDRESS.findall(line):
-                address = _normal(found.strip(".'"))
+            for match in _ADDRESS.finditer(line):
+                if _SENDER_BEFORE.search(line[max(0, match.start() - 14) : match.start()]):
+                    continue  # "MAIL FROM:<...>", "envelope-from <...>": our sender
+                address = _normal(match.group(1).strip(".'"))
                 if address and address not in candidates and self._may_be_reader(address):
                     candidates.append(address)
         detected = [a for a in self._flufl() if self._may_be_reader(a)]

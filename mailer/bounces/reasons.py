@@ -113,10 +113,12 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"unauthenticated (?:email|sender|mail)",
             r"sender is unauthenticated",
             r"authentication (?:required|failed)",
+            r"authentication checks? failed",
             r"not authenticated",
             r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)",
             r"not (?:configured|permitted|allowed) to relay",
             r"we do not relay",
+            r"no relaying",
             r"unable to relay",
             r"must (?:use|have) a valid sender",
             r"invalid sender",
@@ -148,6 +150,7 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"rdns",
             r"without a valid (?:sender domain|hostname|reverse)",
             r"refused to talk to me",
+            r"(?:helo|ehlo|my name|hostname).{0,30}(?:was )?(?:rejected|invalid|refused|not valid)",
             r"not accepting connections",
             r"connection refused",
             r"access denied.{0,40}(?:\bip\b|banned|block)",
@@ -205,6 +208,7 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"recipient account is (?:blocked|disabled)",
             r"\bdisabled ?user\b",
             r"has been disabled",
+            r"disabled (?:recipient|address)",
             r"account expired",
             r"no longer active",
             r"\bsuspended\b",
@@ -239,6 +243,7 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"unsolicited",
             r"bulk mail",
             r"header error",
+            r"content error",
             r"not (?:rfc|compliant)",
             r"rfc ?(?:5322|2822|822) ",
             r"malformed",
@@ -255,6 +260,7 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"is not reachable|not reachable)",
             r"domain .{0,60}(?:does not exist|doesn't exist|not found)",
             r"null mx",
+            r"no smtp service",
             r"does not accept mail",
             r"(?:doesn't|does not) receive (?:e-?mail|mail)",
             r"not accepting (?:network )?messages",
@@ -288,21 +294,19 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"doesn't exist",
             r"not (?:a )?(?:valid|known) (?:user|recipient|mailbox|address)",
             r"invalid (?:recipient|mailbox|address|user)",
-            r"recipient (?:address )?rejected",
             r"recipient not (?:found|accepted)",
             r"(?:user|mailbox|recipient) not (?:found|known|listed|local)",
-            r"not listed in",
             r"user not exist",
             r"no mailbox",
-            r"mailbox unavailable",
             r"unknown or illegal alias",
-            r"address rejected",
+            r"invalid .{0,20}user ?id",
+            r"(?:doesn't|does not) have an? .{0,40}account",
+            r"(?:check|verify) (?:if|that|whether) (?:the )?(?:e-?mail )?address is correct",
             r"addresses? (?:is )?not valid",
             r"bad destination mailbox",
             r"no account",
             r"unrouteable address",
             r"undeliverable address",
-            r"unable to find",
             r"not a valid mailbox",
             r"nicht (?:vorhanden|bekannt)",
             r"inconnu",
@@ -328,6 +332,10 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"delivery attempts? (?:will continue|failed repeatedly)",
         ),
     ),
+)
+# Words so general that a specific status or a weaker hint about the recipient says
+# more: policy first (only after the status), system errors (before it).
+_LATE: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
     (
         BounceReason.POLICY,
         _words(
@@ -369,6 +377,17 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
     ),
 )
 
+# Words that a refusal of anything at RCPT TO carries ("<ann@x>: Recipient address
+# rejected: Access denied"): the user is unknown only if nothing more particular is said,
+# neither in words nor in a specific status.
+_WEAK_USER_UNKNOWN = _words(
+    r"recipient (?:address )?rejected",
+    r"mailbox unavailable",
+    r"address rejected",
+    r"not listed in",
+    r"unable to find",
+)
+
 # RFC 3463 subject.detail -> reason, where the status is specific.
 _STATUS: dict[str, BounceReason] = {
     "1.1": BounceReason.USER_UNKNOWN,
@@ -387,7 +406,6 @@ _STATUS: dict[str, BounceReason] = {
     "3.2": BounceReason.HOST_UNKNOWN,  # "system not accepting network messages"
     "3.4": BounceReason.TOO_BIG,
     "3.5": BounceReason.SYSTEM_ERROR,
-    "4.1": BounceReason.SYSTEM_ERROR,
     "4.2": BounceReason.SYSTEM_ERROR,
     "4.3": BounceReason.SYSTEM_ERROR,
     "4.4": BounceReason.HOST_UNKNOWN,  # "unable to route"
@@ -409,19 +427,41 @@ _STATUS: dict[str, BounceReason] = {
 }
 # Statuses whose words are more specific than the words of the text beside them: a server
 # that says 5.2.2 and "user unknown" has a mailbox to be full.
-_STATUS_FIRST = frozenset({"1.6", "1.10", "2.1", "2.2", "2.3", "3.4", "7.26", "7.27"})
-_CLASS = {"1": BounceReason.USER_UNKNOWN, "2": BounceReason.MAILBOX_FULL, "6": BounceReason.SPAM}
+_STATUS_FIRST = frozenset({"1.6", "1.10", "2.2", "2.3", "3.4", "7.26", "7.27"})
+_CLASS = {
+    "1": BounceReason.USER_UNKNOWN,
+    "2": BounceReason.MAILBOX_FULL,
+    "3": BounceReason.SYSTEM_ERROR,
+    "4": BounceReason.SYSTEM_ERROR,
+    "5": BounceReason.SYSTEM_ERROR,
+    "6": BounceReason.SPAM,
+    "7": BounceReason.POLICY,
+}
 _STATUS_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 _REPLY_CODE = re.compile(r"(?<![\d.])([245])[0-5]\d(?![\d.])")
-# A refusal given after the message itself was sent: the server judged the content,
-# whatever it says about the recipient (it had accepted the recipient at RCPT TO).
-_AFTER_DATA = re.compile(
-    r"(?:in reply to|after|during|while sending|response to) (?:the )?(?:end of )?(?:final )?"
-    r"(?:data|message body|message content)|did not like our final data|>>> data\b"
-    r"|\bdata command\b",
+# The SMTP command a refusal answered, as MTAs write it: Postfix "(in reply to RCPT TO
+# command)" after the reply, Sendmail ">>> DATA" and Exim "after MAIL FROM:" before it.
+_REPLY_TO_COMMAND = re.compile(
+    r"in reply to (?:the )?(?:end of )?(mail|rcpt|data|helo|ehlo|connect)\b", re.IGNORECASE
+)
+_COMMAND_BEFORE = re.compile(
+    r"(?:>>>\s*|\bafter (?:the )?(?:end of )?|did not like our (?:final )?|\bfor (?:the )?)"
+    r"(mail from|rcpt to|data|helo|ehlo)\b",
     re.IGNORECASE,
 )
-_AT_RCPT = re.compile(r"rcpt to|in reply to rcpt|did not like our rcpt", re.IGNORECASE)
+# A permanent or temporary refusal: the reply code at the start of a reply line.
+_REFUSAL = re.compile(r"(?:^|<<<\s*|:\s+|said:\s*)[45][0-5]\d(?:[ -]|$)", re.MULTILINE)
+# Reasons that name the recipient, but that a refusal of our MAIL FROM does not mean.
+_ABOUT_RECIPIENT = frozenset(
+    {
+        BounceReason.USER_UNKNOWN,
+        BounceReason.HOST_UNKNOWN,
+        BounceReason.MOVED,
+        BounceReason.DISABLED,
+        BounceReason.POLICY,
+        BounceReason.SYSTEM_ERROR,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -444,9 +484,31 @@ def reply_of(text: str) -> str | None:
 
 
 def reason_from_text(text: str) -> BounceReason | None:
-    for reason, pattern in _TEXT:
+    """The reason the words of ``text`` give, most particular first; None if none."""
+    return _first(_TEXT, text) or _first(_LATE, text)
+
+
+def _first(
+    tiers: tuple[tuple[BounceReason, re.Pattern[str]], ...], text: str
+) -> BounceReason | None:
+    for reason, pattern in tiers:
         if pattern.search(text):
             return reason
+    return None
+
+
+def command_of(text: str) -> str | None:
+    """The SMTP command the first refusal in ``text`` answered ("mail", "rcpt",
+    "data"), where the text says: named just before the reply code (Sendmail's ">>> DATA"
+    line, Exim's "after RCPT TO:<...>:") or just after it ("in reply to ... command")."""
+    for reply in _REFUSAL.finditer(text):
+        after = _REPLY_TO_COMMAND.search(text, reply.end(), reply.end() + 300)
+        if after is not None and "\n\n" not in text[reply.end() : after.start()]:
+            return after.group(1).lower()
+        window = text[max(0, reply.start() - 160) : reply.start()]
+        before = list(_COMMAND_BEFORE.finditer(window))
+        if before:
+            return before[-1].group(1).split()[0].lower()
     return None
 
 
@@ -465,34 +527,52 @@ def classify(
     True for a failure the sender will retry (a DSN's ``delayed``), False for one it has
     given up on, None when the report does not say: then the codes decide.
 
-    Hard only for user unknown, host unknown and moved, and only when the failure is
-    permanent: a temporary failure never says that an address is gone.
+    The order: a status more particular than any words (5.2.2: the mailbox exists to be
+    full); the words; a specific status; words any refusal at RCPT TO carries; the rest
+    of the report. Then two corrections by the SMTP command refused: a refusal of our
+    MAIL FROM is about our sender; an "unknown user" answered to DATA, after the server
+    had accepted the recipient and read the message, is a content filter's verdict
+    (unless a specific status other than mailbox or security status says otherwise).
+    Hard only for user unknown, host unknown and moved, and only when permanent.
     """
     status = _clean_status(status) or status_of(diagnostic)
     reply = reply_of(diagnostic)
     detail = ".".join(status.split(".")[1:]) if status else None
-    generic = detail is None or detail == "0.0" or detail.startswith("0.")
+    specific = detail is not None and detail != "0.0" and not detail.startswith("0.")
     reason: BounceReason | None = None
     if detail in _STATUS_FIRST:
         reason = _STATUS[detail]
     if reason is None:
-        reason = reason_from_text(diagnostic)
-    if reason is None and not generic and detail is not None:
-        reason = _STATUS.get(detail) or _CLASS.get(detail.split(".")[0])
+        reason = _first(_TEXT, diagnostic) or _first(_LATE[1:], diagnostic)
+    if reason is None and specific and detail is not None:
+        reason = _STATUS.get(detail)
+    if reason is None and _WEAK_USER_UNKNOWN.search(diagnostic):
+        reason = BounceReason.USER_UNKNOWN
+    if reason is None and specific and detail is not None:
+        reason = _CLASS.get(detail.split(".")[0])
     if reason is None:
-        reason = reason_from_text(context)
+        reason = _first(_LATE[:1], diagnostic)
+    if reason is None:
+        reason = _first(_TEXT, context) or _first(_LATE[1:], context)
+    if reason is None and _WEAK_USER_UNKNOWN.search(context):
+        reason = BounceReason.USER_UNKNOWN
+    if reason is None:
+        reason = _first(_LATE[:1], context)
     if reason is None:
         reason = BounceReason.EXPIRED if temporary else BounceReason.SYSTEM_ERROR
-    if reason is BounceReason.USER_UNKNOWN and _refused_after_data(diagnostic, context):
+    command = command_of(diagnostic) or command_of(context)
+    if command == "mail" and reason in _ABOUT_RECIPIENT:
+        reason = BounceReason.SENDER_REFUSED
+    elif (
+        command == "data"
+        and reason is BounceReason.USER_UNKNOWN
+        and (not specific or (detail or "")[:2] in ("2.", "7."))
+    ):
         reason = BounceReason.SPAM
     if temporary is None:
-        code = (status or reply or "5")[0]
-        temporary = code == "4"
-    if temporary and reason.hard:
-        kind = BounceClass.SOFT
-    else:
-        kind = BounceClass.HARD if reason.hard else BounceClass.SOFT
-    return Verdict(reason, kind, status)
+        temporary = (status or reply or "5")[0] == "4"
+    hard = reason.hard and not temporary
+    return Verdict(reason, BounceClass.HARD if hard else BounceClass.SOFT, status)
 
 
 def blocked_verdict(status: str | None, diagnostic: str = "") -> Verdict:
@@ -502,14 +582,6 @@ def blocked_verdict(status: str | None, diagnostic: str = "") -> Verdict:
     if verdict.reason.hard or verdict.reason in (BounceReason.SYSTEM_ERROR, BounceReason.EXPIRED):
         return Verdict(BounceReason.BLOCKED, BounceClass.SOFT, verdict.status)
     return verdict
-
-
-def _refused_after_data(diagnostic: str, context: str) -> bool:
-    for text in (diagnostic, context):
-        after, at_rcpt = _AFTER_DATA.search(text), _AT_RCPT.search(text)
-        if after or at_rcpt:
-            return bool(after) and not at_rcpt
-    return False
 
 
 def _clean_status(status: str | None) -> str | None:
