@@ -400,7 +400,14 @@ def test_an_unknown_edition_is_a_404(site: Site) -> None:
     data = site.http.get(page_path(424242) + ".json")
     assert data.status_code == 404
     assert data.json() == {"error": "no edition with id 424242"}
-    assert site.http.get("/editions/abc/stats").status_code == 422
+    # A path id that is no id, or beyond the database's BIGINT, names nothing either.
+    for path in (
+        "/editions/abc/stats",
+        f"/editions/{2**64}/stats",
+        f"/editions/{2**64}/stats.json",
+    ):
+        assert site.http.get(path).status_code == 404, path
+    assert site.http.get(f"/admin/editions/{2**64}/stats").status_code == 404
 
 
 def test_a_provider_unsubscribe_is_one_point_on_the_chart(site: Site) -> None:

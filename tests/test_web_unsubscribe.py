@@ -284,6 +284,42 @@ def test_one_click_post_as_multipart_form_data(
     assert [e.source for e in unsubscribe_events(runtime)] == ["one-click"]
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"", None),
+        (b"", "application/x-www-form-urlencoded"),
+        (b'{"List-Unsubscribe": "One-Click"}', "application/json"),
+        (b"List-Unsubscribe=one-click", "application/x-www-form-urlencoded"),
+        (b"via=page", "application/x-www-form-urlencoded"),
+        (b"unsubscribe=yes", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_a_post_without_rfc_8058s_body_changes_nothing(
+    runtime: Runtime, sent: Sent, client: TestClient, content: bytes, content_type: str | None
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(
+        sent.path(url_of(runtime, sent)), content=content, headers=headers, follow_redirects=False
+    )
+    assert response.status_code == 400
+    assert "did not ask to unsubscribe" in response.text
+    everyone_still_subscribed(runtime, sent.readers)
+
+
+def test_a_one_click_post_with_a_file_part_is_refused(
+    runtime: Runtime, sent: Sent, client: TestClient
+) -> None:
+    response = client.post(
+        sent.path(url_of(runtime, sent)),
+        data=ONE_CLICK,
+        files={"upload": ("big.bin", b"x" * 4096)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 400
+    everyone_still_subscribed(runtime, sent.readers)
+
+
 def test_the_pages_button_is_recorded_as_a_link_unsubscribe(
     runtime: Runtime, sent: Sent, client: TestClient
 ) -> None:

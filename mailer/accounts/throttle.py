@@ -13,6 +13,11 @@ taken back when it turns out right (``succeeded``). Counting afterwards would le
 burst of parallel attempts all pass the check before the first failure is written,
 each one a free guess.
 
+Machines' credentials (API tokens, webhook signatures) are long random secrets, where a
+burst of parallel guesses is as hopeless as one: they are checked against the same keys
+with ``wait_for`` (a read) before and ``failed`` after a failed check, so that a good
+request writes nothing.
+
 The rules are pure functions of a ``State`` and the time, which every function takes
 as ``now`` (tests pass their own); the functions taking a ``Session`` store states.
 """
@@ -44,11 +49,13 @@ __all__ = [
     "begin",
     "client_key",
     "current",
+    "failed",
     "forget",
     "prune",
     "retry_after",
     "succeeded",
     "wait_after",
+    "wait_for",
 ]
 
 FAILURES_ALLOWED = 5
@@ -142,22 +149,15 @@ def _stored(row: SignInThrottle) -> State | None:
     return State(row.failures, row.last_failure_at, row.blocked_until)
 
 
-def begin(session: Session, keys: Sequence[str], now: datetime | None = None) -> Attempt:
-    """Count an attempt as a failure under every key, or raise Blocked and count nothing.
-
-    Runs in the caller's transaction, which it starts with a write: the keys' rows are
-    then locked on PostgreSQL, and SQLite's write lock is held, before they are read,
-    so that two attempts at once are counted one after the other.
-    """
-    now = now or utcnow()
-    keys = sorted(set(keys))  # one order for every caller: no deadlocks between them
+def _lock_rows(session: Session, keys: Sequence[str], now: datetime) -> dict[str, SignInThrottle]:
+    """The keys' rows, created if missing, locked (PostgreSQL) or under the write lock."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
         insert(SignInThrottle)
         .values([{"key": key, "failures": 0, "last_failure_at": now} for key in keys])
         .on_conflict_do_nothing(index_elements=["key"])
     )
-    rows = {
+    return {
         row.key: row
         for row in session.scalars(
             select(SignInThrottle)
@@ -167,23 +167,57 @@ def begin(session: Session, keys: Sequence[str], now: datetime | None = None) ->
             .execution_options(populate_existing=True)
         )
     }
-    states = {key: current(_stored(rows[key]), now) for key in keys}
-    waits = [wait for wait in (retry_after(states[key], now) for key in keys) if wait is not None]
-    if waits:
-        # The caller's transaction rolls back: the placeholder rows go with it.
-        raise Blocked(max(waits))
+
+
+def _count(rows: dict[str, SignInThrottle], keys: Sequence[str], now: datetime) -> list[Counted]:
     counted = []
     for key in keys:
-        after = after_failure(states[key], now)
         row = rows[key]
+        before = current(_stored(row), now)
+        after = after_failure(before, now)
         row.failures, row.last_failure_at, row.blocked_until = (
             after.failures,
             after.last_failure_at,
             after.blocked_until,
         )
-        counted.append(Counted(key, states[key], after))
+        counted.append(Counted(key, before, after))
+    return counted
+
+
+def begin(session: Session, keys: Sequence[str], now: datetime | None = None) -> Attempt:
+    """Count an attempt as a failure under every key, or raise Blocked and count nothing.
+
+    Runs in the caller's transaction, which it starts with a write: the keys' rows are
+    then locked on PostgreSQL, and SQLite's write lock is held, before they are read,
+    so that two attempts at once are counted one after the other.
+    """
+    now = now or utcnow()
+    keys = sorted(set(keys))  # one order for every caller: no deadlocks between them
+    rows = _lock_rows(session, keys, now)
+    states = {key: current(_stored(rows[key]), now) for key in keys}
+    waits = [wait for wait in (retry_after(states[key], now) for key in keys) if wait is not None]
+    if waits:
+        # The caller's transaction rolls back: the placeholder rows go with it.
+        raise Blocked(max(waits))
+    counted = _count(rows, keys, now)
     session.flush()
     return Attempt(tuple(counted))
+
+
+def wait_for(session: Session, keys: Sequence[str], now: datetime | None = None) -> float | None:
+    """Seconds until every key may try again, or None when all may now (a read only)."""
+    now = now or utcnow()
+    rows = session.scalars(select(SignInThrottle).where(SignInThrottle.key.in_(set(keys))))
+    waits = [w for w in (retry_after(_stored(row), now) for row in rows) if w is not None]
+    return max(waits) if waits else None
+
+
+def failed(session: Session, keys: Sequence[str], now: datetime | None = None) -> None:
+    """Count one failed check under every key (in the caller's transaction)."""
+    now = now or utcnow()
+    keys = sorted(set(keys))
+    _count(_lock_rows(session, keys, now), keys, now)
+    session.flush()
 
 
 def succeeded(session: Session, attempt: Attempt, *, clear: Collection[str] = ()) -> None:

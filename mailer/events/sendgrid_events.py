@@ -14,6 +14,7 @@ read as ``None`` (the original item is kept in ``raw``).
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,10 @@ MAX_REASON_CHARS = 1000
 # Column sizes of the events table: longer values could not be stored.
 MAX_EVENT_ID_CHARS = 200
 MAX_EMAIL_CHARS = 320
+# One event: SendGrid's are flat objects (custom args, a list of categories), a few KB.
+# Deeper or larger is refused on its own (JSON columns cannot store any depth either).
+MAX_EVENT_DEPTH = 16
+MAX_EVENT_BYTES = 64 * 1024
 # Ids are BIGINT columns.
 _MAX_ID = 2**63 - 1
 # datetime cannot hold a later second than the end of year 9999.
@@ -93,15 +98,20 @@ def parse_events(
         raise PayloadError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, list):
         raise PayloadError(f"body must be a JSON array of events, not {_json_type(data)}")
-    if b"\\u0000" in body:
-        # PostgreSQL stores no NUL in text or JSONB: one in a remote server's reply
-        # would fail the whole batch, and SendGrid would retry it until it gave up.
-        data = _without_nul(data)
+    # PostgreSQL stores no NUL in text or JSONB: one in a remote server's reply
+    # would fail the whole batch, and SendGrid would retry it until it gave up.
+    has_nul = b"\\u0000" in body
 
     events: list[ProviderEvent] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
     for index, item in enumerate(data):
+        oversized = _oversized(item)
+        if oversized is not None:
+            rejected.append(Rejected(index, f"item {index}: {oversized}", _excerpt_of(item)))
+            continue
+        if has_nul:
+            item = _without_nul(item)
         result = _event(item)
         if isinstance(result, str):
             rejected.append(Rejected(index, f"item {index}: {result}", item))
@@ -109,6 +119,36 @@ def parse_events(
             seen.add(result.event_id)
             events.append(result)
     return events, rejected
+
+
+def _oversized(item: Any) -> str | None:
+    """What makes an item too deep or too large to keep, or None."""
+    # Breadth-first with a depth bound: no recursion, whatever the nesting.
+    level, depth = [item], 0
+    while level:
+        depth += 1
+        if depth > MAX_EVENT_DEPTH:
+            return f"nested deeper than {MAX_EVENT_DEPTH} levels"
+        level = [
+            child
+            for value in level
+            if isinstance(value, dict | list)
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, dict | list)
+        ]
+    if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+        return f"larger than {MAX_EVENT_BYTES:,} bytes"
+    return None
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxdict, _EXCERPT.maxlist = 3, 8, 8
+_EXCERPT.maxstring = _EXCERPT.maxother = 80
+
+
+def _excerpt_of(item: Any) -> dict[str, str]:
+    """What is kept of an item too deep or large to store: a short, bounded excerpt."""
+    return {"excerpt": _EXCERPT.repr(item)[:500]}
 
 
 def _without_nul(value: Any) -> Any:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
@@ -23,7 +22,14 @@ from mailer.web import (
     unsubscribe,
     webhooks,
 )
-from mailer.web.security import headers_for
+from mailer.web.limits import (
+    DEFAULT_BODY_BYTES,
+    FORM_LIMITS,
+    PUBLIC_FORM_BYTES,
+    RefuseMultipart,
+    ids_in_range,
+)
+from mailer.web.security import SecurityHeaders
 from mailer.web.views import make_templates
 from mailer.web.workspace import admin, audience, briefings, editions, signin, today
 
@@ -34,21 +40,26 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     runtime = runtime or Runtime(settings or Settings())
     # Refuse to start without a signing key rather than serve links we cannot check.
     runtime.settings.require_secret_key()
-    app = FastAPI(title="mailer", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="mailer",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # Every body is bounded (see limits.py); public surfaces set less below.
+        max_body_size=DEFAULT_BODY_BYTES,
+        form_limits=FORM_LIMITS,
+        # A path that matches no route is 404, never a redirect elsewhere: a one-click
+        # POST must not be redirected (RFC 8058), and a link means what it says.
+        redirect_slashes=False,
+        dependencies=[Depends(ids_in_range)],
+    )
     app.state.runtime = runtime
     app.state.pages = make_templates()
     app.state.webhook_verifier = webhooks.make_verifier(runtime.settings)
     app.state.policy_runner = webhooks.PolicyRunner(runtime)
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        # A route that set its own (the preview frame) keeps them.
-        for name, value in headers_for(request.url.path).items():
-            response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(RefuseMultipart)
+    app.add_middleware(SecurityHeaders, https=runtime.settings.base_url.startswith("https://"))
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
@@ -77,13 +88,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     errors.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.include_router(unsubscribe.router)
-    app.include_router(preview_link.router)
-    app.include_router(readers.router)
+    app.include_router(unsubscribe.router, max_body_size=PUBLIC_FORM_BYTES)
+    app.include_router(preview_link.router, max_body_size=PUBLIC_FORM_BYTES)
+    app.include_router(readers.router, max_body_size=PUBLIC_FORM_BYTES)
+    # Each route of these sets its own limit (API_BODY_BYTES, API_SIGNUP_BYTES).
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(status.router)
-    app.include_router(signin.router)
+    app.include_router(signin.router, max_body_size=PUBLIC_FORM_BYTES)
     app.include_router(today.router)
     app.include_router(briefings.router)
     app.include_router(editions.router)

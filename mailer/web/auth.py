@@ -26,12 +26,12 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from mailer.accounts.models import Role
-from mailer.app import accounts
+from mailer.app import accounts, credentials
 from mailer.app.accounts import SessionInfo
 from mailer.app.actors import Actor
-from mailer.briefings.api_tokens import authenticate as api_token_source
-from mailer.db.session import transaction
+from mailer.app.errors import AuthenticationFailed, Invalid, Throttled
 from mailer.runtime import Runtime
+from mailer.web.limits import FormRefused, read_form
 
 # SessionInfo is re-exported: routes name it auth.SessionInfo.
 __all__ = ["Admin", "Editor", "Reader", "Session", "SessionInfo", "SignInRequired"]
@@ -112,7 +112,10 @@ async def _check_csrf(request: Request, expected: str) -> None:
     if given is None:
         content_type = request.headers.get("content-type", "")
         if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            form = await request.form()
+            try:
+                form = await read_form(request)
+            except FormRefused as exc:
+                raise Invalid(str(exc)) from None
             value = form.get(CSRF_FIELD)
             given = value if isinstance(value, str) else None
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -143,18 +146,20 @@ Editor = Annotated[SessionInfo, Depends(editor)]
 Admin = Annotated[SessionInfo, Depends(admin)]
 
 
-def _token_reader(runtime: Runtime, token: str) -> bool:
-    with transaction(runtime.sessions) as session:
-        return api_token_source(session, token) is not None
-
-
 async def reader(request: Request) -> Actor:
-    """A signed-in account, or a machine with a push-API bearer token (read-only views)."""
+    """A signed-in account, or a machine with a push-API bearer token (read-only views);
+    tokens are throttled per client (``mailer.app.credentials``: 429 while one waits)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        if await run_in_threadpool(_token_reader, runtime_of(request), token.strip()):
-            return Actor.system("api-token")
-        raise SignInRequired
+        try:
+            await run_in_threadpool(
+                credentials.api_token_source, runtime_of(request), token.strip(), client_of(request)
+            )
+        except Throttled:
+            raise
+        except AuthenticationFailed:
+            raise SignInRequired from None
+        return Actor.system("api-token")
     info = await _session(request)
     if info is None:
         raise SignInRequired

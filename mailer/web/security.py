@@ -10,10 +10,14 @@
   nature; it may only be framed by this site, runs no scripts, and is sandboxed.
 
 Every answer also gets ``no-store`` and ``no-referrer``: unsubscribe URLs carry tokens,
-and workspace pages carry subscribers' names.
+and workspace pages carry subscribers' names; and, when the site is https, HSTS, so that
+a browser never again asks for it over plain http (where a token could be read).
 """
 
 from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COMMON = {
     "Referrer-Policy": "no-referrer",
@@ -88,3 +92,36 @@ def headers_for(path: str) -> dict[str, str]:
     if path.startswith(READER_PREFIXES):
         return READER_HEADERS
     return WORKSPACE_HEADERS
+
+
+# A year, as browsers' preload lists expect; subdomains are not ours to speak for.
+HSTS = "max-age=31536000"
+
+
+class SecurityHeaders:
+    """ASGI middleware: every answer gets its surface's headers (``headers_for``).
+
+    A route that set one of its own (the preview frame) keeps it. Plain ASGI rather than
+    an ``@app.middleware`` function: that wraps every request in a task and a stream.
+    """
+
+    def __init__(self, app: ASGIApp, *, https: bool) -> None:
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        wanted = headers_for(scope["path"])
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in wanted.items():
+                    headers.setdefault(name, value)
+                if self.https:
+                    headers.setdefault("Strict-Transport-Security", HSTS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -4,6 +4,12 @@ GET shows a page with one button and changes nothing, because link scanners
 and previewers fetch URLs. POST unsubscribes, whether from that button or
 from a mailbox provider's one-click request: no cookies needed, no redirect,
 200, and repeating it is harmless.
+
+A POST's token is checked before its body is read, and the body must say what RFC 8058
+asks of a one-click request, ``List-Unsubscribe=One-Click`` (urlencoded or multipart,
+no file parts, a few KB at most); the page's own button posts that too, and ``via=page``.
+Anything else (an empty body, JSON) is refused and changes nothing: a POST that did
+not come from a mailbox provider's button or ours is not a reader's choice.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
-from subscribers.tokens import TokenError
+from mailer.web.limits import FormRefused, read_form
+from subscribers.tokens import TokenError, verify_unsubscribe
 from subscribers.unsubscribe import (
     UnknownRecipient,
     UnsubscribeResult,
@@ -80,7 +87,19 @@ def _leave(runtime: Runtime, key: bytes, token: str, source: str) -> tuple[Unsub
 async def unsubscribe(request: Request, token: str) -> HTMLResponse:
     runtime = _runtime(request)
     key = runtime.settings.require_secret_key()
-    form = await request.form()
+    try:
+        # Before the body: an anonymous caller with a made-up link costs us nothing more.
+        verify_unsubscribe(key, token)
+    except TokenError as exc:
+        return _invalid(request, str(exc))
+    try:
+        form = await read_form(request)
+    except FormRefused:
+        return _invalid(request, "the request was not a form we accept")
+    if form.get("List-Unsubscribe") != "One-Click":
+        return _invalid(
+            request, "the request did not ask to unsubscribe (List-Unsubscribe=One-Click)"
+        )
     # Our own button says so; a mailbox provider posts only List-Unsubscribe=One-Click.
     source = "link" if form.get("via") == "page" else "one-click"
     try:

@@ -5,12 +5,15 @@ events are validated and stored in one transaction (duplicates, which SendGrid's
 24-hour retries make normal, are skipped by ``sg_event_id``), and the bounce
 policy runs after the answer. Status codes:
 
-- 403: missing or bad signature, or a timestamp outside the window; nothing stored;
+- 403: missing or bad signature, or a timestamp outside the window, in the same words
+  (the reason is logged); nothing stored. Refusals are throttled per client with the
+  other credential checks (``mailer.app.credentials``): 429 while a client waits;
 - 413: body over the limit; 400: not a JSON array at all; nothing stored;
 - 503: verification is on but no public key is configured (SendGrid retries, so
   nothing is lost while an operator fixes it);
-- 200: stored, with malformed items recorded as ``rejected`` events rather than
-  refused, since SendGrid would otherwise retry the whole batch for a day.
+- 200: stored, with malformed items (a missing field, nested too deep, too large)
+  recorded as ``rejected`` events and counted rather than refused, since SendGrid
+  would otherwise retry the whole batch for a day.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from mailer.app import credentials
+from mailer.app.errors import AuthenticationFailed, Throttled
 from mailer.config import Settings
 from mailer.events.policy import Policy, apply_pending
 from mailer.events.sendgrid_events import PayloadError, ProviderEvent, Rejected, parse_events
@@ -33,12 +38,11 @@ from mailer.events.signature import (
 )
 from mailer.events.store import StoreReport, store_sendgrid
 from mailer.runtime import Runtime
-from mailer.web.bodies import BodyTooLarge, read_capped
+from mailer.web.auth import client_of
+from mailer.web.limits import API_BODY_BYTES
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-# SendGrid posts up to about 768 KB; some headroom, and no more.
-MAX_WEBHOOK_BYTES = 1_048_576
 
 
 def make_verifier(settings: Settings) -> WebhookVerifier | None:
@@ -94,7 +98,7 @@ class PolicyRunner:
                 self._lock.release()
 
 
-@router.post("/webhooks/sendgrid")
+@router.post("/webhooks/sendgrid", max_body_size=API_BODY_BYTES)
 async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
@@ -104,20 +108,31 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         return JSONResponse(
             {"error": "event webhook not configured: no verification key"}, status_code=503
         )
-    try:
-        body = await read_capped(request, MAX_WEBHOOK_BYTES)
-    except BodyTooLarge as exc:
-        return JSONResponse({"error": str(exc)}, status_code=413)
+    body = await request.body()
     if verifier is not None:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+
+        def check() -> None:
+            try:
+                verifier.verify(signature, timestamp, body)
+            except SignatureError as exc:
+                raise credentials.Refused(str(exc)) from None
+
         try:
-            verifier.verify(
-                request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER), body
+            await run_in_threadpool(
+                credentials.checked, runtime, client_of(request), "webhook-signature", check
             )
-        except SignatureError as exc:
-            log.warning("webhook.refused", extra={"reason": str(exc)})
-            return JSONResponse({"error": str(exc)}, status_code=403)
+        except Throttled as exc:
+            return JSONResponse(
+                {"error": exc.message},
+                status_code=429,
+                headers={"Retry-After": str(max(1, int(exc.retry_after)))},
+            )
+        except AuthenticationFailed:
+            return JSONResponse({"error": "signature not accepted"}, status_code=403)
     try:
-        events, rejected = parse_events(body, max_bytes=MAX_WEBHOOK_BYTES)
+        events, rejected = parse_events(body, max_bytes=API_BODY_BYTES)
     except PayloadError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     report = await run_in_threadpool(_store, runtime, events, rejected)

@@ -14,12 +14,21 @@ import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from starlette.datastructures import FormData, UploadFile
 
 from mailer.app import lists, segments, subscribers
 from mailer.app.errors import Invalid
 from mailer.web import auth
+from mailer.web.limits import (
+    IMPORT_BODY_BYTES,
+    UPLOAD_BODY_BYTES,
+    UPLOAD_BYTES,
+    FormRefused,
+    read_form,
+)
 from mailer.web.views import page
 
 router = APIRouter(prefix="/admin")
@@ -27,7 +36,7 @@ PAGE = 50
 PREVIEW_ROWS = 10
 # An upload is held in the preview form until it is imported: bigger files go through
 # `mailer subscribers import`, which streams.
-MAX_UPLOAD = 5 * 1024 * 1024
+MAX_UPLOAD = UPLOAD_BYTES
 SUBSCRIBER_STATES = ("active", "unsubscribed", "bounced", "complained")
 LIST_STATES = ("active", "pending", "unsubscribed")
 
@@ -373,6 +382,13 @@ def import_page(request: Request, info: auth.Admin) -> HTMLResponse:
     )
 
 
+async def _form(request: Request) -> FormData:
+    try:
+        return await read_form(request)
+    except FormRefused as exc:
+        raise Invalid(str(exc)) from None
+
+
 def _decode(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -381,13 +397,16 @@ def _decode(data: bytes) -> str:
         return data.decode("cp1252")
 
 
-@router.post("/import/preview", response_class=HTMLResponse)
-async def import_preview(
-    request: Request,
-    info: auth.Admin,
-    file: UploadFile,
-    list_name: Annotated[str, Form(alias="list", max_length=100)],
-) -> HTMLResponse:
+@router.post("/import/preview", response_class=HTMLResponse, max_body_size=UPLOAD_BODY_BYTES)
+async def import_preview(request: Request, info: auth.Admin) -> HTMLResponse:
+    # Read by hand, after the session was checked: FastAPI reads a File parameter before
+    # any dependency runs, so anyone could have had us spool an upload to disk.
+    form = await _form(request)
+    file, list_name = form.get("file"), form.get("list")
+    if not isinstance(file, UploadFile):
+        raise Invalid("choose a CSV file", field="file")
+    if not isinstance(list_name, str) or not 0 < len(list_name) <= 100:
+        raise Invalid("choose a list", field="list")
     data = await file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
         raise Invalid(
@@ -419,17 +438,21 @@ async def import_preview(
     )
 
 
-@router.post("/import", response_class=HTMLResponse)
-def import_run(
-    request: Request,
-    info: auth.Admin,
-    text: Annotated[str, Form(max_length=MAX_UPLOAD)],
-    list_name: Annotated[str, Form(alias="list", max_length=100)],
-    filename: Annotated[str, Form(max_length=200)] = "upload.csv",
-) -> HTMLResponse:
+@router.post("/import", response_class=HTMLResponse, max_body_size=IMPORT_BODY_BYTES)
+async def import_run(request: Request, info: auth.Admin) -> HTMLResponse:
+    # By hand after the session, as the preview: this body may be 15 MB.
+    form = await _form(request)
+    text, list_name = form.get("text"), form.get("list")
+    filename = form.get("filename") or "upload.csv"
+    if not isinstance(text, str) or len(text) > MAX_UPLOAD:
+        raise Invalid(f"the file must be text of at most {MAX_UPLOAD:,} characters", field="text")
+    if not isinstance(list_name, str) or not 0 < len(list_name) <= 100:
+        raise Invalid("choose a list", field="list")
+    if not isinstance(filename, str) or len(filename) > 200:
+        raise Invalid("the file name is too long", field="filename")
     runtime = auth.runtime_of(request)
-    report = subscribers.import_text(
-        runtime, info.actor, text, list_name, origin=f"upload:{filename}"
+    report = await run_in_threadpool(
+        subscribers.import_text, runtime, info.actor, text, list_name, origin=f"upload:{filename}"
     )
     return page(
         request,
