@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from mailer.accounts.models import AuditEntry
 from mailer.db.models import Batch, Delivery, DeliveryStatus, Event
+from mailer.dispatch import tallies
+from mailer.dispatch.tallies import moved
 from subscribers import erased
 from subscribers.models import Subscriber, Suppression
 
@@ -51,11 +53,14 @@ def erase(session: Session, subscriber_id: int, key: bytes) -> None:
 def _erase_ledger(session: Session, subscriber_id: int, address: str) -> None:
     # A row still queued must never go out to nobody: it is skipped, as for someone who
     # unsubscribed before their batch was claimed. Errors may quote the address.
-    session.execute(
+    skipped = session.scalars(
         update(Delivery)
         .where(Delivery.subscriber_id == subscriber_id, Delivery.status == DeliveryStatus.QUEUED)
         .values(status=DeliveryStatus.SKIPPED, error="erased")
+        .returning(Delivery.edition_id)
     )
+    for edition_id in skipped.all():
+        tallies.add(session, edition_id, moved(1, DeliveryStatus.QUEUED, DeliveryStatus.SKIPPED))
     session.execute(
         update(Delivery).where(Delivery.subscriber_id == subscriber_id).values(email="", error=None)
     )

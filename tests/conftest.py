@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from mailer.config import Settings
 from mailer.db import migrate
-from mailer.db.models import Base
+from mailer.db.models import Base, Delivery
 from mailer.db.session import make_engine
+from mailer.dispatch.tallies import STORED, TALLIES
 from mailer.runtime import Runtime
 
 SECRET = "test-secret-key-that-is-long-enough-for-production-use"
@@ -69,22 +70,61 @@ def postgres_database() -> Iterator[str]:
     admin.dispose()
 
 
+def ledger_tallies_disagreeing(url: str) -> list[str]:
+    """Where the kept ledger counts differ from counting the ledger's rows."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(TALLIES.name):
+                return []  # a test that migrated the database down
+            counted = {
+                (edition, status): number
+                for edition, status, number in connection.execute(
+                    select(Delivery.edition_id, Delivery.status, func.count()).group_by(
+                        Delivery.edition_id, Delivery.status
+                    )
+                )
+            }
+            kept = {}
+            for edition, *sums in connection.execute(
+                select(
+                    TALLIES.c.edition_id, *(func.sum(TALLIES.c[s.value]) for s in STORED)
+                ).group_by(TALLIES.c.edition_id)
+            ):
+                kept |= {(edition, s.value): n for s, n in zip(STORED, sums, strict=True)}
+    finally:
+        engine.dispose()
+    return [
+        f"edition {edition} {status}: kept {kept.get((edition, status), 0)}, "
+        f"counted {counted.get((edition, status), 0)}"
+        for edition, status in sorted(set(counted) | set(kept))
+        if kept.get((edition, status), 0) != counted.get((edition, status), 0)
+    ]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    # Every test that writes the ledger through the application checks, at its end,
+    # that the kept counts (mailer.dispatch.tallies) say what counting the rows says.
+    checked = request.node.get_closest_marker("ledger_by_hand") is None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'mailer.db'}"
         engine = make_engine(url)
         migrate.upgrade(engine)
         engine.dispose()
         yield url
+        if checked:
+            assert not ledger_tallies_disagreeing(url)
         return
     url = request.getfixturevalue("postgres_database")
     yield url
+    disagreeing = ledger_tallies_disagreeing(url) if checked else []
     engine = make_engine(url)
     with engine.begin() as connection:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
+    assert not disagreeing
 
 
 @pytest.fixture

@@ -377,6 +377,7 @@ def test_unsubscribe_events_leave_and_group_resubscribe_returns(
     assert leaver in audience_of_next_edition(runtime)
 
 
+@pytest.mark.ledger_by_hand
 def test_unknown_deliveries_are_reconciled_by_provider_events(
     runtime: Runtime, client: TestClient, key: Any
 ) -> None:
@@ -435,6 +436,7 @@ def test_unknown_deliveries_are_reconciled_by_provider_events(
         )
 
 
+@pytest.mark.ledger_by_hand
 def test_resending_unknowns_queues_them_and_sends_them_once(runtime: Runtime) -> None:
     edition_id, deliveries = sent_edition(runtime, 3)
     target = next(iter(deliveries.values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import JSON, String, Text, cast, func, select
 from sqlalchemy.orm import Session
 
@@ -79,6 +80,7 @@ def _history(runtime: Runtime, email: str) -> int:
         return subscriber.id
 
 
+@pytest.mark.ledger_by_hand
 def test_erasure_leaves_only_a_keyed_hash(runtime: Runtime) -> None:
     email = "reader00001@example.com"
     subscriber_id = _history(runtime, email)

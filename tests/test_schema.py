@@ -56,3 +56,7 @@ def test_downgrading_past_batches_sent_whole_writes_their_rows(runtime: Runtime)
         migrate.upgrade(runtime.engine)
     assert [tuple(row) for row in after] == before
     assert {status for _, status, _, _ in before} == {"sent"}
+    # Back up at the head, the edition is still there (no migration copied and dropped a
+    # table its rows cascade from) and its counts were taken from its ledger.
+    with runtime.sessions() as session:
+        assert ledger.counts(session, edition_id)["sent"] == 5

@@ -104,6 +104,7 @@ def test_three_conditions_together(runtime: Runtime, people: dict[str, int]) -> 
     )
 
 
+@pytest.mark.ledger_by_hand
 def test_engagement(runtime: Runtime, people: dict[str, int]) -> None:
     day = timedelta(days=1)
     # A batch belongs to a real edition (a foreign key); the ledger rows need none.

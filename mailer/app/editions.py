@@ -500,7 +500,9 @@ def progress(runtime: Runtime, actor: Actor, edition_id: int) -> Progress:
             select(func.min(ledger.DELIVERIES.c.retry_after)).where(
                 ledger.DELIVERIES.c.edition_id == edition_id,
                 ledger.DELIVERIES.c.status == DeliveryStatus.QUEUED,
-                ledger.DELIVERIES.c.retry_after.is_not(None),
+                # Rows whose time has come are claimable now, not waiting; from here the
+                # partial index on retry_after finds the next one at its first entries.
+                ledger.DELIVERIES.c.retry_after > utcnow(),
             )
         )
     remaining = counts[DeliveryStatus.QUEUED] + counts[DeliveryStatus.SENDING]

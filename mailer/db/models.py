@@ -346,6 +346,28 @@ class Batch(Base):
     sent_whole: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+class LedgerTally(Base):
+    """A change in the ledger's counts by status: the sums of an edition's rows are
+    what ``GROUP BY status`` over its deliveries would say (``mailer.dispatch.ledger``).
+
+    Every statement that fills the ledger or moves rows between states adds one row of
+    differences in its own transaction; rows are only ever inserted, so writers never
+    wait for each other here. An edition has about one per batch.
+    """
+
+    __tablename__ = "ledger_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE"), index=True
+    )
+    queued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unknown: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class Delivery(Base):
     """The ledger: one row per (edition, subscriber), the truth of who was sent what."""
 
@@ -369,6 +391,14 @@ class Delivery(Base):
             "id",
             postgresql_where=sql_text("status = 'unknown'"),
             sqlite_where=sql_text("status = 'unknown'"),
+        ),
+        # Rows waiting for a retry or their wave: the next one is an index probe.
+        Index(
+            "ix_deliveries_retry_after",
+            "edition_id",
+            "retry_after",
+            postgresql_where=sql_text("retry_after IS NOT NULL"),
+            sqlite_where=sql_text("retry_after IS NOT NULL"),
         ),
     )
 

@@ -67,7 +67,8 @@ from mailer.db.models import (
     Newsletter,
     newsletter_lists,
 )
-from mailer.dispatch import liveness
+from mailer.dispatch import liveness, tallies
+from mailer.dispatch.tallies import moved
 from mailer.transports.base import Outcome, Result
 from subscribers.audience import mailable
 from subscribers.models import Subscriber
@@ -174,7 +175,9 @@ def fill(session: Session, edition: Edition) -> int:
         # A freshly filled ledger has no statistics; without them the planner may
         # sort every queued row for each batch it claims.
         session.execute(text("ANALYZE deliveries"))
-    return _ledger_size(session, edition.id) - before
+    added = _ledger_size(session, edition.id) - before
+    tallies.add(session, edition.id, {DeliveryStatus.QUEUED: added})
+    return added
 
 
 def _ledger_size(session: Session, edition_id: int) -> int:
@@ -392,7 +395,7 @@ def claim(
     claimed = cast(list[Claimed], [row[:4] for row in rows if row[4]])
     skipped = len(rows) - len(claimed)
     if skipped:
-        connection.execute(
+        marked = connection.execute(
             update(DELIVERIES)
             .where(
                 ids_among(DELIVERIES.c.id, [r[0] for r in rows if not r[4]], dialect),
@@ -403,6 +406,11 @@ def claim(
                 error="unsubscribed or suppressed before its batch was claimed",
                 finished_at=now,
             )
+        )
+        tallies.add(
+            connection,
+            edition_id,
+            moved(marked.rowcount, DeliveryStatus.QUEUED, DeliveryStatus.SKIPPED),
         )
     chunks = [claimed[i : i + size] for i in range(0, len(claimed), size)]
     ranges = [(chunk[0][0], chunk[-1][0]) for chunk in chunks]
@@ -607,12 +615,12 @@ def record(
         # The usual batch API answer: the whole batch sent under one message id. A batch
         # claimed whole is recorded on its own row; another is marked in one statement.
         tally[Outcome.SENT] = len(results)
-        still_open = _finish_batch(
+        still_open, edition_id = _finish_batch(
             connection, batch_id, tally, now, results[0].message_id, sent_whole=whole
         )
         if still_open and whole:
             return tally
-        connection.execute(
+        marked = connection.execute(
             update(DELIVERIES)
             .where(
                 ids_among(DELIVERIES.c.id, delivery_ids, dialect),
@@ -627,6 +635,11 @@ def record(
                 batch_id=batch_id,
                 claimed_at=claimed_at,
             )
+        )
+        tallies.add(
+            connection,
+            edition_id,
+            moved(marked.rowcount, _held_as(still_open), DeliveryStatus.SENT),
         )
         return tally
     attempts = {
@@ -667,7 +680,7 @@ def record(
         by_outcome[result.outcome].append(values)
         tally[result.outcome] += 1
     sent_ids = {r.message_id for r in results if r.outcome is Outcome.SENT and r.message_id}
-    still_open = _finish_batch(
+    still_open, edition_id = _finish_batch(
         connection, batch_id, tally, now, sent_ids.pop() if len(sent_ids) == 1 else None
     )
     ours = _still_ours(batch_id, still_open)
@@ -680,16 +693,27 @@ def record(
         # batch's id: a queued row with none was never claimed (see the module's notes).
         Outcome.RETRY: {"status": DeliveryStatus.QUEUED, "batch_id": batch_id},
     }
+    changes = []
     for outcome, rows in by_outcome.items():
         if rows:
             # One executemany per outcome, by primary key.
-            connection.execute(
+            marked = connection.execute(
                 update(DELIVERIES)
                 .where(DELIVERIES.c.id == bindparam("delivery_id"), ours)
                 .values(claimed_at=None if outcome is Outcome.RETRY else claimed_at),
                 [row | fixed[outcome] for row in rows],
             )
+            target = DeliveryStatus(fixed[outcome]["status"])
+            changes.append(moved(marked.rowcount, _held_as(still_open), target))
+    tallies.add(connection, edition_id, tallies.combined(*changes))
     return tally
+
+
+def _held_as(still_open: bool) -> DeliveryStatus:
+    """The state of the rows a batch may still write (``_still_ours``): queued while it
+    is open; once it was taken over, only those the reaper made unknown (it closes the
+    batch before it marks them, in one transaction, so an open batch has none)."""
+    return DeliveryStatus.QUEUED if still_open else DeliveryStatus.UNKNOWN
 
 
 def _finish_batch(
@@ -700,8 +724,9 @@ def _finish_batch(
     message_id: str | None,
     *,
     sent_whole: bool = False,
-) -> bool:
-    """Close the batch; False if it was closed already (taken over from a dead worker)."""
+) -> tuple[bool, int]:
+    """Close the batch; False if it was closed already (taken over from a dead worker).
+    Returns that and the batch's edition."""
     summary = ", ".join(f"{k.value}={v}" for k, v in tally.items() if v) or "empty"
     closed = connection.execute(
         update(BATCHES)
@@ -713,20 +738,22 @@ def _finish_batch(
             delivery_ids=None,
             sent_whole=sent_whole,
         )
-    )
-    if closed.rowcount:
-        return True
+        .returning(BATCHES.c.edition_id)
+    ).scalar()
+    if closed is not None:
+        return True, int(closed)
     # Reported after it was taken over: what the transport said still counts, and
     # events carrying only the X-Message-Id must still find the batch.
-    connection.execute(
+    edition_id = connection.execute(
         update(BATCHES)
         .where(BATCHES.c.id == batch_id)
         .values(
             outcome=f"{summary} (reported after it was taken over)"[:200],
             provider_message_id=message_id,
         )
-    )
-    return False
+        .returning(BATCHES.c.edition_id)
+    ).scalar_one()
+    return False, int(edition_id)
 
 
 def reap(session: Session, timeout: timedelta) -> int:
@@ -738,9 +765,9 @@ def reap(session: Session, timeout: timedelta) -> int:
     reports late still records what its transport said (see ``record``).
     """
     open_batches = session.execute(
-        select(Batch.id, Batch.worker, Batch.claimed_at, Batch.delivery_ids).where(
-            Batch.finished_at.is_(None)
-        )
+        select(
+            Batch.id, Batch.edition_id, Batch.worker, Batch.claimed_at, Batch.delivery_ids
+        ).where(Batch.finished_at.is_(None))
     ).all()
     if not open_batches:
         return 0
@@ -782,7 +809,11 @@ def reap(session: Session, timeout: timedelta) -> int:
                 finished_at=now,
             )
         )
-        taken += int(getattr(result, "rowcount", 0) or 0)
+        marked = int(getattr(result, "rowcount", 0) or 0)
+        tallies.add(
+            session, batch.edition_id, moved(marked, DeliveryStatus.QUEUED, DeliveryStatus.UNKNOWN)
+        )
+        taken += marked
     return taken
 
 
@@ -877,41 +908,49 @@ def skip_queued(session: Session, edition_id: int, reason: str) -> int:
         )
         .values(status=DeliveryStatus.SKIPPED, error=reason, finished_at=utcnow())
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    skipped = int(getattr(result, "rowcount", 0) or 0)
+    tallies.add(session, edition_id, moved(skipped, DeliveryStatus.QUEUED, DeliveryStatus.SKIPPED))
+    return skipped
 
 
 def recent_rate(
     session: Session, edition_id: int, window: timedelta = timedelta(minutes=1)
 ) -> float:
-    """Deliveries finished per second over the last ``window``."""
+    """Deliveries whose batch finished per second over the last ``window``: read from
+    the batch rows (one per claim), never from the ledger's."""
     since = utcnow() - window
-    by_row = session.scalar(
-        select(func.count(Delivery.id)).where(
-            Delivery.edition_id == edition_id, Delivery.finished_at >= since
+    finished = session.scalar(
+        select(func.coalesce(func.sum(Batch.size), 0)).where(
+            Batch.edition_id == edition_id, Batch.finished_at >= since
         )
     )
-    finished = int(by_row or 0) + sent_whole_count(session, edition_id, since)
-    return finished / window.total_seconds()
+    return int(finished or 0) / window.total_seconds()
 
 
 def counts(session: Session, edition_id: int) -> dict[str, int]:
-    tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
-    for status, number in session.execute(
-        select(Delivery.status, func.count())
-        .where(Delivery.edition_id == edition_id)
-        .group_by(Delivery.status)
-    ):
-        tally[status] = number
-    # The queued rows that open batches hold (in flight), and those of batches sent
-    # whole; read in one statement, or a batch recorded between two reads would count
-    # as both.
-    in_flight, sent_whole = session.execute(
-        select(
-            func.coalesce(func.sum(case((Batch.finished_at.is_(None), Batch.size), else_=0)), 0),
-            func.coalesce(func.sum(case((Batch.sent_whole, Batch.size), else_=0)), 0),
-        ).where(Batch.edition_id == edition_id)
+    """Deliveries by status, ``sending`` and the rows of batches sent whole included.
+
+    From the tallies and the batch rows, read in one statement (one snapshot): a batch
+    recorded between two reads would otherwise count both as in flight and as sent.
+    """
+    in_flight = (
+        select(func.coalesce(func.sum(BATCHES.c.size), 0))
+        .where(BATCHES.c.edition_id == edition_id, BATCHES.c.finished_at.is_(None))
+        .scalar_subquery()
+    )
+    sent_whole = (
+        select(func.coalesce(func.sum(BATCHES.c.size), 0))
+        .where(BATCHES.c.edition_id == edition_id, BATCHES.c.sent_whole)
+        .scalar_subquery()
+    )
+    *stored, held, whole = session.execute(
+        select(*tallies.sums(edition_id), in_flight, sent_whole)
     ).one()
-    tally[DeliveryStatus.SENDING] += in_flight
-    tally[DeliveryStatus.SENT] += sent_whole
-    tally[DeliveryStatus.QUEUED] -= in_flight + sent_whole
+    tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
+    tally.update((status.value, int(n)) for status, n in zip(tallies.STORED, stored, strict=True))
+    # The queued rows that open batches hold are in flight; those of batches sent
+    # whole are sent.
+    tally[DeliveryStatus.SENDING] += int(held)
+    tally[DeliveryStatus.SENT] += int(whole)
+    tally[DeliveryStatus.QUEUED] -= int(held) + int(whole)
     return tally

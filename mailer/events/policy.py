@@ -21,6 +21,7 @@ more. Defaults, per the product's rules:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,9 @@ from mailer.config import Settings
 from mailer.db.base import utcnow
 from mailer.db.models import Delivery, DeliveryStatus, Edition, Event
 from mailer.db.session import transaction
+from mailer.dispatch import tallies
 from mailer.dispatch.ledger import DELIVERIES, ids_among
+from mailer.dispatch.tallies import moved
 from mailer.events.store import EVENTS
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from subscribers.suppressions import NewSuppression, SuppressionReason, suppress_many
@@ -219,8 +222,14 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
             status=DeliveryStatus.SENT,
             error="outcome was unknown; the provider's events show it accepted the message",
         )
-    )
-    report.reconciled += int(reconciled.rowcount or 0)
+        .returning(DELIVERIES.c.edition_id)
+    ).scalars()
+    by_edition = Counter(reconciled)
+    for edition_id, number in by_edition.items():
+        tallies.add(
+            connection, edition_id, moved(number, DeliveryStatus.UNKNOWN, DeliveryStatus.SENT)
+        )
+    report.reconciled += sum(by_edition.values())
     for kind, column in _FIRST_SEEN.items():
         first: dict[int, datetime] = {}
         for e in provider:

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
 from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from mailer.dispatch import tallies
+from mailer.dispatch.tallies import moved
 from mailer.editions import states
 from mailer.events.policy import Policy, apply_pending
 from mailer.runtime import Runtime
@@ -142,7 +144,9 @@ def decide(
             reason = f"resending {len(ids)} unknown deliveries ({operator})"
             states.move(edition, EditionStatus.SENDING, reason)
     result = session.execute(update(Delivery).where(*guard).values(**values))
-    return int(getattr(result, "rowcount", 0) or 0)
+    changed = int(getattr(result, "rowcount", 0) or 0)
+    tallies.add(session, edition_id, moved(changed, DeliveryStatus.UNKNOWN, values["status"]))
+    return changed
 
 
 def reconcile_due(runtime: Runtime) -> dict[int, int]:

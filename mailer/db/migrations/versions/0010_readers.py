@@ -46,28 +46,27 @@ def upgrade() -> None:
             batch_op.f("ix_consents_subscriber_id"), ["subscriber_id"], unique=False
         )
 
-    with op.batch_alter_table("lists", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("opt_in", sa.String(length=10), server_default="double", nullable=False)
-        )
-        batch_op.add_column(
-            sa.Column("public", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-
-    with op.batch_alter_table("newsletters", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("public_archive", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-
-    with op.batch_alter_table("subscribers", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("paused_until", mailer.db.base.UTCDateTime(timezone=True), nullable=True)
-        )
-        batch_op.add_column(
-            sa.Column(
-                "confirmation_sent_at", mailer.db.base.UTCDateTime(timezone=True), nullable=True
-            )
-        )
+    # Plain ALTER TABLE … ADD COLUMN, not batch mode: on SQLite batch mode may copy and
+    # drop a table, and dropping `newsletters` with foreign keys on deletes, through
+    # ON DELETE CASCADE, every edition, batch and schedule of theirs.
+    op.add_column(
+        "lists", sa.Column("opt_in", sa.String(length=10), server_default="double", nullable=False)
+    )
+    op.add_column(
+        "lists", sa.Column("public", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.add_column(
+        "newsletters",
+        sa.Column("public_archive", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.add_column(
+        "subscribers",
+        sa.Column("paused_until", mailer.db.base.UTCDateTime(timezone=True), nullable=True),
+    )
+    op.add_column(
+        "subscribers",
+        sa.Column("confirmation_sent_at", mailer.db.base.UTCDateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
