@@ -58,6 +58,8 @@ class SuppressionView:
     detail: str
     event_id: int | None
     created_at: datetime
+    # Why the delivery failed, for a bounce (mailer.bounces.reasons.BounceReason value).
+    bounce_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class NewSuppression:
     detail: str = ""
     event_id: int | None = None
     at: datetime | None = None
+    bounce_reason: str | None = None
 
 
 def suppress(
@@ -114,6 +117,7 @@ def suppress_many(session: Session, items: Sequence[NewSuppression]) -> int:
                     "source": item.source,
                     "detail": item.detail[:1000],
                     "event_id": item.event_id,
+                    "bounce_reason": item.bounce_reason,
                     "created_at": item.at or now,
                 }
                 for address, item in first.items()
@@ -209,4 +213,5 @@ def _view(row: Suppression) -> SuppressionView:
         detail=row.detail,
         event_id=row.event_id,
         created_at=row.created_at,
+        bounce_reason=row.bounce_reason,
     )

@@ -23,6 +23,7 @@ from mailer.accounts.models import Role
 from mailer.app import audit
 from mailer.app.actors import Actor
 from mailer.app.errors import Conflict, Invalid, NotFound
+from mailer.bounces.reasons import reason_label
 from mailer.config import ConfigError
 from mailer.db.base import utcnow
 from mailer.db.models import Delivery, Edition, Event
@@ -567,6 +568,7 @@ def get_subscriber(runtime: Runtime, actor: Actor, subscriber: int | str) -> Sub
             if suppression is None
             else {
                 "reason": suppression.reason,
+                "bounce_reason": reason_label(suppression.bounce_reason),
                 "source": suppression.source,
                 "detail": suppression.detail,
                 "since": suppression.created_at,

@@ -54,6 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DIAGNOSTIC_LIMIT = 500
+# Actions of a delivery-status block that report no failure.
+_NEWS = frozenset({"delivered", "relayed", "expanded"})
 # Where a bounce was delivered, i.e. the VERP return path the message went out with.
 RECIPIENT_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To")
 # Where a bounce says it came back to: ours, never a failed reader. (Not X-Original-To:
@@ -284,7 +286,7 @@ class _Reader:
         failures: list[_Failure] = []
         if report is not None:
             failures, original_id, any_failed = report
-            if not any_failed:
+            if not any_failed and self.detector_error is None:
                 return ReadMail()  # delivered, relayed, expanded: news, not a bounce
             failures = [f for f in failures if self._may_be_reader(f.email, structured=True)]
         if not failures:
@@ -426,7 +428,12 @@ class _Reader:
             verb = re.match(r"[a-z]*", action.lower())
             verb_text = verb.group(0) if verb else ""
             # "Action: failed (bad address)" has been seen, and OpenSMTPD writes "error".
+            if verb_text in _NEWS:
+                continue
             if verb_text not in ("failed", "error", "delayed", "failure"):
+                # Mangled (8-bit junk, a cut line): a report nobody could read, which
+                # may be a failure; an operator decides.
+                self.detector_error = f"delivery-status Action not understood: {action[:80]!r}"
                 continue
             any_failed = True
             failure = self._recipient_block(block, verb_text == "delayed")

@@ -66,6 +66,19 @@ LABELS: dict[BounceReason, str] = {
     BounceReason.SYSTEM_ERROR: "system error",
     BounceReason.NOT_BOUNCE: "not a bounce",
 }
+
+
+def reason_label(value: str | None) -> str | None:
+    """The words for a stored reason ("user_unknown" -> "user unknown"); None for none,
+    and a value from outside the taxonomy as it is."""
+    if not value:
+        return None
+    try:
+        return LABELS[BounceReason(value)]
+    except ValueError:
+        return value
+
+
 HARD_REASONS = frozenset({BounceReason.USER_UNKNOWN, BounceReason.HOST_UNKNOWN, BounceReason.MOVED})
 
 

@@ -11,13 +11,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
 from sqlalchemy import select
 
-from mailer.bounces.mail import parse_bounce
+from mailer.bounces.mail import read_bounce
 from mailer.bounces.mailbox import BounceSource
 from mailer.bounces.reasons import Verdict, blocked_verdict, classify
 from mailer.bounces.sendgrid_sync import (
@@ -26,7 +28,7 @@ from mailer.bounces.sendgrid_sync import (
     SuppressionKind,
 )
 from mailer.db.base import utcnow
-from mailer.db.models import Delivery, ProviderSync
+from mailer.db.models import Delivery, Newsletter, ProviderSync
 from mailer.db.session import transaction
 from mailer.events.policy import Policy, PolicyReport, apply_pending
 from mailer.events.store import insert_new
@@ -169,6 +171,8 @@ class MailImportReport:
     bounces: int = 0
     stored: int = 0
     not_bounces: int = 0
+    unparsed: int = 0
+    unparsed_keys: list[str] = field(default_factory=list)
     policy: PolicyReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -177,8 +181,17 @@ class MailImportReport:
             "bounces": self.bounces,
             "stored": self.stored,
             "not_bounces": self.not_bounces,
+            "unparsed": self.unparsed,
+            "unparsed_keys": self.unparsed_keys[:50],
             "policy": self.policy.as_dict() if self.policy else None,
         }
+
+
+def own_addresses(runtime: Runtime) -> set[str]:
+    """Our senders: every newsletter's From and Reply-To. Never a failed reader."""
+    with runtime.sessions() as session:
+        rows = session.execute(select(Newsletter.from_email, Newsletter.reply_to)).all()
+    return {a.strip().lower() for row in rows for a in row if a}
 
 
 def import_bounce_mail(runtime: Runtime, source: BounceSource) -> MailImportReport:
@@ -186,19 +199,30 @@ def import_bounce_mail(runtime: Runtime, source: BounceSource) -> MailImportRepo
 
     A message is marked done only after its events are committed, so a crash
     re-reads it (and the stable ids make that harmless). Mail that is not a bounce
-    (an auto-reply) is marked done too: it would otherwise be read forever.
+    (an auto-reply) is marked done too: it would otherwise be read forever. Mail that
+    could not be read (a detector failed on it and nothing else named a recipient) is
+    kept as an ``unparsed`` event, with its headers and why, for an operator to see.
     """
     report = MailImportReport()
     pattern = runtime.settings.smtp_return_path
+    own = own_addresses(runtime)
     for key, raw in source.messages():
         report.messages += 1
-        bounces = parse_bounce(raw, verp_pattern=pattern)
+        read = read_bounce(raw, verp_pattern=pattern, own_addresses=own)
+        bounces = read.bounces
+        digest = hashlib.sha256(raw).hexdigest()[:32]
+        now = utcnow()
+        if not bounces and read.unparsed is not None:
+            report.unparsed += 1
+            report.unparsed_keys.append(key)
+            with runtime.engine.begin() as connection:
+                insert_new(connection, [_unparsed_row(raw, digest, key, read.unparsed, now)])
+            source.done(key)
+            continue
         if not bounces:
             report.not_bounces += 1
             source.done(key)
             continue
-        digest = hashlib.sha256(raw).hexdigest()[:32]
-        now = utcnow()
         with runtime.engine.begin() as connection:
             known = _deliveries(connection, [b.delivery_id for b in bounces if b.delivery_id])
             rows = []
@@ -217,6 +241,7 @@ def import_bounce_mail(runtime: Runtime, source: BounceSource) -> MailImportRepo
                         "detail": bounce.diagnostic or bounce.status,
                         "payload": {
                             "status": bounce.status,
+                            "reason": bounce.reason.value,
                             "diagnostic": bounce.diagnostic,
                             "message_id": bounce.message_id,
                             "verp_delivery_id": bounce.delivery_id,
@@ -231,6 +256,35 @@ def import_bounce_mail(runtime: Runtime, source: BounceSource) -> MailImportRepo
         source.done(key)
     report.policy = apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
     return report
+
+
+_KEPT_HEADERS = ("From", "To", "Subject", "Date", "Message-ID")
+
+
+def _unparsed_row(raw: bytes, digest: str, key: str, why: str, now: datetime) -> dict[str, Any]:
+    """An event an operator sees: which message, what it said it was, why it was not read.
+    Born processed: the policy has nothing to apply."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    kept = {
+        name: " ".join(str(headers.get(name, "")).split())[:300]
+        for name in _KEPT_HEADERS
+        if headers.get(name) is not None
+    }
+    return {
+        "source": "dsn",
+        "external_id": f"dsn:{digest}:unparsed",
+        "kind": "unparsed",
+        "email": "",
+        "edition_id": None,
+        "delivery_id": None,
+        "bounce_class": None,
+        "bounce_reason": None,
+        "detail": why[:1000],
+        "payload": {"key": key[:200], "sha256": digest, "size": len(raw), "headers": kept},
+        "occurred_at": now,
+        "received_at": now,
+        "processed_at": now,
+    }
 
 
 def _deliveries(connection: Any, ids: list[int]) -> dict[int, Any]:

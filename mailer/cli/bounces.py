@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
+from mailer.bounces.evaluate import CorpusError, evaluate
 from mailer.bounces.mailbox import (
     BounceSource,
     BounceSourceError,
@@ -69,9 +71,52 @@ def import_mail(
         return
     console.print(
         f"{report.messages} messages: {report.bounces} bounces ({report.stored} new), "
-        f"{report.not_bounces} not bounces; "
+        f"{report.not_bounces} not bounces, {report.unparsed} unparsed; "
         f"{report.policy.suppressed if report.policy else 0} addresses suppressed"
     )
+    if report.unparsed:
+        errors.print(
+            f"[yellow]{report.unparsed} messages could not be read[/] (kept as 'unparsed' "
+            f"events): {', '.join(escape(k) for k in report.unparsed_keys[:10])}",
+            highlight=False,
+        )
+
+
+@app.command("evaluate")
+def evaluate_corpus(
+    directory: Path = typer.Argument(..., help="A folder of .eml files and expected.json."),
+    as_json: bool = JsonOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List every miss."),
+) -> None:
+    """How the bounce reader does on a corpus with expected answers: bounces detected,
+    hard/soft agreement, addresses reported for non-bounces, exceptions. No database."""
+    if not directory.is_dir():
+        fail(f"{directory} is not a directory")
+    try:
+        figures = evaluate(directory)
+    except CorpusError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(figures.as_dict())
+        return
+    console.print(
+        f"{figures.messages} messages ({figures.bounce_messages} bounces, "
+        f"{figures.not_bounce_messages} not bounces)\n"
+        f"detected:  {figures.detected}/{figures.expected_recipients} failed recipients "
+        f"({figures.detection_rate:.1%})\n"
+        f"hard/soft: {figures.agreed}/{figures.detected} agree ({figures.agreement_rate:.1%})\n"
+        f"addresses reported for non-bounces: {figures.not_bounce_addresses}\n"
+        f"messages with more addresses than expected: {figures.extra_address_messages}\n"
+        f"exceptions: {figures.exceptions}, unparsed: {figures.unparsed}",
+        highlight=False,
+    )
+    if verbose:
+        for item in figures.missed:
+            console.print(f"missed    {escape(str(item))}", highlight=False)
+        for item in figures.disagreed:
+            console.print(f"disagreed {escape(str(item))}", highlight=False)
+        for item in figures.extra:
+            console.print(f"extra     {escape(str(item))}", highlight=False)
 
 
 def _source(settings: Settings, folder: Path | None, mbox: Path | None, imap: bool) -> BounceSource:

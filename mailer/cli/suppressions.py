@@ -11,6 +11,7 @@ from rich.table import Table
 from mailer.app import suppressions
 from mailer.app.actors import Actor
 from mailer.app.errors import AppError
+from mailer.bounces.reasons import reason_label
 from mailer.cli.common import JsonOption, console, fail, open_runtime, print_json
 
 app = typer.Typer(help="The suppression list.", no_args_is_help=True)
@@ -22,7 +23,8 @@ def list_(
     limit: int = typer.Option(100, min=1, max=100_000),
     as_json: bool = JsonOption,
 ) -> None:
-    """Suppressed addresses, newest first, with reason, source and time."""
+    """Suppressed addresses, newest first, with reason, why a bounce failed, source and
+    time."""
     with open_runtime() as runtime:
         try:
             rows = suppressions.list_suppressions(runtime, Actor.cli(), reason=reason, limit=limit)
@@ -31,11 +33,12 @@ def list_(
     if as_json:
         print_json([vars(row) for row in rows])
         return
-    table = Table("email", "reason", "source", "since", "detail")
+    table = Table("email", "reason", "why it failed", "source", "since", "detail")
     for row in rows:
         table.add_row(
             row.email,
             row.reason,
+            reason_label(row.bounce_reason) or "",
             escape(row.source),
             f"{row.created_at:%Y-%m-%d %H:%M}",
             escape(row.detail[:60]),

@@ -30,7 +30,7 @@ from sqlalchemy import BigInteger, Connection, DateTime, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.bounces.mail import BounceClass
+from mailer.bounces.reasons import BounceClass
 from mailer.config import Settings
 from mailer.db.base import utcnow
 from mailer.db.models import Delivery, DeliveryStatus, Edition, Event
@@ -326,6 +326,7 @@ def _suppress(event: Event, reason: SuppressionReason, facts: _ChunkFacts) -> in
             detail=event.detail or "",
             event_id=event.id,
             at=event.occurred_at,
+            bounce_reason=event.bounce_reason,
         )
     )
     return 1

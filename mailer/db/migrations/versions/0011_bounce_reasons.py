@@ -20,9 +20,7 @@ def upgrade() -> None:
     # Nullable, no default: events and suppressions from before this revision were never
     # given a reason, and inventing one would be a guess shown to operators as a fact.
     op.add_column("events", sa.Column("bounce_reason", sa.String(length=30), nullable=True))
-    op.add_column(
-        "suppressions", sa.Column("bounce_reason", sa.String(length=30), nullable=True)
-    )
+    op.add_column("suppressions", sa.Column("bounce_reason", sa.String(length=30), nullable=True))
 
 
 def downgrade() -> None:

