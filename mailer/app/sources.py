@@ -284,8 +284,10 @@ def pull(
                 reports.append(
                     pull_folder(runtime.sessions, folder, boilerplate=patterns, on_item=on_item)
                 )
-            except NotADirectoryError as exc:  # removed since the check just above
-                raise Invalid(str(exc), field="folder") from exc
+            except OSError as exc:  # removed or made unreadable since the check above
+                raise Invalid(
+                    f"{folder}: cannot read: {exc.strerror or exc}", field="folder"
+                ) from exc
         reports += pull_sources(
             runtime.sessions, chosen, client, boilerplate=patterns, on_item=on_item
         )

@@ -7,6 +7,7 @@ again, so re-pulling an unchanged folder costs a read and a hash per file.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from mailer.briefings.report import PullReport
 from mailer.briefings.store import StoreOutcome, store_briefing
 from mailer.db.models import Briefing, BriefingStatus
 from mailer.db.session import transaction
+
+log = logging.getLogger(__name__)
 
 BRIEFING_SUFFIXES = frozenset({".txt"}) | MARKDOWN_SUFFIXES
 MAX_FILE_BYTES = 1_048_576
@@ -64,7 +67,7 @@ def pull_folder(
     """Parse and store each new or changed file in its own transaction.
 
     A bad file is reported (its path and what is wrong) and leaves nothing
-    behind; the files around it are still stored.
+    behind; the files around it are still stored, whatever went wrong with it.
     """
     report = PullReport(source=name or str(folder))
     known = _known_hashes(factory, folder)
@@ -96,11 +99,16 @@ def _store_file(
 ) -> None:
     try:
         parsed = parse_file(path, max_bytes=MAX_FILE_BYTES, boilerplate=boilerplate)
+        with transaction(factory) as session:
+            _, outcome = store_briefing(
+                session, key, parsed, source_id=source_id, initial_status=status
+            )
     except BriefingError as exc:
         report.fail(str(path), str(exc))
         return
-    with transaction(factory) as session:
-        _, outcome = store_briefing(
-            session, key, parsed, source_id=source_id, initial_status=status
-        )
+    except Exception as exc:
+        # A parser bug or a database refusal costs this file only; the others go on.
+        log.warning("folder.file_failed", extra={"path": str(path)}, exc_info=True)
+        report.fail(str(path), f"{path}: cannot ingest: {type(exc).__name__}: {str(exc)[:300]}")
+        return
     report.counts[outcome] += 1

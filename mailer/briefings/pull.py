@@ -1,4 +1,9 @@
-"""Pull every source: folders and feeds into briefings, failures recorded against their items."""
+"""Pull every source: folders and feeds into briefings, failures recorded against their items.
+
+Nothing one source holds can stop the pull: an item that cannot be parsed or stored is
+that item's recorded error, a source that cannot be read (or breaks in a way nobody
+foresaw) is that source's ``last_error``, and the next source is pulled all the same.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +36,30 @@ def pull_sources(
     *,
     boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: OnItem | None = None,
+    parse_seconds: float | None = feeds.DEFAULT_PARSE_SECONDS,
 ) -> list[PullReport]:
+    """Pull each source in turn; ``parse_seconds`` is each feed's parse budget."""
     reports = []
     for source in sources:
-        report = pull_source(factory, source, client, boilerplate=boilerplate, on_item=on_item)
-        _record(factory, source.id, report)
+        try:
+            report = pull_source(
+                factory,
+                source,
+                client,
+                boilerplate=boilerplate,
+                on_item=on_item,
+                parse_seconds=parse_seconds,
+            )
+        except Exception as exc:
+            log.exception("source.pull_failed", extra={"source": source.name})
+            report = PullReport(source=source.name)
+            report.fail(source.location, f"{source.location}: pull failed: {_described(exc)}")
+        try:
+            _record(factory, source.id, report)
+        except SQLAlchemyError:
+            # The outcome could not be written (the database is away): the report still
+            # says it, and the next source is pulled.
+            log.exception("source.record_failed", extra={"source": source.name})
         log.info("source.pulled", extra={"source": source.name, **report.as_dict()})
         reports.append(report)
     return reports
@@ -48,6 +72,7 @@ def pull_source(
     *,
     boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: OnItem | None = None,
+    parse_seconds: float | None = feeds.DEFAULT_PARSE_SECONDS,
 ) -> PullReport:
     if source.kind == SourceKind.FOLDER:
         try:
@@ -65,7 +90,14 @@ def pull_source(
             report.fail(source.location, str(exc))
             return report
     if source.kind == SourceKind.FEED:
-        return pull_feed(factory, source, client, boilerplate=boilerplate, on_item=on_item)
+        return pull_feed(
+            factory,
+            source,
+            client,
+            boilerplate=boilerplate,
+            on_item=on_item,
+            parse_seconds=parse_seconds,
+        )
     report = PullReport(source=source.name)
     report.fail(source.location, f"source kind {source.kind!r} is not pulled (it is pushed)")
     return report
@@ -78,6 +110,7 @@ def pull_feed(
     *,
     boilerplate: Sequence[str] = DEFAULT_BOILERPLATE,
     on_item: OnItem | None = None,
+    parse_seconds: float | None = feeds.DEFAULT_PARSE_SECONDS,
 ) -> PullReport:
     report = PullReport(source=source.name)
     try:
@@ -87,14 +120,18 @@ def pull_feed(
         if fetched.content is None:
             report.not_modified = True
             return report
-        feed = feeds.read_feed(
-            fetched.content, url=source.location, content_type=fetched.content_type
+        parsed_items = feeds.parse_feed(
+            fetched.content,
+            url=source.location,
+            content_type=fetched.content_type,
+            boilerplate=boilerplate,
+            max_seconds=parse_seconds,
         )
     except feeds.FeedError as exc:
         report.fail(source.location, str(exc))
         return report
     status = BriefingStatus.READY if source.mark_ready else BriefingStatus.DRAFT
-    for item in feeds.items(feed, url=source.location, boilerplate=boilerplate):
+    for item in parsed_items:
         if isinstance(item, BriefingError):
             report.fail(item.source, str(item))
         else:
@@ -108,10 +145,11 @@ def pull_feed(
                         author=item.author,
                         initial_status=status,
                     )
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 # This item only: the transaction rolled back, the rest of the feed goes on.
+                log.warning("feed.item_not_stored", extra={"item": item.guid}, exc_info=True)
                 where = item.parsed.source
-                report.fail(where, f"{where}: cannot store: {type(exc).__name__}: {exc}")
+                report.fail(where, f"{where}: cannot store: {_described(exc)}")
                 continue
             report.counts[outcome] += 1
         if on_item is not None:
@@ -123,6 +161,11 @@ def pull_feed(
         if stored is not None:
             stored.etag, stored.last_modified = fetched.etag, fetched.last_modified
     return report
+
+
+def _described(exc: Exception) -> str:
+    """An unexpected error in a line: its type and the start of its message."""
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _record(factory: sessionmaker[Session], source_id: int, report: PullReport) -> None:

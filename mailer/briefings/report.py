@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mailer.briefings.sanitize import clean_text
 from mailer.briefings.store import StoreOutcome
+
+# Enough to say what is wrong; errors can quote the input, which is not ours to keep whole.
+MAX_ITEM = 2000
+MAX_MESSAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,11 @@ class PullReport:
         return len(self.errors)
 
     def fail(self, item: str, message: str) -> None:
-        self.errors.append(ItemError(item, message))
+        """Record one item's error; stored as it is, so cleaned and cut to size here."""
+        message = clean_text(message)
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "\u2026"
+        self.errors.append(ItemError(clean_text(item)[:MAX_ITEM], message))
 
     def summary(self) -> str:
         if self.not_modified:

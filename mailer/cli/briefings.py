@@ -46,13 +46,16 @@ def parse(
             try:
                 fetched = feeds.fetch(client, target)
                 assert fetched.content is not None
-                feed = feeds.read_feed(
-                    fetched.content, url=target, content_type=fetched.content_type
+                parsed_items = feeds.parse_feed(
+                    fetched.content,
+                    url=target,
+                    content_type=fetched.content_type,
+                    boilerplate=patterns,
                 )
             except feeds.FeedError as exc:
                 fail(str(exc))
         results: list[dict[str, object]] = []
-        for item in feeds.items(feed, url=target, boilerplate=patterns):
+        for item in parsed_items:
             if isinstance(item, BriefingError):
                 results.append({"error": str(item)})
             else:
