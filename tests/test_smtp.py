@@ -5,10 +5,9 @@ from __future__ import annotations
 import email
 import email.policy
 import ipaddress
-import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,46 +30,13 @@ from mailer.transports import transport_for
 from mailer.transports.base import Recipient
 from mailer.transports.smtp import SmtpConfig, SmtpTransport
 from tests import factories
-
-
-@dataclass
-class Recorder:
-    """Takes every message except for the addresses told to refuse."""
-
-    refuse: dict[str, str] = field(default_factory=dict)
-    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
-        )
-        return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.smtp_server import Recorder, free_port, running
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Recorder, int]]:
-    recorder = Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield recorder, port
-    finally:
-        controller.stop()
+    with running() as server:
+        yield server
 
 
 def test_send_with_temporary_and_permanent_refusals(

@@ -115,6 +115,9 @@ class Newsletter(Base):
     send_when_empty: Mapped[bool] = mapped_column(Boolean, default=False)
     # Past editions readable by anyone at /archive/<slug> (each email's web view is always on).
     public_archive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the newsletter is written in (a BCP 47 tag): the HTML's lang and the
+    # messages' Content-Language.
+    language: Mapped[str] = mapped_column(String(35), default="en", server_default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     lists: Mapped[list[MailingList]] = relationship(secondary=newsletter_lists)

@@ -26,6 +26,9 @@ class Envelope:
     # An editor's test send: no ledger row, and marked so that nothing coming back
     # (provider events, bounces) can be taken for the edition's (see each transport).
     test_send: bool = False
+    # The newsletter's name (List-Id's phrase) and language (Content-Language).
+    newsletter_name: str = ""
+    language: str = "en"
 
 
 # Recipients and results are made a million times a send: named tuples, which cost a

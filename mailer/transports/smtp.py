@@ -139,6 +139,9 @@ class SmtpTransport:
                     b"message-id",
                     b"list-unsubscribe",
                     b"list-unsubscribe-post",
+                    b"list-id",
+                    # Gmail reads Feedback-ID only when the sender's DKIM signature covers it.
+                    b"feedback-id",
                     b"mime-version",
                     b"content-type",
                 ],
