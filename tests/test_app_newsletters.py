@@ -54,6 +54,9 @@ def audit_entries(runtime: Runtime, action: str) -> list[AuditEntry]:
         ({"from_name": "Desk\r\nBcc: everyone@example.org"}, "from_name"),
         ({"postal_address": ""}, "postal_address"),
         ({"lists": ["readers", " "]}, "lists"),
+        ({"language": "English"}, "language"),
+        ({"language": "en_US"}, "language"),
+        ({"language": 'en" onload="x'}, "language"),
     ],
 )
 def test_create_names_the_wrong_field_and_creates_nothing(
@@ -217,3 +220,16 @@ def test_newsletters_are_stored_as_given(runtime: Runtime) -> None:
         assert stored.from_email == "desk@news.example.org"
         assert stored.audience_note == "you asked for it"
         assert (stored.send_time, stored.timezone) == ("07:00", "UTC")
+
+
+def test_a_newsletter_is_written_in_english_unless_told(runtime: Runtime) -> None:
+    created = newsletters.create_newsletter(runtime, ADMIN, "morning", **REQUIRED)
+    assert created["language"] == "en"
+    changed = newsletters.update_newsletter(runtime, ADMIN, "morning", language=" de-CH ")
+    assert changed["language"] == "de-CH"
+    (entry,) = audit_entries(runtime, "newsletter.update")
+    assert entry.before == {"language": "en"} and entry.after == {"language": "de-CH"}
+    with pytest.raises(Invalid) as raised:
+        newsletters.update_newsletter(runtime, ADMIN, "morning", language="")
+    assert raised.value.field == "language"
+    assert newsletters.get_newsletter(runtime, ADMIN, "morning")["language"] == "de-CH"

@@ -141,3 +141,24 @@ def test_oversized_edition_is_refused_before_gmail_would_clip_it() -> None:
             EDITION,
             [briefing(f"Story {i}", sections=long) for i in range(6)],
         )
+
+
+def test_the_html_says_what_language_it_is_in(tmp_path: Path) -> None:
+    german = NewsletterView(
+        name="Der Tag",
+        from_name="Redaktion",
+        postal_address="Hafenstraße 1, Valmere",
+        audience_note="",
+        language="de",
+    )
+    html = render_edition("stuff-you-should-know", german, EDITION, [briefing()]).html
+    assert '<html lang="de"' in html and 'lang="und"' not in html
+    # A template that names no language of its own gets the newsletter's.
+    (tmp_path / "plain.mjml").write_text(
+        "<mjml><mj-body><mj-section><mj-column><mj-text>"
+        "<a href=\"{{ token('unsubscribe_url') }}\">x</a></mj-text>"
+        "</mj-column></mj-section></mj-body></mjml>"
+    )
+    (tmp_path / "plain.txt").write_text("{{ token('unsubscribe_url') }}")
+    html = render_edition("plain", german, EDITION, [], directory=tmp_path).html
+    assert '<html lang="de"' in html and 'lang="und"' not in html

@@ -59,6 +59,9 @@ _MAX_RUNS = 1000
 # What a newsletter created without schedule options gets (the CLI's long-standing default).
 _DEFAULT_SLOT = "07:00"
 _DEFAULT_TIMEZONE = "UTC"
+# A BCP 47 language tag (RFC 5646) as HTML's lang takes it: "en", "de-CH", "zh-Hant-TW".
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+_MAX_LANGUAGE = 35
 
 _T = TypeVar("_T")
 
@@ -90,6 +93,17 @@ def _line(field: str, value: str) -> str:
     # A line break in a display name would end up in the From header.
     if not cleaned.isprintable():
         raise Invalid(f"{field.replace('_', ' ')} contains control characters", field=field)
+    return cleaned
+
+
+def _language(value: str) -> str:
+    """The language a newsletter is written in: the HTML's lang, Content-Language."""
+    cleaned = value.strip()
+    if len(cleaned) > _MAX_LANGUAGE or not _LANGUAGE.fullmatch(cleaned):
+        raise Invalid(
+            f"language {value!r}: give a BCP 47 language tag such as en, de or pt-BR",
+            field="language",
+        )
     return cleaned
 
 
@@ -211,6 +225,7 @@ def _describe(session: Session, newsletter: Newsletter) -> dict[str, Any]:
         "name": newsletter.name,
         "from": f"{newsletter.from_name} <{newsletter.from_email}>",
         "reply_to": newsletter.reply_to,
+        "language": newsletter.language,
         "lists": sorted(m.name for m in newsletter.lists),
         "schedule": status.schedule_dict(session, schedule, utcnow()) if schedule else None,
         "runs": [status.run_dict(r) for r in runs],
@@ -226,6 +241,7 @@ def _snapshot(newsletter: Newsletter, schedule: Schedule | None) -> dict[str, An
         "reply_to": newsletter.reply_to,
         "postal_address": newsletter.postal_address,
         "audience_note": newsletter.audience_note,
+        "language": newsletter.language,
         "lists": sorted(m.name for m in newsletter.lists),
     }
     if schedule is not None:
@@ -264,6 +280,7 @@ def create_newsletter(
     postal_address: str,
     reply_to: str | None = None,
     audience_note: str = "",
+    language: str = "en",
     lists: Sequence[str] = (),
     slot: str | None = None,
     timezone: str | None = None,
@@ -292,6 +309,7 @@ def create_newsletter(
         "reply_to": _address("reply_to", reply_to) if reply_to else None,
         "postal_address": _postal_address(postal_address),
         "audience_note": audience_note.strip(),
+        "language": _language(language),
     }
     list_names = _list_names(lists or [slug])
     now = utcnow()
@@ -347,6 +365,7 @@ def update_newsletter(
     reply_to: str | None = None,
     postal_address: str | None = None,
     audience_note: str | None = None,
+    language: str | None = None,
     lists: Sequence[str] | None = None,
     slot: str | None = None,
     timezone: str | None = None,
@@ -377,6 +396,8 @@ def update_newsletter(
         values["postal_address"] = _postal_address(postal_address)
     if audience_note is not None:
         values["audience_note"] = audience_note.strip()
+    if language is not None:
+        values["language"] = _language(language)
     list_names = _list_names(lists) if lists is not None else None
     now = utcnow()
     with transaction(runtime.sessions) as session:

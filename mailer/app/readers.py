@@ -435,7 +435,8 @@ def _message(
     """A small HTML email and its plain twin; every value is escaped."""
     e = escape
     html = (
-        '<!doctype html><html><body style="margin:0;background:#f4f1ea;">'
+        f'<!doctype html><html lang="{e(newsletter.language)}">'
+        '<body style="margin:0;background:#f4f1ea;">'
         '<div style="max-width:520px;margin:0 auto;padding:32px 24px;'
         "font:17px/1.55 Georgia,'Times New Roman',serif;color:#1d1d1f;\">"
         f'<p style="font-size:13px;letter-spacing:1px;text-transform:uppercase;color:#6b6357;">'
@@ -480,6 +481,8 @@ def _deliver(
         text=text,
         nonce=new_nonce(),
         test_send=True,
+        newsletter_name=newsletter.name,
+        language=newsletter.language,
     )
     # List-Unsubscribe leads to the preference page, whose one-click POST leaves all.
     recipient = Recipient(subscriber_id, to, name, preferences_url(runtime, subscriber_id))

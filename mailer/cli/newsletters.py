@@ -86,6 +86,9 @@ def create(
     postal_address: str = typer.Option(..., "--postal-address", help="Shown in every footer."),
     reply_to: str | None = typer.Option(None, "--reply-to"),
     audience_note: str = typer.Option("", "--audience-note", help="Why readers get it."),
+    language: str = typer.Option(
+        "en", "--language", help="What it is written in (BCP 47: en, de, pt-BR)."
+    ),
     lists: list[str] = typer.Option(None, "--list", help="Its mailing lists (repeatable)."),
     slot: str | None = SlotOption,
     timezone: str | None = TimezoneOption,
@@ -111,6 +114,7 @@ def create(
                 postal_address=postal_address,
                 reply_to=reply_to,
                 audience_note=audience_note,
+                language=language,
                 lists=lists or (),
                 slot=slot,
                 timezone=timezone,
@@ -140,6 +144,7 @@ def update(
     postal_address: str | None = typer.Option(None, "--postal-address"),
     reply_to: str | None = typer.Option(None, "--reply-to", help="'' removes it."),
     audience_note: str | None = typer.Option(None, "--audience-note"),
+    language: str | None = typer.Option(None, "--language", help="BCP 47: en, de, pt-BR."),
     lists: list[str] = typer.Option(None, "--list", help="Replace its lists (repeatable)."),
     slot: str | None = SlotOption,
     timezone: str | None = TimezoneOption,
@@ -168,6 +173,7 @@ def update(
                 postal_address=postal_address,
                 reply_to=reply_to,
                 audience_note=audience_note,
+                language=language,
                 lists=lists or None,
                 slot=slot,
                 timezone=timezone,

@@ -153,6 +153,8 @@ def envelope_for(edition: Edition) -> Envelope:
         html=edition.html,
         text=edition.text,
         nonce=edition.token_nonce,
+        newsletter_name=newsletter.name,
+        language=newsletter.language,
     )
 
 

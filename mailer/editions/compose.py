@@ -353,6 +353,7 @@ def rerender(edition: Edition, *, templates_dir: Path | None = None) -> None:
             from_name=newsletter.from_name,
             postal_address=newsletter.postal_address,
             audience_note=newsletter.audience_note,
+            language=newsletter.language,
         ),
         EditionView(subject=edition.subject, preheader=edition.preheader, date=day),
         [BriefingView.from_stored(i.briefing, i.headline) for i in items],

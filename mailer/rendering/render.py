@@ -39,6 +39,7 @@ class NewsletterView:
     from_name: str
     postal_address: str
     audience_note: str
+    language: str = "en"  # BCP 47: the HTML's lang
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ def render_edition(
     except ValueError as exc:
         raise RenderError(f"template {template!r} is not valid MJML: {exc}") from exc
 
+    if ' lang="und"' in html:
+        # A template that names no language of its own gets the newsletter's.
+        html = html.replace(' lang="und"', f' lang="{escape(newsletter.language)}"')
     size = len(html.encode("utf-8"))
     if size > HTML_BUDGET_BYTES:
         raise RenderError(
