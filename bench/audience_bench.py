@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import func, inspect, select, text  # noqa: E402
 
 from mailer.db import migrate  # noqa: E402
 from mailer.db.models import Base  # noqa: E402
@@ -69,8 +69,11 @@ def fresh(url: str) -> None:
         engine = make_engine(url)
     migrate.upgrade(engine)
     if engine.dialect.name == "postgresql":
+        present = set(inspect(engine).get_table_names())
         with engine.begin() as connection:
-            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            tables = ", ".join(
+                f'"{t.name}"' for t in Base.metadata.sorted_tables if t.name in present
+            )
             connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
 

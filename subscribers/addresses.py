@@ -65,6 +65,12 @@ def normalize_email(raw: str) -> str:
         domains = _domain(domain)
         if domains is not None:
             unicode_domain, ascii_domain = domains
+            if domain == unicode_domain == ascii_domain and address.isascii():
+                # The common case, an ASCII address in normal form: the three lengths
+                # below are all this one.
+                if len(address) <= EMAIL_MAX_LENGTH:
+                    return address.lower()
+                return _validated(address)
             # The three lengths validate_email checks: as given, normalised, as IDNA.
             if all(
                 len(f"{local}@{d}".encode()) <= EMAIL_MAX_LENGTH

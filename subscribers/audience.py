@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.db.session import transaction
 from subscribers.models import (
     Subscriber,
     SubscriberStatus,
@@ -52,3 +54,15 @@ def _probing(query: Select[Any], probe: bool) -> Select[Any]:
     # OFFSET 0 keeps PostgreSQL from turning EXISTS into a hashed subplan; SQLite
     # probes per row either way.
     return query.offset(0) if probe else query
+
+
+def analyze_audience(factory: sessionmaker[Session]) -> None:
+    """After a bulk change of subscribers or memberships (an import), refresh PostgreSQL's
+    statistics of the tables the audience is read from. Autovacuum does so only once a
+    fifth of a table has changed, and some time after: until then the planner takes a
+    table of a million readers for the few thousand it last counted, and every claimed
+    batch of the next send probes it the slow way. SQLite keeps no such statistics
+    unless asked to (it never is here)."""
+    with transaction(factory) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("ANALYZE subscribers, subscriptions"))

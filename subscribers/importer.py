@@ -50,27 +50,32 @@ import codecs
 import csv
 import io
 import json
+import queue
 import re
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from sqlalchemy import bindparam, func, select, update
+import orjson
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.db.base import utcnow
 from mailer.db.session import transaction
 from mailer.schedule.slots import ScheduleError, parse_timezone
 from subscribers.addresses import InvalidAddress, normalize_email
+from subscribers.audience import analyze_audience
+from subscribers.erased import PREFIX as ERASED_PREFIX
 from subscribers.erased import marker
 from subscribers.models import (
     MailingList,
     Subscriber,
     SubscriberStatus,
-    Subscription,
     SubscriptionStatus,
-    Suppression,
 )
 
 MAX_NAME_LENGTH = 200
@@ -115,13 +120,16 @@ class ImportReport:
     stopped_at_line: int | None = None
     # Every rejected row is also written here as it is found (``--report FILE``).
     error_sink: TextIO | None = field(default=None, repr=False, compare=False)
+    # The reader thread rejects bad rows while the writer rejects late duplicates.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reject(self, line: int, reason: str) -> None:
-        self.rejected += 1
-        if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append((line, reason))
-        if self.error_sink is not None:
-            self.error_sink.write(f"line {line}: {reason}\n")
+        with self._lock:
+            self.rejected += 1
+            if len(self.errors) < MAX_ERRORS_KEPT:
+                self.errors.append((line, reason))
+            if self.error_sink is not None:
+                self.error_sink.write(f"line {line}: {reason}\n")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -231,7 +239,7 @@ def iter_rows(
             report.reject(reader.line_num, f"unreadable CSV: {exc}")
             return
         line = reader.line_num
-        if not any(v.strip() for v in values):
+        if not "".join(values).strip():
             continue
         report.rows += 1
         if len(values) != columns.width:
@@ -366,19 +374,59 @@ def import_rows(
         # Subscribers above this id were made by this run: an address found among them in a
         # later chunk appeared earlier in the file.
         floor_id = session.scalar(select(func.coalesce(func.max(Subscriber.id), 0))) or 0
-    chunk: list[Row] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= CHUNK_ROWS:
+    with closing(_read_ahead(rows, CHUNK_ROWS)) as chunks:
+        for chunk in chunks:
             _flush(factory, chunk, list_id, floor_id, report, source, erasure_key, dry_run)
-            chunk = []
             if progress is not None:
                 progress(report)
-    if chunk:
-        _flush(factory, chunk, list_id, floor_id, report, source, erasure_key, dry_run)
     if progress is not None:
         progress(report)
+    if not dry_run and (report.added or report.subscribed or report.updated):
+        analyze_audience(factory)
     return report
+
+
+def _read_ahead(rows: Iterable[Row], size: int) -> Generator[list[Row]]:
+    """``rows`` in chunks of ``size``, the next one read and checked in a thread while the
+    caller writes this one: reading is Python's work and writing mostly the database's,
+    so on two cores they overlap. At most three chunks exist at a time."""
+    ready: queue.Queue[list[Row] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: list[Row] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def read() -> None:
+        try:
+            chunk: list[Row] = []
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) >= size:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            if chunk and not put(chunk):
+                return
+            put(None)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read, name="import-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _flush(
@@ -393,7 +441,9 @@ def _flush(
 ) -> None:
     try:
         with transaction(factory) as session:
-            counts = _write(session, chunk, list_id, floor_id, source, erasure_key, dry_run)
+            counts = _write(
+                session.connection(), chunk, list_id, floor_id, source, erasure_key, dry_run
+            )
     except Exception:
         report.stopped_at_line = chunk[0].line
         raise
@@ -403,8 +453,143 @@ def _flush(
         setattr(report, key, getattr(report, key) + value)
 
 
+# The chunk being written, in a temporary table of the connection: every look-up and
+# insert of the chunk is then one set-based statement joining it (no statement with
+# thousands of bound values, which cost more to compile and parse than to run).
+_CREATE_STAGE = {
+    "sqlite": (
+        "CREATE TEMP TABLE IF NOT EXISTS import_stage (line INTEGER NOT NULL, "
+        "email TEXT NOT NULL, name TEXT, attributes TEXT NOT NULL, timezone TEXT, marker TEXT)"
+    ),
+    "postgresql": (
+        "CREATE TEMP TABLE IF NOT EXISTS import_stage (line integer NOT NULL, "
+        "email text NOT NULL, name text, attributes text NOT NULL, timezone text, marker text) "
+        "ON COMMIT DELETE ROWS"
+    ),
+}
+_STAGE_LITE = (
+    "INSERT INTO import_stage (line, email, name, attributes, timezone, marker) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]') FROM json_each(?)"
+)
+_EXISTING = (
+    "SELECT st.line, st.email, st.name, st.attributes, st.timezone, "
+    "s.id, s.status, s.attributes, s.name, s.timezone "
+    "FROM import_stage st JOIN subscribers s ON s.email = st.email ORDER BY st.line"
+)
+_MEMBERS = (
+    "SELECT m.subscriber_id, m.status FROM import_stage st "
+    "JOIN subscribers s ON s.email = st.email "
+    "JOIN subscriptions m ON m.subscriber_id = s.id AND m.list_id = ?"
+)
+# DO NOTHING: someone who signed up meanwhile keeps their row, and is not ours. (WHERE
+# true: SQLite's parser needs it before ON CONFLICT in an INSERT … SELECT.)
+_INSERT_NEW = (
+    "INSERT INTO subscribers (email, name, status, attributes, timezone, created_at, "
+    "updated_at) SELECT email, name, 'active', attributes, timezone, ?, ? "
+    "FROM import_stage WHERE true ORDER BY line ON CONFLICT (email) DO NOTHING"
+)
+# SQLite: the chunk's transaction holds the database's one write lock from its start,
+# so the new rows are exactly those above the highest id before the insert.
+_JOIN_NEW = (
+    "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at) "
+    "SELECT id, ?, 'active', ? FROM subscribers WHERE id > ? "
+    "ON CONFLICT (subscriber_id, list_id) DO NOTHING"
+)
+_CONSENT_NEW = (
+    "INSERT INTO consents (subscriber_id, list_id, kind, source, wording, client, at) "
+    "SELECT id, ?, 'import', ?, '', '', ? FROM subscribers WHERE id > ?"
+)
+# PostgreSQL: one statement, the new rows' ids straight on to their memberships and
+# consent records.
+_NEW_PG = (
+    "WITH new AS (INSERT INTO subscribers (email, name, status, attributes, timezone, "
+    "created_at, updated_at) SELECT email, name, 'active', attributes::jsonb, timezone, ?, ? "
+    "FROM import_stage ORDER BY line ON CONFLICT (email) DO NOTHING RETURNING id), "
+    "joined AS (INSERT INTO subscriptions (subscriber_id, list_id, status, "
+    "created_at) SELECT id, ?, 'active', ? FROM new "
+    "ON CONFLICT (subscriber_id, list_id) DO NOTHING RETURNING subscriber_id, created_at), "
+    "consented AS (INSERT INTO consents (subscriber_id, list_id, kind, source, wording, "
+    "client, at) SELECT subscriber_id, ?, 'import', ?, '', '', created_at FROM joined) "
+    "SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM joined)"
+)
+_INSERT_SUBSCRIPTIONS = (
+    "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at) VALUES (?) "
+    "ON CONFLICT (subscriber_id, list_id) DO NOTHING"
+)
+_INSERT_CONSENTS = (
+    "INSERT INTO consents (subscriber_id, list_id, kind, source, wording, client, at) VALUES (?)"
+)
+# An erased address's marker sorts in this range of the suppressions' unique index.
+_ANY_ERASED = "SELECT 1 FROM suppressions WHERE email >= ? AND email < ? LIMIT 1"
+
+
+class _Sql:
+    """Statements on one connection, in the driver's own parameter style."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.postgres = connection.dialect.name == "postgresql"
+
+    def run(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if self.postgres:
+            sql = sql.replace("?", "%s")
+        return self.connection.exec_driver_sql(sql, params)
+
+    def many(self, template: str, rows: list[tuple[Any, ...]], types: str) -> None:
+        """Insert tuples. SQLite: the driver's ``executemany`` of one prepared statement,
+        a loop in C. PostgreSQL: one ``INSERT … SELECT FROM unnest(<an array per
+        column>)`` (psycopg's executemany is a round trip per row). ``types`` are the
+        PostgreSQL types of the columns, comma-separated."""
+        if not rows:
+            return
+        if not self.postgres:
+            group = "(" + ", ".join("?" * len(rows[0])) + ")"
+            self.connection.exec_driver_sql(template.replace("(?)", group), rows)
+            return
+        kinds = types.split(",")
+        arrays = ", ".join(f"%s::{'text' if k == 'jsonb' else k}[]" for k in kinds)
+        names = [f"c{i}" for i in range(len(kinds))]
+        picks = ", ".join(f"{n}::{k}" for n, k in zip(names, kinds, strict=True))
+        select_sql = f"SELECT {picks} FROM unnest({arrays}) AS u({', '.join(names)})"  # noqa: S608
+        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        self.connection.exec_driver_sql(template.replace("VALUES (?)", select_sql), columns)
+
+    def stage(self, rows: list[tuple[Any, ...]]) -> None:
+        """The chunk into ``import_stage``: PostgreSQL ``COPY``, SQLite one executemany."""
+        if not self.postgres:
+            raw_lite: Any = self.connection.connection.dbapi_connection
+            if not raw_lite.in_transaction:
+                # The write lock first: a transaction that reads and then writes would
+                # fail outright (a stale snapshot) if a sign-up committed in between.
+                self.connection.exec_driver_sql("BEGIN IMMEDIATE")
+        self.run(_CREATE_STAGE["postgresql" if self.postgres else "sqlite"])
+        self.run("DELETE FROM import_stage")
+        if not self.postgres:
+            # One JSON array of the rows, unpacked by SQLite in one statement: the driver
+            # then lets go of the GIL for the whole insert (an executemany takes it back
+            # for every row), so the reader thread parses the next chunk meanwhile.
+            self.connection.exec_driver_sql(_STAGE_LITE, (orjson.dumps(rows).decode(),))
+            return
+        # The chunk is small and the table large, and while an import runs the table's
+        # statistics lag far behind it: left to them, the planner hashes the whole table
+        # for every chunk's join. Index probes per staged row are right at any size.
+        self.run("SET LOCAL enable_hashjoin = off")
+        self.run("SET LOCAL enable_mergejoin = off")
+        raw: Any = self.connection.connection.dbapi_connection
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(
+                "COPY import_stage (line, email, name, attributes, timezone, marker) FROM STDIN"
+            ) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
+
 def _write(
-    session: Session,
+    connection: Connection,
     chunk: list[Row],
     list_id: int | None,
     floor_id: int,
@@ -421,202 +606,137 @@ def _write(
         "erased": 0,
         "errors": [],
     }
-    emails = [r.email for r in chunk]
-    suppressed = set(
-        session.scalars(select(Suppression.email).where(Suppression.email.in_(emails)))
+    sql = _Sql(connection)
+    # Markers are a keyed hash per address: worked out only while someone was erased.
+    markers = erasure_key is not None and (
+        sql.run(_ANY_ERASED, (ERASED_PREFIX, ERASED_PREFIX[:-1] + ";")).first() is not None
     )
-    erased: set[str] = set()
-    if erasure_key is not None:
-        markers = {marker(erasure_key, e): e for e in emails}
-        hits = session.scalars(select(Suppression.email).where(Suppression.email.in_(markers)))
-        erased = {markers[m] for m in hits}
-    existing = {
-        email: (sid, status, attributes, name, zone)
-        for sid, email, status, attributes, name, zone in session.execute(
-            select(
-                Subscriber.id,
-                Subscriber.email,
-                Subscriber.status,
-                Subscriber.attributes,
-                Subscriber.name,
-                Subscriber.timezone,
-            ).where(Subscriber.email.in_(emails))
-        )
-    }
-    now = utcnow()
-    fresh: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    candidates: list[int] = []  # existing subscribers who may join the list
+    staged: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
     for row in chunk:
-        if row.email in erased:
-            counts["erased"] += 1
-            continue
-        if row.email in suppressed:
-            counts["suppressed"] += 1
-            continue
-        found = existing.get(row.email)
-        if found is None:
-            fresh.append(
-                {
-                    "email": row.email,
-                    "name": row.name,
-                    "status": SubscriberStatus.ACTIVE.value,
-                    "attributes": row.attributes,
-                    "timezone": row.timezone,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            continue
-        sid, status, attributes, name, zone = found
-        if sid > floor_id:
+        if row.email in seen:  # rows from elsewhere than iter_rows, which checks this
             counts["errors"].append((row.line, f"email: {row.email} appears earlier in the file"))
             continue
-        counts["updated"] += 1
-        merged = {**(attributes or {}), **row.attributes}
-        new_name, new_zone = row.name or name, row.timezone or zone
-        if merged != attributes or new_name != name or new_zone != zone:
-            changed.append(
-                {"sid": sid, "name": new_name, "attributes": merged, "timezone": new_zone}
+        seen.add(row.email)
+        staged.append(
+            (
+                row.line,
+                row.email,
+                row.name,
+                row.attributes if not sql.postgres else _json(row.attributes),
+                row.timezone,
+                marker(erasure_key, row.email) if markers and erasure_key else None,
             )
+        )
+    sql.stage(staged)
+    if markers:
+        counts["erased"] = sql.run(
+            "DELETE FROM import_stage WHERE marker IN (SELECT email FROM suppressions)"
+        ).rowcount
+    counts["suppressed"] = sql.run(
+        "DELETE FROM import_stage WHERE email IN (SELECT email FROM suppressions)"
+    ).rowcount
+
+    changed: list[tuple[Any, ...]] = []
+    candidates: list[int] = []  # existing subscribers who may join the list
+    existing = 0
+    for line, email, name, raw, zone, sid, status, old_raw, old_name, old_zone in sql.run(
+        _EXISTING
+    ):
+        existing += 1
+        if sid > floor_id:
+            counts["errors"].append((line, f"email: {email} appears earlier in the file"))
+            continue
+        counts["updated"] += 1
+        attributes = _loaded(raw)
+        old = _loaded(old_raw) if old_raw is not None else {}
+        merged = {**old, **attributes}
+        new_name, new_zone = name or old_name, zone or old_zone
+        if merged != old or new_name != old_name or new_zone != old_zone:
+            changed.append((sid, new_name, _json(merged), new_zone))
         if status == SubscriberStatus.ACTIVE:
             candidates.append(sid)
         else:
             counts["kept_unsubscribed"] += 1  # left everything: no new membership
     members: dict[int, str] = {}
     if candidates and list_id is not None:
-        query = select(Subscription.subscriber_id, Subscription.status).where(
-            Subscription.list_id == list_id, Subscription.subscriber_id.in_(candidates)
-        )
-        members = {sid: status for sid, status in session.execute(query)}
+        members = dict(sql.run(_MEMBERS, (list_id,)).all())
     joining = [sid for sid in candidates if sid not in members]
     counts["kept_unsubscribed"] += sum(
         1 for s in members.values() if s == SubscriptionStatus.UNSUBSCRIBED
     )
     if dry_run:
-        counts["added"] = len(fresh)
-        counts["subscribed"] = len(joining) + len(fresh)
+        fresh = sql.run("SELECT count(*) FROM import_stage").scalar_one() - existing
+        counts["added"] = fresh
+        counts["subscribed"] = len(joining) + fresh
+        sql.run("DELETE FROM import_stage")
         return counts
 
     assert list_id is not None
-    connection = session.connection()
-    dialect = connection.dialect
-    mark = "%s" if dialect.paramstyle in ("format", "pyformat") else "?"
-    # Values are converted once as their column types would (one timestamp per chunk),
-    # and rows go to the driver's executemany as tuples: SQLAlchemy's per-row statement
-    # and type handling was four fifths of an import's time.
-    when = _bound(Subscriber.__table__.c.created_at.type, dialect, now)
-    to_json = Subscriber.__table__.c.attributes.type.dialect_impl(dialect).bind_processor(dialect)
-    if fresh:
-        # DO NOTHING: someone who signed up meanwhile keeps their row, and is not ours.
-        _insert(
-            connection,
-            _INSERT_SUBSCRIBERS,
-            mark,
-            types="text,text,text,jsonb,text,timestamptz,timestamptz",
-            rows=[
-                (
-                    r["email"],
-                    r["name"],
-                    r["status"],
-                    to_json(r["attributes"]) if to_json else r["attributes"],
-                    r["timezone"],
-                    when,
-                    when,
-                )
-                for r in fresh
-            ],
-        )
-        # Ours are the rows of these addresses stamped with this chunk's moment.
-        new_ids = list(
-            session.scalars(
-                select(Subscriber.id).where(
-                    Subscriber.email.in_([r["email"] for r in fresh]),
-                    Subscriber.created_at == now,
-                )
-            )
-        )
-        counts["added"] = len(new_ids)
-        joining.extend(new_ids)
-    if changed:
-        session.execute(
-            update(Subscriber.__table__)  # type: ignore[arg-type]
-            .where(Subscriber.__table__.c.id == bindparam("sid"))
-            .values(
-                name=bindparam("name"),
-                attributes=bindparam("attributes", Subscriber.__table__.c.attributes.type),
-                timezone=bindparam("timezone"),
-                updated_at=now,
-            ),
-            changed,
-        )
-    if joining:
-        already = set(
-            session.scalars(
-                select(Subscription.subscriber_id).where(
-                    Subscription.list_id == list_id, Subscription.subscriber_id.in_(joining)
-                )
-            )
-        )
-        joined = [sid for sid in joining if sid not in already]
+    # One moment per chunk, converted once as the column type would.
+    now = _bound(connection, utcnow())
+    if sql.postgres:
+        added, joined = sql.run(_NEW_PG, (now, now, list_id, now, list_id, source[:200])).one()
+    else:
+        top = sql.run("SELECT coalesce(max(id), 0) FROM subscribers").scalar_one()
+        added = sql.run(_INSERT_NEW, (now, now)).rowcount
+        joined = sql.run(_JOIN_NEW, (list_id, now, top)).rowcount if added else 0
         if joined:
-            # ON CONFLICT: a concurrent sign-up to the same list keeps its own row.
-            _insert(
-                connection,
-                _INSERT_SUBSCRIPTIONS,
-                mark,
-                types="int,int,text,timestamptz",
-                rows=[(sid, list_id, SubscriptionStatus.ACTIVE.value, when) for sid in joined],
-            )
-            _insert(
-                connection,
-                _INSERT_CONSENTS,
-                mark,
-                types="int,int,text,text,text,text,timestamptz",
-                rows=[(sid, list_id, "import", source[:200], "", "", when) for sid in joined],
-            )
-        counts["subscribed"] = len(joined)
+            sql.run(_CONSENT_NEW, (list_id, source[:200], now, top))
+    counts["added"] = added
+    counts["subscribed"] += joined
+    if changed:
+        _update(sql, changed, now)
+    if joining:
+        # ON CONFLICT: a concurrent sign-up to the same list keeps its own row.
+        sql.many(
+            _INSERT_SUBSCRIPTIONS,
+            [(sid, list_id, SubscriptionStatus.ACTIVE.value, now) for sid in joining],
+            types="int,int,text,timestamptz",
+        )
+        sql.many(
+            _INSERT_CONSENTS,
+            [(sid, list_id, "import", source[:200], "", "", now) for sid in joining],
+            types="int,int,text,text,text,text,timestamptz",
+        )
+        counts["subscribed"] += len(joining)
+    sql.run("DELETE FROM import_stage")
     return counts
 
 
-_INSERT_SUBSCRIBERS = (
-    "INSERT INTO subscribers (email, name, status, attributes, timezone, created_at, "
-    "updated_at) VALUES (?) ON CONFLICT (email) DO NOTHING"
-)
-_INSERT_SUBSCRIPTIONS = (
-    "INSERT INTO subscriptions (subscriber_id, list_id, status, created_at) VALUES (?) "
-    "ON CONFLICT (subscriber_id, list_id) DO NOTHING"
-)
-_INSERT_CONSENTS = (
-    "INSERT INTO consents (subscriber_id, list_id, kind, source, wording, client, at) VALUES (?)"
-)
-
-
-def _insert(
-    connection: Any, template: str, mark: str, rows: list[tuple[Any, ...]], types: str
-) -> None:
-    """Insert tuples. SQLite: the driver's ``executemany``, a loop in C. PostgreSQL: one
-    ``INSERT … SELECT FROM unnest(<one array per column>)``, since psycopg's executemany is
-    a round trip per row and multi-row VALUES make it parse thousands of placeholders in
-    Python. ``types`` are the PostgreSQL types of the columns, comma-separated."""
-    if not rows:
+def _update(sql: _Sql, changed: list[tuple[Any, ...]], now: Any) -> None:
+    """Present subscribers' merged name, attributes and zone."""
+    if not sql.postgres:
+        sql.connection.exec_driver_sql(
+            "UPDATE subscribers SET name = ?, attributes = ?, timezone = ?, updated_at = ? "
+            "WHERE id = ?",
+            [(name, attributes, zone, now, sid) for sid, name, attributes, zone in changed],
+        )
         return
-    if mark == "?":
-        group = "(" + ", ".join("?" * len(rows[0])) + ")"
-        connection.exec_driver_sql(template.replace("(?)", group), rows)
-        return
-    kinds = types.split(",")
-    # jsonb travels as text (the values are JSON text already) and is cast per row.
-    arrays = ", ".join(f"%s::{'text' if k == 'jsonb' else k}[]" for k in kinds)
-    names = [f"c{i}" for i in range(len(kinds))]
-    picks = ", ".join(f"{n}::{k}" for n, k in zip(names, kinds, strict=True))
-    select_sql = f"SELECT {picks} FROM unnest({arrays}) AS u({', '.join(names)})"  # noqa: S608
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    connection.exec_driver_sql(template.replace("VALUES (?)", select_sql), tuple(columns))
+    ids, names, attributes, zones = (list(c) for c in zip(*changed, strict=True))
+    sql.run(
+        "UPDATE subscribers s SET name = u.name, attributes = u.attributes::jsonb, "
+        "timezone = u.timezone, updated_at = ? "
+        "FROM unnest(?::int[], ?::text[], ?::text[], ?::text[]) AS u(id, name, attributes, "
+        "timezone) WHERE s.id = u.id",
+        (now, ids, names, attributes, zones),
+    )
 
 
-def _bound(type_: Any, dialect: Any, value: Any) -> Any:
-    process = type_.dialect_impl(dialect).bind_processor(dialect)
+def _json(value: dict[str, Any]) -> str:
+    return orjson.dumps(value).decode() if value else "{}"
+
+
+def _loaded(value: Any) -> dict[str, Any]:
+    """A JSON column as read through the driver: text on SQLite, decoded on PostgreSQL."""
+    loaded = orjson.loads(value) if isinstance(value, str | bytes) else value
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _bound(connection: Connection, value: datetime) -> Any:
+    """``value`` as the driver takes it for a UTCDateTime column."""
+    dialect = connection.dialect
+    process = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
     return process(value) if process else value
 
 

@@ -86,6 +86,10 @@ ENGAGEMENT = {
 }
 COUNT_OPS = {"eq", "gt", "gte", "lt", "lte", "between"}
 MAX_DAYS = 36500
+MAX_TEXT = 1000  # characters of a text value or an attribute's key
+# Numbers compared with attributes: any finite value a person would write, and none
+# that a database's binding refuses (SQLite's integers stop at 2**63).
+MAX_NUMBER = 10**15
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PG_NUMBER = r"^\s*-?[0-9]+(\.[0-9]*)?\s*$"
 _PG_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -121,8 +125,10 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
     if not isinstance(condition, Mapping):
         raise SegmentRuleError(where, "must be an object with field, op and value")
     field, op, value = condition.get("field"), condition.get("op"), condition.get("value")
-    if op not in OPS:
-        raise SegmentRuleError(where, f"op must be one of {sorted(OPS)}, not {op!r}")
+    if not isinstance(op, str) or op not in OPS:
+        raise SegmentRuleError(where, f"op must be one of {sorted(OPS)}, not {_shown(op)}")
+    if not isinstance(field, str):
+        raise SegmentRuleError(where, f"field must be a string, not {type(field).__name__}")
     if field == "list":
         return _list_condition(where, op, value)
     if field in ENGAGEMENT or field == "bounced":
@@ -133,8 +139,8 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
         if op not in COMPARE_OPS:
             raise SegmentRuleError(where, f"subscribed_at takes op {sorted(COMPARE_OPS)}")
         return _compare(where, op, value, lambda v: _moment(where, v), Subscriber.created_at)
-    if isinstance(field, str) and field.startswith("attributes.") and len(field) > 11:
-        column: Any = Subscriber.attributes[field.removeprefix("attributes.")].as_string()
+    if field.startswith("attributes.") and len(field) > 11:
+        column: Any = Subscriber.attributes[_key(where, field)].as_string()
         if op in COMPARE_OPS:
             return _attribute_compare(where, column, op, value)
     elif field in TEXT_FIELDS:
@@ -145,7 +151,7 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
         raise SegmentRuleError(
             where,
             "field must be email, name, timezone, list, attributes.<key>, subscribed_at, "
-            f"delivered, opened, clicked, bounced or editions_received, not {field!r}",
+            f"delivered, opened, clicked, bounced or editions_received, not {_shown(field)}",
         )
     if op == "exists":
         return column.is_not(None)  # type: ignore[no-any-return]
@@ -182,16 +188,39 @@ def _list_condition(where: str, op: str, value: Any) -> ColumnElement[bool]:
     return member if op in ("eq", "in") else not_(member)
 
 
+def _shown(value: Any) -> str:
+    """A bad part of a rule, as much of it as an error message should repeat."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _key(where: str, field: str) -> str:
+    """The attribute's key from ``attributes.<key>``: it becomes a JSON path."""
+    key = field.removeprefix("attributes.")
+    if len(key) > MAX_TEXT or not key.isprintable() or any(c in key for c in '"\\'):
+        raise SegmentRuleError(
+            where,
+            f"attribute key {_shown(key)}: at most {MAX_TEXT} printable characters, "
+            "without quotes or backslashes",
+        )
+    return key
+
+
 def _string(where: str, value: Any) -> str:
     if not isinstance(value, str):
         raise SegmentRuleError(where, f"value must be a string, not {type(value).__name__}")
+    if "\x00" in value or len(value) > MAX_TEXT:
+        # Neither database takes a NUL in a text value, and no stored text holds one.
+        raise SegmentRuleError(
+            where, f"value: at most {MAX_TEXT} characters, without NUL characters"
+        )
     return value
 
 
 def _string_list(where: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SegmentRuleError(where, "value must be a list of strings")
-    return list(value)
+    return [_string(where, v) for v in value]
 
 
 def _bounds(where: str, op: str, value: Any) -> tuple[str, list[Any]]:
@@ -240,9 +269,9 @@ def _moment(where: str, value: Any) -> datetime:
             if len(value) == 10:
                 return datetime.combine(date.fromisoformat(value), time(), UTC)
             moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise SegmentRuleError(where, f"{value!r} is not an ISO 8601 date") from None
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:00-05:00
+            raise SegmentRuleError(where, f"{_shown(value)} is not an ISO 8601 date") from None
     raise SegmentRuleError(where, 'a date is an ISO 8601 string ("2025-01-31") or {"days_ago": N}')
 
 
@@ -250,6 +279,8 @@ def _attribute_compare(where: str, column: Any, op: str, value: Any) -> ColumnEl
     _, values = _bounds(where, op, value)
     numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
     if all(numbers):
+        if not all(-MAX_NUMBER <= v <= MAX_NUMBER for v in values):  # NaN fails this too
+            raise SegmentRuleError(where, f"a number from -{MAX_NUMBER:,} to {MAX_NUMBER:,}")
         return _compare(where, op, value, lambda v: literal(v, Numeric()), _as_number(column))
     if any(numbers):
         raise SegmentRuleError(where, "compare with numbers or with dates, not both")
@@ -274,17 +305,18 @@ def _as_number(column: Any) -> Any:
         not_(text.op("GLOB")("*.*.*")),
     )
     lite = case((looks_numeric, cast(text, Numeric())), else_=None)
-    return _dialect_case(pg, lite)
+    return per_dialect(pg, lite)
 
 
 def _as_date(column: Any) -> Any:
     text = cast(column, String())
     pg = case((text.regexp_match(_PG_DATE), func.substr(text, 1, 10)), else_=None)
     lite = case((text.op("GLOB")(_SQLITE_DATE), func.substr(text, 1, 10)), else_=None)
-    return _dialect_case(pg, lite)
+    return per_dialect(pg, lite)
 
 
-def _dialect_case(pg: Any, lite: Any) -> Any:
+def per_dialect(pg: Any, lite: Any) -> Any:
+    """One SQL expression on PostgreSQL, another elsewhere (SQLite)."""
     return _PerDialect(pg, lite)
 
 
@@ -335,8 +367,10 @@ def _received(where: str, op: str, value: Any) -> ColumnElement[bool]:
     from mailer.dispatch.ledger import sent_by_batch
 
     def count(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise SegmentRuleError(where, "value must be a whole number of editions, 0 or more")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_NUMBER:
+            raise SegmentRuleError(
+                where, f"value must be a whole number of editions, 0 to {MAX_NUMBER:,}"
+            )
         return v
 
     def at_least(n: int) -> ColumnElement[bool]:
