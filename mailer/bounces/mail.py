@@ -37,7 +37,14 @@ from functools import lru_cache
 
 from flufl.bounce import all_failures
 
-from mailer.bounces.reasons import BounceClass, BounceReason, Verdict, classify, status_of
+from mailer.bounces.reasons import (
+    BounceClass,
+    BounceReason,
+    Verdict,
+    classify,
+    reason_from_text,
+    status_of,
+)
 from subscribers.addresses import InvalidAddress, normalize_email
 
 __all__ = [
@@ -449,7 +456,8 @@ class _Reader:
         )
         if address is None:
             return None
-        diagnostic = _DIAGNOSTIC_TYPE.sub("", _field(block, "Diagnostic-Code"), count=1)
+        code = _field(block, "Diagnostic-Code")
+        diagnostic = _DIAGNOSTIC_TYPE.sub("", code, count=1)
         # The remote server's own code beats the reporting MTA's summary of it (Amazon
         # SES writes "Status: 5.0.0" over a diagnostic that says 5.2.2).
         status = status_of(diagnostic) or status_of(_field(block, "Status"))
@@ -458,6 +466,10 @@ class _Reader:
             # Gmail and others put the remote server's words in the human-readable part.
             words = " ".join(filter(None, [diagnostic, _segment(self.human, address, set())]))
         verdict = classify(status, words, context=self.human, temporary=delayed or None)
+        if code.lower().startswith("x-unix") and verdict.reason is not BounceReason.MAILBOX_FULL:
+            # A local delivery program's words (procmail, a pipe), not a mail server's
+            # verdict on the address: the receiving system failed.
+            verdict = Verdict(BounceReason.SYSTEM_ERROR, BounceClass.SOFT, verdict.status)
         shown = diagnostic or _segment(self.human, address, set()) or _field(block, "Status")
         return _Failure(address, verdict, _short(shown))
 
@@ -527,7 +539,13 @@ class _Reader:
         failures = []
         for address in candidates:
             segment = _segment(self.human, address, others - {address})
-            verdict = classify(None, segment, context=self.human)
+            # The words on the line that names the address come first: later lines of
+            # a transcript may be about the next recipient.
+            line = segment.split("\n", 1)[0] if "\n" in segment else ""
+            words = line if line and reason_from_text(line) else segment
+            verdict = classify(
+                None, words, context=self.human, transcript=segment if len(others) > 1 else None
+            )
             failures.append(_Failure(address, verdict, _short(segment)))
         return failures
 
@@ -570,7 +588,16 @@ def _parts(msg: Message) -> Iterator[Message]:
 def _blocks(part: Message) -> list[Message]:
     payload = part.get_payload()
     if isinstance(payload, list):
-        return [b for b in payload if isinstance(b, Message)]
+        blocks: list[Message] = []
+        for block in payload:
+            if not isinstance(block, Message):
+                continue
+            if len(block.get_all("Final-Recipient") or []) > 1:
+                # Recipients without the blank line between them (AOL): one per block.
+                blocks.extend(_text_blocks(block.as_string()))
+            else:
+                blocks.append(block)
+        return blocks
     if isinstance(payload, str):
         # Encoded (base64, quoted-printable) delivery-status parts stay one string.
         data = part.get_payload(decode=True)
@@ -653,7 +680,7 @@ def _segment(text: str, address: str, others: set[str]) -> str:
                 break
             if following.strip():
                 taken.append(following.strip())
-        return " ".join(taken)
+        return "\n".join(taken)
     return ""
 
 
@@ -741,6 +768,7 @@ def _body_text(parts: list[Message]) -> str:
         if part.get_content_type() == "text/html":
             if any(p.get_content_type() == "text/plain" for p in parts if p is not part):
                 continue
+            text = re.sub(r"(?is)<(style|script|head)\b.*?</\1\s*>", " ", text)
             text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", text)
             text = re.sub(r"<[^>]{0,2000}>", " ", text).replace("&nbsp;", " ")
             text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

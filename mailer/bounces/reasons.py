@@ -83,7 +83,10 @@ HARD_REASONS = frozenset({BounceReason.USER_UNKNOWN, BounceReason.HOST_UNKNOWN, 
 
 
 def _words(*patterns: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    # A space in a pattern is any run of white space: reports wrap their lines anywhere.
+    joined = "|".join(f"(?:{p})" for p in patterns)
+    joined = joined.replace(" ?", r"\s*").replace(" ", r"\s+")
+    return re.compile(joined, re.IGNORECASE)
 
 
 # Ordered: the first reason whose words appear wins. Reasons about our sending (rate,
@@ -370,6 +373,8 @@ _LATE: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"internal (?:server |system )?error",
             r"loop",
             r"too many hops",
+            r"\bon hold\b",
+            r"protocol error",
             r"hop count",
             r"service (?:currently )?(?:not available|unavailable|refused)",
             r"temporar(?:y|ily) (?:failure|unavailable|error|problem)",
@@ -455,7 +460,8 @@ _REPLY_CODE = re.compile(r"(?<![\d.])([245])[0-5]\d(?![\d.])")
 # The SMTP command a refusal answered, as MTAs write it: Postfix "(in reply to RCPT TO
 # command)" after the reply, Sendmail ">>> DATA" and Exim "after MAIL FROM:" before it.
 _REPLY_TO_COMMAND = re.compile(
-    r"in reply to (?:the )?(?:end of )?(mail|rcpt|data|helo|ehlo|connect)\b", re.IGNORECASE
+    r"in\s+reply\s+to\s+(?:the\s+)?(?:end\s+of\s+)?(mail|rcpt|data|helo|ehlo|connect)\b",
+    re.IGNORECASE,
 )
 _COMMAND_BEFORE = re.compile(
     r"(?:>>>\s*|\bafter (?:the )?(?:end of )?|did not like our (?:final )?|\bfor (?:the )?)"
@@ -530,13 +536,16 @@ def classify(
     diagnostic: str = "",
     *,
     context: str = "",
+    transcript: str | None = None,
     temporary: bool | None = None,
 ) -> Verdict:
     """The reason and class of one failure.
 
     ``status`` is the RFC 3463 code the report gave (``None`` if none), ``diagnostic``
     the remote server's words about this recipient, ``context`` the rest of what the
-    report says (read only when the diagnostic says nothing we know). ``temporary`` is
+    report says (read only when the diagnostic says nothing we know), ``transcript`` the
+    SMTP exchange about this recipient where the command refused is read (``context``
+    when not given). ``temporary`` is
     True for a failure the sender will retry (a DSN's ``delayed``), False for one it has
     given up on, None when the report does not say: then the codes decide.
 
@@ -557,12 +566,15 @@ def classify(
         reason = _STATUS[detail]
     if reason is None:
         reason = _first(_TEXT, diagnostic) or _first(_LATE[1:], diagnostic)
-    if reason is None and specific and detail is not None:
-        reason = _STATUS.get(detail)
+    by_status = (_STATUS.get(detail) or _CLASS.get(detail[0])) if specific and detail else None
+    if reason is None and by_status is not BounceReason.POLICY:
+        # A specific status says more than words any refusal at RCPT TO carries, but
+        # "policy" (5.7.1, 5.7.x) says less than "Recipient address rejected".
+        reason = _STATUS.get(detail) if detail else None
     if reason is None and _WEAK_USER_UNKNOWN.search(diagnostic):
         reason = BounceReason.USER_UNKNOWN
-    if reason is None and specific and detail is not None:
-        reason = _CLASS.get(detail.split(".")[0])
+    if reason is None:
+        reason = by_status
     if reason is None:
         reason = _first(_LATE[:1], diagnostic)
     if reason is None:
@@ -573,7 +585,7 @@ def classify(
         reason = _first(_LATE[:1], context)
     if reason is None:
         reason = BounceReason.EXPIRED if temporary else BounceReason.SYSTEM_ERROR
-    command = command_of(diagnostic) or command_of(context)
+    command = command_of(diagnostic) or command_of(context if transcript is None else transcript)
     if command == "mail" and reason in _ABOUT_RECIPIENT:
         reason = BounceReason.SENDER_REFUSED
     elif (
