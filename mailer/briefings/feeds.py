@@ -34,6 +34,7 @@ import httpx
 
 from mailer.briefings.parser import (
     DEFAULT_BOILERPLATE,
+    MAX_URL_LENGTH,
     BriefingError,
     ParsedBriefing,
     http_url,
@@ -44,7 +45,6 @@ from mailer.briefings.sanitize import clean_text
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
-MAX_URL_LENGTH = 2000
 MAX_GUID_LENGTH = 500
 MAX_TAG_LENGTH = 50
 MAX_VALIDATOR_LENGTH = 100

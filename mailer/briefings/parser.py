@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_CHARS",
     "MARKDOWN_SUFFIXES",
+    "MAX_URL_LENGTH",
     "BodyFormat",
     "BriefingError",
     "ParsedBriefing",
@@ -75,6 +76,8 @@ BodyFormat = Literal["text", "markdown", "html"]
 MARKDOWN_SUFFIXES: frozenset[str] = frozenset({".md", ".markdown"})
 DEFAULT_MAX_BYTES = 1_048_576
 DEFAULT_MAX_CHARS = 200_000
+# What a mail client, and the briefings' url column, take.
+MAX_URL_LENGTH = 2000
 
 # Each pattern is matched case-insensitively at the *start* of a paragraph only, so a
 # news paragraph that mentions logging in half-way through a sentence is kept.
@@ -938,6 +941,8 @@ def _read_url(value: object) -> str | None:
     url = http_url(value)
     if url is None:
         raise _Invalid(f"not an http(s) URL: {_excerpt(value)}")
+    if len(url) > MAX_URL_LENGTH:
+        raise _Invalid(f"is {len(url)} characters; at most {MAX_URL_LENGTH}")
     return url
 
 

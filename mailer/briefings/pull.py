@@ -85,9 +85,13 @@ def pull_source(
                 boilerplate=boilerplate,
                 on_item=on_item,
             )
-        except NotADirectoryError as exc:
+        except OSError as exc:  # gone, not a folder, or not a name this system takes
             report = PullReport(source=source.name)
-            report.fail(source.location, str(exc))
+            if isinstance(exc, NotADirectoryError):
+                report.fail(source.location, str(exc))
+            else:
+                reason = exc.strerror or type(exc).__name__
+                report.fail(source.location, f"{source.location}: cannot read folder: {reason}")
             return report
     if source.kind == SourceKind.FEED:
         return pull_feed(

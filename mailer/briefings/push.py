@@ -27,6 +27,7 @@ from mailer.briefings.parser import (
     parse_html,
     parse_text,
 )
+from mailer.briefings.sanitize import clean_text
 from mailer.briefings.store import StoreOutcome, store_briefing
 from mailer.db.models import Briefing, BriefingStatus, Source
 
@@ -55,6 +56,18 @@ class BriefingIn(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=20)
     published: datetime | None = None
     author: str | None = Field(default=None, max_length=200)
+
+    @field_validator("external_id", "author")
+    @classmethod
+    def _clean(cls, value: str | None) -> str | None:
+        # Identity and byline are stored as given; the text fields are cleaned by the
+        # parser. A value that was nothing but control characters is no value.
+        if value is None:
+            return None
+        cleaned = clean_text(value)
+        if not cleaned:
+            raise ValueError("must not be only control characters")
+        return cleaned
 
     @field_validator("lead", "title", "body")
     @classmethod

@@ -314,7 +314,8 @@ class _Open(NamedTuple):
     element with a class."""
 
     tag: str
-    start: int | None  # where it begins in the buffer; None once a flush cut it in two
+    # Index of its start tag in the buffer; None once a flush cut the element in two.
+    start: int | None
     classes: str  # its own and its ancestors'
 
 
@@ -424,7 +425,8 @@ class _BlockSplitter(HTMLParser):
             return
         self._pop_class()
         if element.start is not None and self._drop is not None:
-            text = _visible_text(sanitize_html("".join(self._buffer[element.start :])))
+            # What the element holds, after its own start tag (a list item's bullet).
+            text = _visible_text(sanitize_html("".join(self._buffer[element.start + 1 :])))
             if text and self._drop(text, element.classes):
                 del self._buffer[element.start :]
                 self.blocks.append((text, element.classes, True))

@@ -38,8 +38,12 @@ def add_source(
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SourceError(f"feed URL {location!r}: must be an http(s) URL")
     elif kind == SourceKind.FOLDER:
-        path = Path(location).expanduser().resolve()
-        if not path.is_dir():
+        try:
+            path = Path(location).expanduser().resolve()
+            is_dir = path.is_dir()
+        except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+            raise SourceError(f"folder {location[:200]!r}: cannot be read: {exc}") from exc
+        if not is_dir:
             raise SourceError(f"folder {location!r}: not a directory")
         location = str(path)
     newsletter_id = None

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.briefings.parser import ParsedBriefing
+from mailer.briefings.sanitize import clean_data, clean_text
 from mailer.db.base import utcnow
 from mailer.db.models import Briefing, BriefingStatus, Correction
 
@@ -62,6 +63,9 @@ def store_briefing(
     author: str | None = None,
     initial_status: BriefingStatus = BriefingStatus.READY,
 ) -> tuple[Briefing, StoreOutcome]:
+    # The parsers clean what they read; this holds for whatever else builds a briefing,
+    # and for the key and author, which come from the source rather than the parser.
+    source_key = clean_text(source_key)
     existing = session.scalar(select(Briefing).where(Briefing.source_key == source_key))
     fields: dict[str, Any] = {
         "content_hash": parsed.content_hash,
@@ -74,6 +78,7 @@ def store_briefing(
         "dropped": list(parsed.dropped),
         "author": author,
     }
+    fields = clean_data(fields)
     if existing is None:
         briefing = Briefing(
             source_key=source_key,
