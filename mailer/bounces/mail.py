@@ -422,7 +422,11 @@ class _Reader:
             if part.get_content_type() == "message/delivery-status":
                 blocks.extend(_blocks(part))
         if not any(_field(b, "Action") for b in blocks):
-            blocks = _text_blocks(self.human)
+            # Written out as text: in the report's own words, or further down in a
+            # bounce forwarded as text (as long as the message is a bounce at all).
+            blocks = _text_blocks(self.human) or (
+                _text_blocks(self.text) if self._looks_like_bounce() else []
+            )
         original_id: str | None = None
         failures: list[_Failure] = []
         found = any_failed = False
@@ -466,6 +470,10 @@ class _Reader:
             # Gmail and others put the remote server's words in the human-readable part.
             words = " ".join(filter(None, [diagnostic, _segment(self.human, address, set())]))
         verdict = classify(status, words, context=self.human, temporary=delayed or None)
+        retried_out = not delayed and (verdict.status or "").startswith("4")
+        if retried_out and verdict.reason is BounceReason.SYSTEM_ERROR:
+            # Given up on after temporary failures only: the retries ran out.
+            verdict = Verdict(BounceReason.EXPIRED, BounceClass.SOFT, verdict.status)
         if code.lower().startswith("x-unix") and verdict.reason is not BounceReason.MAILBOX_FULL:
             # A local delivery program's words (procmail, a pipe), not a mail server's
             # verdict on the address: the receiving system failed.
@@ -506,13 +514,20 @@ class _Reader:
 
     def _free_text(self) -> list[_Failure]:
         candidates: list[str] = []
-        for line in self.human.splitlines():
+        lines = self.human.splitlines()
+        # An address offered for questions is no failed reader wherever else it appears.
+        contacts = {
+            a.lower() for line in lines if _CONTACT.search(line) for a in _ADDRESS.findall(line)
+        }
+        for line in lines:
             if _CONTACT.search(line) or _HEADER_LINE.match(line.strip()):
                 continue
             for match in _ADDRESS.finditer(line):
                 if _SENDER_BEFORE.search(line[max(0, match.start() - 14) : match.start()]):
                     continue  # "MAIL FROM:<...>", "envelope-from <...>": our sender
                 address = _normal(match.group(1).strip(".'"))
+                if address in contacts:
+                    continue
                 if address and address not in candidates and self._may_be_reader(address):
                     candidates.append(address)
         detected = [a for a in self._flufl() if self._may_be_reader(a)]
