@@ -82,6 +82,8 @@ class Sink:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
     hang_seconds: float = 3.0
+    # X-RateLimit-Reset as a 429 gives it, raw; None: a second from now.
+    rate_limit_reset: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def delivery_ids(self) -> list[int]:
@@ -179,7 +181,9 @@ class SinkServer(LoopbackServer):
                         },
                     )
                 elif action == "429":
-                    reset = str(int(time.time()) + 1)
+                    reset = sink.rate_limit_reset
+                    if reset is None:
+                        reset = str(int(time.time()) + 1)
                     self._answer(
                         429,
                         {"errors": [{"message": "too many requests"}]},

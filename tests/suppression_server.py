@@ -104,6 +104,7 @@ class Suppressions:
     actions: list[str] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     rate_limit_reset_in: int = 2  # seconds from now, in X-RateLimit-Reset
+    rate_limit_reset: str | None = None  # X-RateLimit-Reset as it is, instead
     ignore_offset: bool = False  # a broken server, to check the client cannot loop forever
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,6 +116,7 @@ class Suppressions:
             self.actions = fresh.actions
             self.requests = fresh.requests
             self.rate_limit_reset_in = fresh.rate_limit_reset_in
+            self.rate_limit_reset = fresh.rate_limit_reset
             self.ignore_offset = fresh.ignore_offset
 
     def add(self, kind: str, *items: Any) -> None:
@@ -196,7 +198,9 @@ class SuppressionServer(LoopbackServer):
                 elif action == "403":
                     self._answer(record, 403, _error("access forbidden"))
                 elif action == "429":
-                    reset = str(int(time.time()) + state.rate_limit_reset_in)
+                    reset = state.rate_limit_reset
+                    if reset is None:
+                        reset = str(int(time.time()) + state.rate_limit_reset_in)
                     headers = {
                         "X-RateLimit-Limit": "600",
                         "X-RateLimit-Remaining": "0",

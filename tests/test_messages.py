@@ -13,7 +13,7 @@ from mailer.db.models import Newsletter
 from mailer.db.session import transaction
 from mailer.dispatch.dispatcher import send_edition
 from mailer.runtime import Runtime
-from mailer.transports.mime import feedback_sender
+from mailer.transports.headers import feedback_sender
 from mailer.transports.outbox import OutboxTransport
 from tests import factories
 

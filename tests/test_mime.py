@@ -22,16 +22,16 @@ from hypothesis import strategies as st
 
 from mailer.rendering.personalize import personalize
 from mailer.transports.base import Envelope, Recipient
-from mailer.transports.mime import (
+from mailer.transports.headers import (
     MAX_ENCODED_WORD,
     MAX_LINE,
-    MessageWriter,
     address,
     clean_name,
     encoded_words,
     phrase,
     room,
 )
+from mailer.transports.mime import MessageWriter
 from mailer.transports.outbox import OutboxTransport
 from mailer.transports.smtp import SmtpConfig, SmtpTransport
 from tests.smtp_server import Recorder, running
@@ -218,7 +218,7 @@ SUBJECTS = (
 )
 
 
-@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@settings(max_examples=120, derandomize=True, database=None, deadline=None)
 @given(name=NAMES, from_name=NAMES, subject=SUBJECTS)
 def test_any_name_and_subject_read_back(name: str, from_name: str, subject: str) -> None:
     sent = envelope(subject=subject, from_name=from_name, newsletter_name=name)

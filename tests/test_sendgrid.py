@@ -17,6 +17,7 @@ from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
 from mailer.transports import transport_for
 from mailer.transports.base import Recipient
+from mailer.transports.headers import feedback_sender
 from mailer.transports.sendgrid import SendGridTransport, substitution_keys
 from subscribers.models import Subscriber
 from tests import factories
@@ -29,6 +30,9 @@ from tests.waits import no_wait
 def sink() -> Iterator[SinkServer]:
     with sendgrid_sink() as server:
         yield server
+
+
+SENDER = "briefing@news.example.org"  # tests.factories.newsletter's
 
 
 def transport(base_url: str, key: str = API_KEY, timeout: float = 2.0) -> SendGridTransport:
@@ -71,7 +75,12 @@ def test_batches_are_valid_personalized_and_recorded(runtime: Runtime, sink: Sin
         for p in b["personalizations"]
         if p["to"][0]["email"] == "reader00001@example.com"
     ]
-    assert person["to"] == [{"email": "reader00001@example.com", "name": 'Ada "Al" <Lovelace> Esq'}]
+    # Every character kept but the bell; quoted, as SendGrid needs a name with specials.
+    assert person["to"] == [
+        {"email": "reader00001@example.com", "name": '"Ada \\"Al\\" <Lovelace>; Esq,"'}
+    ]
+    assert body["headers"]["List-Id"] == "The Daily Briefing <daily.news.example.org>"
+    assert body["headers"]["Feedback-ID"] == f"e{edition_id}:daily:{feedback_sender(SENDER)}"
     assert person["custom_args"]["edition_id"] == str(edition_id)
     url = person["substitutions"][f"{text_key}unsubscribe_url%%"]
     assert url.startswith("https://news.example.org/u/")

@@ -32,12 +32,13 @@ from typing import Any
 
 import httpx
 
+from mailer.transports import rate_limit
 from subscribers.addresses import InvalidAddress, normalize_email
 
 MAX_PAGE_SIZE = 500  # SendGrid's documented maximum for these lists
 MAX_RETRIES = 4
 MAX_RATE_LIMIT_WAITS = 20
-MAX_RATE_LIMIT_WAIT = 120.0
+MAX_RATE_LIMIT_WAIT = rate_limit.MAX_WAIT
 _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # RFC 3463 class.subject.detail
 _SNIPPET = 200
 
@@ -198,7 +199,7 @@ class SendGridSuppressionClient:
                 rate_limited += 1
                 if rate_limited > MAX_RATE_LIMIT_WAITS:
                     raise SyncError(f"{where}: still rate limited after {rate_limited} waits")
-                self._sleep(_rate_limit_wait(response))
+                self._sleep(rate_limit.reset_wait(response.headers.get(rate_limit.HEADER)))
                 continue
             if status >= 500:
                 failures += 1
@@ -286,18 +287,6 @@ def _suppression(kind: SuppressionKind, item: object) -> ProviderSuppression:
 def _text(value: object) -> str:
     # SendGrid's reasons carry trailing and doubled spaces; PostgreSQL stores no NUL.
     return " ".join(value.replace("\x00", "").split()) if isinstance(value, str) else ""
-
-
-def _rate_limit_wait(response: httpx.Response) -> float:
-    # X-RateLimit-Reset is the unix time at which the limit resets.
-    reset = response.headers.get("X-RateLimit-Reset", "")
-    try:
-        wait = float(reset) - time.time()
-    except ValueError:
-        wait = 1.0
-    if not math.isfinite(wait):
-        wait = 1.0
-    return min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT)
 
 
 def _errors(response: httpx.Response) -> str:

@@ -32,6 +32,7 @@ import orjson
 from markupsafe import escape
 
 from mailer.rendering.personalize import placeholders_in
+from mailer.transports import rate_limit
 from mailer.transports.base import (
     Envelope,
     Outcome,
@@ -39,20 +40,23 @@ from mailer.transports.base import (
     Result,
     TransportUnauthorized,
 )
+from mailer.transports.headers import clean_name, feedback_id, list_id, quoted_string
 
 MAX_PERSONALIZATIONS = 1000
 MAX_RETRIES = 5
-MAX_RATE_LIMIT_WAIT = 120.0
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f;,]")
+MAX_RATE_LIMIT_WAIT = rate_limit.MAX_WAIT
+# SendGrid takes a name with one of these for a list of addresses and drops the message,
+# unless the name comes quoted (its support's advice, and what its own libraries do).
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]')
 
 
 def display_name(name: str | None) -> str:
-    """SendGrid refuses names with ';' or ','; control characters are never wanted."""
+    """A name as SendGrid needs it: cleaned as for any header (control characters out,
+    white space runs made one), and quoted when it holds a special such as ',' or ';'."""
     if not name:
         return ""
-    if name.isprintable() and ";" not in name and "," not in name:
-        return name.strip()  # the usual case, without a regex per recipient
-    return _UNSAFE_NAME.sub("", name).strip()
+    cleaned = clean_name(name)
+    return quoted_string(cleaned) if _SPECIALS.search(cleaned) else cleaned
 
 
 def substitution_keys(nonce: str) -> tuple[str, str]:
@@ -130,7 +134,6 @@ class SendGridTransport:
         if not 0 < len(recipients) <= MAX_PERSONALIZATIONS:
             raise ValueError(f"a request takes 1 to {MAX_PERSONALIZATIONS} recipients")
         html_key, text_key = substitution_keys(envelope.nonce)
-        domain = envelope.from_email.rpartition("@")[2]
         # Only the tokens the template uses travel, each under its HTML and text key.
         used = [
             (token, _json(f"{html_key}{token}%%"), _json(f"{text_key}{token}%%"))
@@ -180,7 +183,8 @@ class SendGridTransport:
             ],
             "headers": {
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                "List-Id": f"<{envelope.newsletter_slug}.{domain}>",
+                "List-Id": list_id(envelope),
+                "Feedback-ID": feedback_id(envelope),
             },
             "categories": [
                 f"newsletter-{envelope.newsletter_slug}"[:255],
@@ -221,7 +225,7 @@ class SendGridTransport:
                 return [Result(i, Outcome.SENT, message_id) for i in ids]
             if status == 429:
                 last_error = "429 rate limited"
-                self._sleep(self._rate_limit_wait(response))
+                self._sleep(rate_limit.reset_wait(response.headers.get(rate_limit.HEADER)))
                 continue
             if status >= 500:
                 last_error = f"{status} {_errors(response)}"
@@ -244,15 +248,6 @@ class SendGridTransport:
         if attempt < self._max_retries:
             # Exponential with full jitter, so many workers do not retry in step.
             self._sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
-
-    @staticmethod
-    def _rate_limit_wait(response: httpx.Response) -> float:
-        reset = response.headers.get("X-RateLimit-Reset", "")
-        try:
-            wait = float(reset) - time.time()
-        except ValueError:
-            wait = 1.0
-        return min(max(wait, 0.5), MAX_RATE_LIMIT_WAIT)
 
 
 # A JSON string literal (quotes included, non-ASCII escaped): the json module's C encoder.
