@@ -64,6 +64,7 @@ import orjson
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.briefings.sanitize import clean_data, clean_text
 from mailer.db.base import utcnow
 from mailer.db.session import transaction
 from mailer.schedule.slots import ScheduleError, parse_timezone
@@ -217,8 +218,9 @@ def iter_rows(
             raise ImportFileError(f"{source}: empty file")
 
     def all_lines() -> Iterator[str]:
-        yield first
-        yield from lines
+        # Control characters go as at every way in (clean_text); CSV's own stay.
+        yield clean_text(first)
+        yield from map(clean_text, lines)
 
     reader = csv.reader(all_lines(), delimiter=_delimiter(first))
     try:
@@ -281,7 +283,7 @@ def _row(line: int, values: list[str], columns: _Columns) -> Row | str:
                 return "attributes: not JSON"
             if not isinstance(parsed, dict):
                 return "attributes: must be a JSON object"
-            attributes.update(parsed)
+            attributes.update(clean_data(parsed))  # \u0000 escapes decode to NUL
     for i, key in columns.attributes:
         value = values[i].strip()
         if value:  # an export's empty columns are no information about the person

@@ -35,8 +35,11 @@ from mailer.db.models import (
 )
 from mailer.db.session import transaction
 from mailer.editions.compose import compose_edition
+from mailer.events.sendgrid_events import parse_events
 from mailer.runtime import Runtime
 from mailer.web.app import create_app
+from subscribers.importer import import_csv
+from subscribers.models import Subscriber
 from tests import factories
 from tests.feed_server import FeedServer, Route, rss, serving
 
@@ -530,3 +533,45 @@ def test_an_edition_stays_renderable_when_a_briefing_came_with_nul(runtime: Runt
     with runtime.sessions() as session:
         (stored,) = session.scalars(select(Edition)).all()
         assert stored.html is not None and "Lead text." in stored.html
+
+
+# --- 4: the same cleaning at the other ways in: CSV import and the event webhook -----------
+
+
+def test_a_csv_import_stores_no_control_characters(runtime: Runtime, tmp_path: Path) -> None:
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_text(
+        "email,name,attributes,city\x00\n"
+        "reader@example.com,Ann\x00e Reader,"
+        '"{""plan"": ""gold\\u0000"", ""k\\u0001"": 1}",Ber\x01lin\n',
+        encoding="utf-8",
+    )
+
+    report = import_csv(runtime.sessions, csv_file, "morning")
+
+    assert report.errors == [], report.errors
+    with runtime.sessions() as session:
+        (reader,) = session.scalars(select(Subscriber)).all()
+        assert reader.name == "Anne Reader"
+        assert reader.attributes == {"plan": "gold", "k": 1, "city": "Berlin"}
+
+
+def test_webhook_events_are_cleaned_like_everything_else() -> None:
+    body = json.dumps(
+        [
+            {
+                "sg_event_id": "e\u00001",
+                "event": "bounce",
+                "email": "reader@example.com",
+                "timestamp": 1_700_000_000,
+                "reason": "550 5.1.1 no such\u0001 user\u0085",
+                "type": "bounce",
+            }
+        ]
+    ).encode()
+
+    (event,), rejected = parse_events(body)
+
+    assert rejected == []
+    assert event.event_id == "e1" and event.reason == "550 5.1.1 no such user"
+    _assert_clean(json.dumps(event.raw, ensure_ascii=False))

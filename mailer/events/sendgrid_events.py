@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from mailer.briefings.sanitize import clean_data
+
 KNOWN_EVENTS = frozenset(
     {
         "processed",
@@ -99,8 +101,10 @@ def parse_events(
     if not isinstance(data, list):
         raise PayloadError(f"body must be a JSON array of events, not {_json_type(data)}")
     # PostgreSQL stores no NUL in text or JSONB: one in a remote server's reply
-    # would fail the whole batch, and SendGrid would retry it until it gave up.
-    has_nul = b"\\u0000" in body
+    # would fail the whole batch, and SendGrid would retry it until it gave up. Control
+    # characters are cleaned as at every way in (clean_data); they can only come as a
+    # \u escape or as raw non-ASCII bytes, so a plain ASCII body skips the walk.
+    may_be_unclean = b"\\u" in body or not body.isascii()
 
     events: list[ProviderEvent] = []
     rejected: list[Rejected] = []
@@ -110,8 +114,8 @@ def parse_events(
         if oversized is not None:
             rejected.append(Rejected(index, f"item {index}: {oversized}", _excerpt_of(item)))
             continue
-        if has_nul:
-            item = _without_nul(item)
+        if may_be_unclean:
+            item = clean_data(item)
         result = _event(item)
         if isinstance(result, str):
             rejected.append(Rejected(index, f"item {index}: {result}", item))
@@ -149,16 +153,6 @@ _EXCERPT.maxstring = _EXCERPT.maxother = 80
 def _excerpt_of(item: Any) -> dict[str, str]:
     """What is kept of an item too deep or large to store: a short, bounded excerpt."""
     return {"excerpt": _EXCERPT.repr(item)[:500]}
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, list):
-        return [_without_nul(item) for item in value]
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    return value
 
 
 def message_id_prefix(sg_message_id: str) -> str:
