@@ -842,6 +842,8 @@ class _FrontMatterLoader(yaml.SafeLoader):
 def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
     # "2026-01-02T43:04:05" has the shape of a YAML timestamp but is no moment: kept as
     # text, it is refused by the field's own check, with the field's name and line.
+    if loader.timestamp_regexp.match(node.value) is None:  # an explicit !!timestamp tag
+        return loader.construct_scalar(node)
     try:
         return loader.construct_yaml_timestamp(node)
     except ValueError:
@@ -867,8 +869,10 @@ def _read_front_matter(yaml_text: str, *, first_line: int, source: str) -> _Meta
         raise BriefingError(
             source, f"invalid YAML in front matter: {str(exc)[:_MAX_EXCERPT]}", line=first_line
         ) from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # A value YAML's own constructors cannot make (a bad !!binary, an odd tag's data).
+    except Exception as exc:
+        # A value YAML's own constructors cannot make: they are not written for hostile
+        # input ("!!int" with nothing after it raises IndexError, a bad !!binary a
+        # binascii.Error), and whatever they raise is this file's error, not the pull's.
         raise BriefingError(
             source, f"invalid value in front matter ({type(exc).__name__})", line=first_line
         ) from None
