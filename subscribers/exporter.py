@@ -22,7 +22,19 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, String, Text, cast, func, literal, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    String,
+    Text,
+    cast,
+    func,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy import type_coerce as as_text
 
 from subscribers.models import MailingList, Subscriber, Subscription, Suppression
@@ -105,12 +117,13 @@ def export_rows(
     while True:
         page_query = query.where(Subscriber.id > last, condition)
         with engine.connect() as connection:
-            page = connection.execute(page_query.order_by(Subscriber.id).limit(size)).all()
+            page = _tuples(connection, page_query.order_by(Subscriber.id).limit(size))
             if not page:
                 return
-            member_rows = connection.execute(
-                memberships.where(Subscription.subscriber_id.between(page[0][0], page[-1][0]))
-            ).all()
+            member_rows = _tuples(
+                connection,
+                memberships.where(Subscription.subscriber_id.between(page[0][0], page[-1][0])),
+            )
         lists = {
             sid: "|".join(m for _, m in group)
             for sid, group in groupby(member_rows, key=itemgetter(0))
@@ -118,6 +131,16 @@ def export_rows(
         writer.writerows((*row[1:lists_at], lists.get(row[0], ""), *row[lists_at:]) for row in page)
         yield _take(buffer)
         last = page[-1][0]
+
+
+def _tuples(connection: Connection, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows as the driver gives them: every column here is text or a number, so
+    SQLAlchemy's result rows (a third of the time) would add nothing."""
+    result = connection.execute(query)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
 
 
 def _take(buffer: io.StringIO) -> str:

@@ -43,6 +43,7 @@ from mailer.db.session import transaction
 from mailer.links import PREFERENCES_PATH
 from mailer.rendering.personalize import new_nonce, personalize
 from mailer.runtime import Runtime
+from mailer.schedule.slots import ScheduleError, parse_timezone
 from mailer.transports import transport_for
 from mailer.transports.base import Envelope, Outcome, Recipient
 from subscribers import erasure, personal_data, preferences, signup
@@ -109,9 +110,10 @@ def _zone(value: str | None) -> str | None:
     value = (value or "").strip()
     if not value:
         return None
-    if value not in _zones() and value != "UTC":
-        raise Invalid(f"{value!r} is not a time zone we know (an IANA name)", "timezone")
-    return value
+    try:
+        return parse_timezone(value).key
+    except ScheduleError as exc:
+        raise Invalid(str(exc), "timezone") from exc
 
 
 def _address(value: str, field: str = "email") -> str:

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, delete, exists, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +28,7 @@ from mailer.db.base import utcnow
 from mailer.db.models import Delivery, Edition, Event
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
+from mailer.schedule.slots import ScheduleError, parse_timezone
 from subscribers import erased, erasure, exporter, importer, personal_data
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.importer import ImportFileError, ImportReport, Progress, import_rows
@@ -78,10 +78,11 @@ def _list_name(value: str) -> str:
     return name
 
 
-def _erasure_key(runtime: Runtime) -> bytes | None:
-    """The key erased addresses are hashed with; without one nobody can have been erased."""
+def _erasure_key(runtime: Runtime) -> tuple[bytes, ...] | None:
+    """The keys erased addresses are hashed with (markers made before the keys rotated
+    too); without one nobody can have been erased."""
     try:
-        return runtime.settings.require_secret_key()
+        return runtime.settings.require_secret_keys()
     except ConfigError:
         return None
 
@@ -591,10 +592,9 @@ def _timezone(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
     try:
-        ZoneInfo(value.strip())
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise Invalid(f"timezone {value!r}: not an IANA zone name", field="timezone") from exc
-    return value.strip()
+        return parse_timezone(value).key
+    except ScheduleError as exc:
+        raise Invalid(str(exc), field="timezone") from exc
 
 
 def _attributes(value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -616,11 +616,11 @@ def _lists_named(session: Session, names: Iterable[str]) -> list[MailingList]:
     return [found[n] for n in wanted]
 
 
-def _erased_key(runtime: Runtime) -> bytes | None:
-    """The key of erasure markers, or None when no secret key is configured (then no
+def _erased_key(runtime: Runtime) -> tuple[bytes, ...] | None:
+    """The keys of erasure markers, or None when no secret key is configured (then no
     address can have been erased through this installation)."""
-    secret = runtime.settings.secret_key
-    return runtime.settings.require_secret_key() if secret is not None else None
+    settings = runtime.settings
+    return settings.require_secret_keys() if settings.secret_key or settings.secret_keys else None
 
 
 def add_subscriber(

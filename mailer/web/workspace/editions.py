@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -22,6 +21,7 @@ from mailer.app.actors import Actor
 from mailer.app.errors import Invalid, NotFound
 from mailer.rendering.render import GMAIL_CLIP_BYTES, HTML_BUDGET_BYTES
 from mailer.runtime import Runtime
+from mailer.schedule.slots import parse_timezone
 from mailer.web import auth
 from mailer.web.security import PREVIEW_HEADERS
 from mailer.web.views import is_htmx, page, until
@@ -335,7 +335,7 @@ def schedule(
 ) -> Response:
     """``at`` is a wall-clock time (datetime-local) in ``zone``, the newsletter's by default."""
     try:
-        tz = ZoneInfo(zone)
+        tz = parse_timezone(zone)  # a ScheduleError is a ValueError
         when = datetime.fromisoformat(at).replace(tzinfo=tz)
     except (ValueError, KeyError) as exc:
         raise Invalid(
