@@ -51,9 +51,7 @@ def test_an_import_keeps_its_good_rows_and_names_the_bad_zones(runtime: Runtime)
 
 
 @pytest.mark.parametrize("name", ["Europe", "x" * 300])
-def test_newsletters_and_subscribers_refuse_them_as_bad_input(
-    runtime: Runtime, name: str
-) -> None:
+def test_newsletters_and_subscribers_refuse_them_as_bad_input(runtime: Runtime, name: str) -> None:
     with pytest.raises(Invalid) as caught:
         newsletters.create_newsletter(
             runtime,
