@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=480, ge=5)
     session_max_hours: int = Field(default=72, ge=1)
     sign_in_link_hours: int = Field(default=24, ge=1)
-    # Public sign-ups (form and API) per client address per minute, in each process.
+    # Public sign-ups (form and API) per client address per minute, shared by every web
+    # process (counted in the database).
     # Raise it only where many real clients share one address (a benchmark on loopback).
     subscribe_per_client_per_minute: int = Field(default=10, ge=1)
     # Scheduler (mailer/schedule): how often it looks at the database for due slots; how
@@ -125,7 +126,8 @@ class Settings(BaseSettings):
     # SIGTERM: how long `mailer serve` / `mailer scheduler` wait for work in hand.
     shutdown_timeout_seconds: float = Field(default=30.0, ge=1, le=600)
     log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
+    # Unset: commands log WARNING and up (their output is for people), services INFO.
+    log_level: str | None = None
 
     @field_validator("boilerplate_patterns")
     @classmethod
@@ -139,7 +141,9 @@ class Settings(BaseSettings):
 
     @field_validator("log_level")
     @classmethod
-    def _known_level(cls, value: str) -> str:
+    def _known_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return value.upper()

@@ -12,7 +12,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn puts an ANSI-coloured copy of its message on each record: never a fact.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 # Never written to a log, whatever a call site passes (Invariant 6).
 _REDACT = ("secret", "password", "api_key", "token", "authorization")
 
@@ -49,14 +55,19 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "INFO", fmt: str = "auto") -> None:
+# Libraries that narrate every step at INFO: their requests and retries are ours to
+# log (with what they were for), so only their problems are news unless debugging.
+_CHATTY = ("alembic", "flufl.bounce", "httpx", "httpcore", "uvicorn.error", "asyncio")
+
+
+def configure(level: str = "WARNING", fmt: str = "auto") -> None:
+    """One handler on stderr (stdout is the command's output), at ``level``."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Alembic narrates every migration step at INFO; only its problems are news.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # flufl.bounce logs every format check it tries, for every message.
-    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(quiet)

@@ -291,7 +291,7 @@ def test_one_click_post_as_multipart_form_data(
         (b"", "application/x-www-form-urlencoded"),
         (b'{"List-Unsubscribe": "One-Click"}', "application/json"),
         (b"List-Unsubscribe=one-click", "application/x-www-form-urlencoded"),
-        (b"via=page", "application/x-www-form-urlencoded"),
+        (b"via=email", "application/x-www-form-urlencoded"),
         (b"unsubscribe=yes", "application/x-www-form-urlencoded"),
     ],
 )

@@ -17,7 +17,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db.base import Base, JSONType, UTCDateTime, utcnow
 
-__all__ = ["Account", "AccountSession", "AuditEntry", "Role", "SignInLink", "SignInThrottle"]
+__all__ = [
+    "Account",
+    "AccountSession",
+    "AuditEntry",
+    "RequestWindow",
+    "Role",
+    "SignInLink",
+    "SignInThrottle",
+]
 
 
 class Role(StrEnum):
@@ -81,6 +89,17 @@ class SignInThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RequestWindow(Base):
+    """Requests of one kind from one key in one minute ("signup:<address>"): a rate limit
+    every web process shares (``mailer.accounts.rate_limits``)."""
+
+    __tablename__ = "request_windows"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuditEntry(Base):

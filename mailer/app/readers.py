@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer.accounts import rate_limits
 from mailer.accounts.models import Role
 from mailer.app import audit
 from mailer.app.actors import Actor
@@ -39,7 +37,7 @@ from mailer.app.errors import Conflict, Invalid, NotFound, RateLimited
 from mailer.briefings.api_tokens import authenticate
 from mailer.db.base import utcnow
 from mailer.db.models import Edition, EditionStatus, Newsletter
-from mailer.db.session import transaction
+from mailer.db.session import one_writer, transaction
 from mailer.links import PREFERENCES_PATH
 from mailer.rendering.personalize import new_nonce, personalize
 from mailer.runtime import Runtime
@@ -134,55 +132,20 @@ def mask(email: str) -> str:
     return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
 
 
-# -- throttles ------------------------------------------------------------------------
+# -- rate limit ---------------------------------------------------------------------
 
 
-class ClientThrottle:
-    """At most ``limit`` sign-ups per client per minute, in this process (a sliding
-    window). In memory on purpose: a sign-up burst must not become a write hot spot in
-    the database; behind several processes each counts its own share."""
-
-    WINDOW = 60.0
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._hits) > 100_000:  # forget quiet clients rather than grow forever
-                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - 60}
-            hits = self._hits.setdefault(client, deque())
-            while hits and hits[0] <= now - self.WINDOW:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                wait = hits[0] + self.WINDOW - now
-                raise RateLimited(
-                    "too many sign-ups from your network in a minute: try again shortly",
-                    retry_after=max(1.0, wait),
-                )
-            hits.append(now)
-
-
-# One throttle per runtime (a process has one; tests make several), by identity: a
-# Runtime compares by value and is not hashable. Dropped with its runtime.
-_throttles: dict[int, ClientThrottle] = {}
-_throttles_lock = threading.Lock()
-
-
-def _throttle(runtime: Runtime) -> ClientThrottle:
+def _rate_limited(runtime: Runtime, client: str) -> None:
+    """At most ``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE`` sign-ups per client per minute,
+    counted in the database: every web process shares one limit."""
     limit = runtime.settings.subscribe_per_client_per_minute
-    with _throttles_lock:
-        found = _throttles.get(id(runtime))
-        if found is None:
-            found = ClientThrottle(limit)
-            _throttles[id(runtime)] = found
-            weakref.finalize(runtime, _throttles.pop, id(runtime), None)
-        # The setting is read on every request, so a changed limit applies at once.
-        found.limit = limit
-        return found
+    with one_writer(runtime.engine), transaction(runtime.sessions) as session:
+        wait = rate_limits.take(session, f"signup:{client}", limit)
+    if wait is not None:
+        raise RateLimited(
+            "too many sign-ups from your network in a minute: try again shortly",
+            retry_after=wait,
+        )
 
 
 # -- subscribing ----------------------------------------------------------------------
@@ -259,7 +222,7 @@ def subscribe(
 ) -> SignupAnswer:
     """The public form. Throttled per client (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``)
     and, by the confirmation pacing, per address."""
-    _throttle(runtime).take(client)
+    _rate_limited(runtime, client)
     address = _address(email)
     zone = _zone(timezone)
     with runtime.sessions() as session:
@@ -307,7 +270,7 @@ def subscribe_api(
     """``POST /api/subscribers`` for a CMS: lists by name (any list of a newsletter the
     token may speak for; a token bound to no newsletter: any public list). Raises
     PermissionDenied-free ``NotFound`` for an unknown token (the route answers 401)."""
-    _throttle(runtime).take(client)
+    _rate_limited(runtime, client)
     address = _address(email)
     zone = _zone(timezone)
     with runtime.sessions() as session, session.begin():
@@ -365,19 +328,10 @@ def _newsletter_of(
     return None
 
 
-_sqlite_writer = threading.Lock()
-
-
 @contextmanager
 def _one_writer(runtime: Runtime) -> Iterator[None]:
-    """On SQLite, sign-ups of this process write one at a time. SQLite has one writer
-    anyway; left to its busy handler, concurrent sign-ups wait for the lock in sleeps of
-    up to 100 ms, which cut a burst of them to a tenth. A Python lock hands over at
-    once. PostgreSQL writes concurrently and takes no lock here."""
-    if runtime.engine.dialect.name != "sqlite":
-        yield
-        return
-    with _sqlite_writer:
+    """On SQLite, sign-ups of this process write one at a time (``one_writer``)."""
+    with one_writer(runtime.engine):
         yield
 
 

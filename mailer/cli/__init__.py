@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import typer
 
 from mailer.cli import (
@@ -10,6 +12,7 @@ from mailer.cli import (
     audit,
     bounces,
     briefings,
+    common,
     db,
     demo,
     editions,
@@ -30,6 +33,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+@app.callback()
+def options(
+    log_level: LogLevel | None = typer.Option(
+        None,
+        "--log-level",
+        case_sensitive=False,
+        help="Log this level and up to stderr (default: MAILER_LOG_LEVEL, else WARNING; "
+        "INFO for serve, worker and scheduler).",
+    ),
+) -> None:
+    """Daily briefing newsletters: pull, compose, render, dispatch, track."""
+    common.set_log_level(log_level.value if log_level else None)
+
+
 app.add_typer(db.app, name="db")
 app.add_typer(briefings.app, name="briefings")
 app.add_typer(editions.app, name="editions")

@@ -28,7 +28,7 @@ def scheduler(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with open_runtime() as runtime:
+    with open_runtime(service=True) as runtime:
         service = SchedulerService(runtime, tick_seconds=tick_seconds)
         service.start()
         while not stop.wait(0.5):

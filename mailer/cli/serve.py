@@ -1,4 +1,5 @@
-"""``mailer serve``: the web app, the scheduler and one dispatch worker, in one process."""
+"""``mailer serve``: the web app, the scheduler and one dispatch worker, in one process;
+or, with ``--workers N``, N web processes on one address beside them."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 import typer
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from mailer.cli.common import fail, load_settings
 from mailer.config import ConfigError
@@ -130,6 +133,21 @@ class _Background:
         return clean
 
 
+def _uvicorn(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    # Our own JSON logs cover requests; uvicorn's access log would print tokens in URLs.
+    # No Server header: what runs here is nobody else's business.
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        **extra,
+    )
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
@@ -142,13 +160,20 @@ def serve(
     poll_interval: float = typer.Option(
         2.0, min=0.1, help="Seconds between the worker's looks for work."
     ),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Web processes sharing the address (the scheduler and the worker stay in "
+        "this one). State they share lives in the database.",
+    ),
 ) -> None:
     """Run the web app, the scheduler and a dispatch worker until SIGTERM/SIGINT.
 
     On a signal: stop claiming, finish the batch in hand, hand the scheduler's
     lease over, exit 0 (within MAILER_SHUTDOWN_TIMEOUT_SECONDS).
     """
-    settings = load_settings()
+    settings = load_settings(service=True)
     runtime = Runtime(settings)
     transport: Transport | None = None
     dispatch: DispatchSettings | None = None
@@ -162,15 +187,19 @@ def serve(
         runtime.close()
         fail(str(exc))
     stop = threading.Event()
-    # Our own JSON logs cover requests; uvicorn's access log would print tokens in URLs.
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=5,
-    )
+    supervisor: Multiprocess | None = None
+    if workers > 1:
+        # Each web process builds its own app from the same environment; the one built
+        # above only checked the configuration (and carries /status's scheduler here).
+        if settings.log_level is None:
+            os.environ["MAILER_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
+        config = _uvicorn(
+            "mailer.web.asgi:app_from_environment", host, port, factory=True, workers=workers
+        )
+        # Bound here, once: the processes accept on the same socket (it installs its own
+        # SIGTERM/SIGINT handling, which stops them all).
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    config = _uvicorn(app, host, port)
     server = _Server(config, stop)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -178,8 +207,9 @@ def serve(
         stop.set()
         server.should_exit = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    if supervisor is None:
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
     background = _Background(
         runtime,
         app,
@@ -192,10 +222,18 @@ def serve(
     background.start()
     log.info(
         "serve.started",
-        extra={"host": host, "port": port, "scheduler": scheduler, "worker": worker},
+        extra={
+            "host": host,
+            "port": port,
+            "scheduler": scheduler,
+            "worker": worker,
+            "web_processes": workers,
+        },
     )
     try:
-        if not stop.is_set():
+        if supervisor is not None:
+            supervisor.run()
+        elif not stop.is_set():
             server.run()
     finally:
         clean = background.shutdown(settings.shutdown_timeout_seconds)

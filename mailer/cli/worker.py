@@ -26,7 +26,7 @@ def worker(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with open_runtime() as runtime:
+    with open_runtime(service=True) as runtime:
         transport = transport_for(runtime.settings)
         try:
             touched = dispatch_worker.run(

@@ -482,7 +482,9 @@ class ProviderSync(Base):
     last_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# The workspace's tables (accounts, sessions, throttles, audit log) and the scheduler's
-# (mailer/schedule/models.py), so that Base.metadata and Alembic see them.
+# The workspace's tables (accounts, sessions, throttles, audit log), the scheduler's
+# (mailer/schedule/models.py) and the webhook intake's, so that Base.metadata and
+# Alembic see them.
 from mailer.accounts import models as account_models  # noqa: E402,F401
+from mailer.events import models as event_models  # noqa: E402,F401
 from mailer.schedule import models as schedule_models  # noqa: E402,F401

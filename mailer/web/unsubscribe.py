@@ -7,7 +7,7 @@ from a mailbox provider's one-click request: no cookies needed, no redirect,
 
 A POST's token is checked before its body is read, and the body must say what RFC 8058
 asks of a one-click request, ``List-Unsubscribe=One-Click`` (urlencoded or multipart,
-no file parts, a few KB at most); the page's own button posts that too, and ``via=page``.
+no file parts, a few KB at most), or come from the page's own button (``via=page``).
 Anything else (an empty body, JSON) is refused and changes nothing: a POST that did
 not come from a mailbox provider's button or ours is not a reader's choice.
 """
@@ -96,12 +96,12 @@ async def unsubscribe(request: Request, token: str) -> HTMLResponse:
         form = await read_form(request)
     except FormRefused:
         return _invalid(request, "the request was not a form we accept")
-    if form.get("List-Unsubscribe") != "One-Click":
+    # Our own button says so; a mailbox provider posts only List-Unsubscribe=One-Click.
+    source = "link" if form.get("via") == "page" else "one-click"
+    if source == "one-click" and form.get("List-Unsubscribe") != "One-Click":
         return _invalid(
             request, "the request did not ask to unsubscribe (List-Unsubscribe=One-Click)"
         )
-    # Our own button says so; a mailbox provider posts only List-Unsubscribe=One-Click.
-    source = "link" if form.get("via") == "page" else "one-click"
     try:
         # Blocking database work goes to a worker thread: on the event loop, one request
         # waiting for SQLite's write lock (up to its 30 s timeout) would stall every other.

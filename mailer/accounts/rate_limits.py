@@ -1,0 +1,73 @@
+"""Rate limits every process shares: at most ``limit`` requests per key per minute.
+
+Counted in the database (``request_windows``), one row per key and minute, so that any
+number of web processes behind one address enforce one limit, not one each. The minute
+before weighs in by how much of it the sliding minute still covers (the usual two-window
+estimate), so a client cannot double its rate across a minute's boundary. A refused
+request is counted too: a client that keeps trying stays refused.
+
+Unlike ``throttle`` (failures of a credential), this counts every request, good or not.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailer.accounts.models import RequestWindow
+from mailer.db.base import utcnow
+
+__all__ = ["WINDOW", "take"]
+
+WINDOW = timedelta(minutes=1)
+# The key column's width (models.RequestWindow.key).
+_KEY_LENGTH = 400
+
+
+def _window_of(now: datetime) -> datetime:
+    return now.replace(second=0, microsecond=0)
+
+
+def take(session: Session, key: str, limit: int, now: datetime | None = None) -> float | None:
+    """Count one request under ``key``; the seconds to wait if that is over ``limit``.
+
+    Runs in the caller's transaction (a write: one upsert, and on a key's first request
+    in a minute a delete of the minutes nobody needs any more).
+    """
+    now = now or utcnow()
+    key = key[:_KEY_LENGTH]
+    current = _window_of(now)
+    previous = current - WINDOW
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(RequestWindow).values(key=key, window_start=current, hits=1)
+    hits = session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key", "window_start"],
+            set_={"hits": RequestWindow.hits + 1},
+        ).returning(RequestWindow.hits)
+    ).scalar_one()
+    if hits == 1:
+        session.execute(
+            delete(RequestWindow)
+            .where(RequestWindow.window_start < previous)
+            .execution_options(synchronize_session=False)
+        )
+    before = session.scalar(
+        select(RequestWindow.hits).where(
+            RequestWindow.key == key, RequestWindow.window_start == previous
+        )
+    )
+    elapsed = (now - current) / WINDOW
+    estimate = (before or 0) * (1 - elapsed) + hits
+    if estimate <= limit:
+        return None
+    # Until the estimate falls back to the limit as the minute before slides out of view
+    # (or, if this minute alone is over it, until the next minute).
+    if before and hits <= limit:
+        share = (estimate - limit) / before
+        return max(1.0, math.ceil(share * WINDOW.total_seconds()))
+    return max(1.0, math.ceil((1 - elapsed) * WINDOW.total_seconds()))
