@@ -34,6 +34,8 @@ from mailer.cli import app as cli
 from mailer.cli.common import console
 from mailer.db.models import Event
 from mailer.events.policy import Policy, apply_pending
+from mailer.events.sendgrid_events import parse_events
+from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
 from subscribers.models import Suppression
 
@@ -348,3 +350,49 @@ def test_suppressions_list_shows_the_reason(
     result = runner.invoke(cli, ["suppressions", "list", "--json"])
     [row] = json.loads(result.stdout)
     assert (row["reason"], row["bounce_reason"]) == ("hard bounce", "user_unknown")
+
+
+def test_sendgrid_events_carry_a_reason(runtime: Runtime) -> None:
+    body = json.dumps(
+        [
+            {
+                "email": "ann@example.com",
+                "timestamp": 1764633600,
+                "event": "bounce",
+                "type": "bounce",
+                "sg_event_id": "evt-reason-1",
+                "status": "5.0.0",
+                "reason": "550 Requested action not taken: mailbox unavailable, no such user",
+            },
+            {
+                "email": "bob@example.com",
+                "timestamp": 1764633600,
+                "event": "bounce",
+                "type": "blocked",
+                "sg_event_id": "evt-reason-2",
+                "status": "5.7.1",
+                "reason": "554 5.7.1 Service unavailable; blocked using zen.spamhaus.org",
+            },
+            {
+                "email": "cy@example.com",
+                "timestamp": 1764633600,
+                "event": "deferred",
+                "sg_event_id": "evt-reason-3",
+                "response": "452 4.2.2 Mailbox full",
+            },
+        ]
+    ).encode()
+    events, rejected = parse_events(body)
+    assert not rejected
+    with runtime.engine.begin() as connection:
+        store_sendgrid(connection, events)
+    apply_pending(runtime.sessions, Policy())
+    with runtime.sessions() as session:
+        stored = {
+            e.email: (e.bounce_class, e.bounce_reason) for e in session.scalars(select(Event))
+        }
+        suppression = session.scalars(select(Suppression)).one()
+    assert stored["ann@example.com"] == ("hard", "user_unknown")
+    assert stored["bob@example.com"] == ("soft", "blocked")
+    assert stored["cy@example.com"][0] == "soft"
+    assert (suppression.email, suppression.bounce_reason) == ("ann@example.com", "user_unknown")

@@ -73,6 +73,14 @@ def sent_edition(runtime: Runtime, count: int, slug: str = "daily") -> tuple[int
     return edition_id, {email: delivery_id for email, delivery_id in rows}
 
 
+# A hard bounce as SendGrid reports one: its type, the status and the server's words.
+NO_SUCH_USER = {
+    "type": "bounce",
+    "status": "5.1.1",
+    "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+}
+
+
 def event(
     kind: str, email: str, edition_id: int | None, delivery_id: int | None, **extra: Any
 ) -> dict[str, Any]:
@@ -537,7 +545,7 @@ def test_stats_count_what_happened(runtime: Runtime, client: TestClient, key: An
             "click", emails[0], edition_id, deliveries[emails[0]], url="https://news.example.org/a"
         )
     ]
-    events += [event("bounce", emails[9], edition_id, deliveries[emails[9]], type="bounce")]
+    events += [event("bounce", emails[9], edition_id, deliveries[emails[9]], **NO_SUCH_USER)]
     events += [event("bounce", emails[8], edition_id, deliveries[emails[8]], type="blocked")]
     events += [event("spamreport", emails[7], edition_id, deliveries[emails[7]])]
     assert post(client, key, events).status_code == 200
@@ -569,7 +577,7 @@ def test_lifting_a_suppression_is_audited_and_mails_again(
 ) -> None:
     edition_id, deliveries = sent_edition(runtime, 2)
     email = "reader00001@example.com"
-    post(client, key, [event("bounce", email, edition_id, deliveries[email], type="bounce")])
+    post(client, key, [event("bounce", email, edition_id, deliveries[email], **NO_SUCH_USER)])
     with transaction(runtime.sessions) as session:
         lifted = lift(session, email, operator="ops", note="mailbox fixed, confirmed by phone")
     assert lifted.reason == "hard bounce"
