@@ -75,6 +75,7 @@ from mailer.db.models import (  # noqa: E402
     Batch,
     Briefing,
     Delivery,
+    DeliveryStatus,
     Edition,
     EditionBriefing,
     EditionStatus,
@@ -82,7 +83,7 @@ from mailer.db.models import (  # noqa: E402
     Newsletter,
 )
 from mailer.db.session import make_engine, transaction  # noqa: E402
-from mailer.dispatch import dispatcher, ledger  # noqa: E402
+from mailer.dispatch import dispatcher, ledger, tallies  # noqa: E402
 from mailer.dispatch.dispatcher import DispatchSettings, send_edition  # noqa: E402
 from mailer.editions.compose import compose_edition  # noqa: E402
 from mailer.runtime import Runtime  # noqa: E402
@@ -405,11 +406,13 @@ def seed_history(
                 ),
                 {"edition_id": edition.id, "size": size, "at": started},
             )
-            low, high = connection.execute(
-                select(func.min(Delivery.id), func.max(Delivery.id)).where(
+            low, high, filled = connection.execute(
+                select(func.min(Delivery.id), func.max(Delivery.id), func.count()).where(
                     Delivery.edition_id == edition.id
                 )
             ).one()
+            # Written by hand, so its kept counts are too (ledger.fill would add them).
+            tallies.add(connection, edition.id, {DeliveryStatus.QUEUED: filled})
             connection.execute(
                 insert(Batch),
                 [

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
 from mailer.db.models import Event
+from mailer.events import tallies as event_tallies
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
-from subscribers.tokens import verify_unsubscribe
+from subscribers.tokens import Keys, verify_unsubscribe
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def unsubscribe(
                 received_at=now,
             )
         )
+        event_tallies.add(session.connection(), [(edition_id, "unsubscribe", now)])
     return UnsubscribeResult(email=subscriber.email, changed=bool(ended))
 
 
@@ -77,7 +79,7 @@ class LinkTarget:
     edition_id: int
 
 
-def resolve(session: Session, key: bytes, token: str) -> LinkTarget:
+def resolve(session: Session, key: Keys, token: str) -> LinkTarget:
     """Who an unsubscribe link speaks for; raises TokenError or UnknownRecipient."""
     from mailer.db.models import Edition
 
@@ -96,7 +98,7 @@ def resolve(session: Session, key: bytes, token: str) -> LinkTarget:
 
 
 def unsubscribe_by_token(
-    session: Session, key: bytes, token: str, *, source: str
+    session: Session, key: Keys, token: str, *, source: str
 ) -> UnsubscribeResult:
     target = resolve(session, key, token)
     return unsubscribe(

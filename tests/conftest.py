@@ -15,14 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, inspect, select, text
+from sqlalchemy import Engine, case, create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from mailer.config import Settings
 from mailer.db import migrate
-from mailer.db.models import Base, Delivery
+from mailer.db.models import Base, Delivery, Event
 from mailer.db.session import make_engine
-from mailer.dispatch.tallies import STORED, TALLIES
+from mailer.dispatch.tallies import STAMPS, STORED, TALLIES
+from mailer.events.tallies import EVENT_TALLIES, hour_of
 from mailer.runtime import Runtime
 
 SECRET = "test-secret-key-that-is-long-enough-for-production-use"
@@ -70,42 +71,73 @@ def postgres_database() -> Iterator[str]:
     admin.dispose()
 
 
-def ledger_tallies_disagreeing(url: str) -> list[str]:
-    """Where the kept ledger counts differ from counting the ledger's rows."""
+def tallies_disagreeing(url: str) -> list[str]:
+    """Where the kept counts (the ledger's, the events') differ from counting rows."""
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
             if not inspect(connection).has_table(TALLIES.name):
                 return []  # a test that migrated the database down
-            counted = {
-                (edition, status): number
-                for edition, status, number in connection.execute(
-                    select(Delivery.edition_id, Delivery.status, func.count()).group_by(
-                        Delivery.edition_id, Delivery.status
-                    )
+            counted: dict[tuple[int, str], int] = {}
+            for edition, status, number in connection.execute(
+                select(Delivery.edition_id, Delivery.status, func.count()).group_by(
+                    Delivery.edition_id, Delivery.status
                 )
-            }
-            kept = {}
-            for edition, *sums in connection.execute(
-                select(
-                    TALLIES.c.edition_id, *(func.sum(TALLIES.c[s.value]) for s in STORED)
-                ).group_by(TALLIES.c.edition_id)
             ):
-                kept |= {(edition, s.value): n for s, n in zip(STORED, sums, strict=True)}
+                counted[(edition, status)] = number
+            stamps = {
+                "delivered": Delivery.delivered_at.is_not(None),
+                "opened": Delivery.opened_at.is_not(None),
+                "clicked": Delivery.clicked_at.is_not(None),
+                "bounced_hard": Delivery.bounce_class == "hard",
+                "bounced_soft": Delivery.bounce_class == "soft",
+            }
+            for edition, *numbers in connection.execute(
+                select(
+                    Delivery.edition_id,
+                    *(func.sum(case((c, 1), else_=0)) for c in stamps.values()),
+                ).group_by(Delivery.edition_id)
+            ):
+                counted |= {(edition, s): n for s, n in zip(stamps, numbers, strict=True)}
+            columns = [*map(str, STORED), *STAMPS]
+            kept: dict[tuple[int, str], int] = {}
+            for edition, *sums in connection.execute(
+                select(TALLIES.c.edition_id, *(func.sum(TALLIES.c[c]) for c in columns)).group_by(
+                    TALLIES.c.edition_id
+                )
+            ):
+                kept |= {(edition, c): n for c, n in zip(columns, sums, strict=True)}
+            for edition, kind, at in connection.execute(
+                select(Event.edition_id, Event.kind, Event.occurred_at).where(
+                    Event.edition_id.is_not(None)
+                )
+            ):
+                key = (edition, f"{kind} events at {hour_of(at):%Y-%m-%d %H}h")
+                counted[key] = counted.get(key, 0) + 1
+            for edition, kind, hour, number in connection.execute(
+                select(
+                    EVENT_TALLIES.c.edition_id,
+                    EVENT_TALLIES.c.kind,
+                    EVENT_TALLIES.c.hour,
+                    func.sum(EVENT_TALLIES.c.events),
+                ).group_by(EVENT_TALLIES.c.edition_id, EVENT_TALLIES.c.kind, EVENT_TALLIES.c.hour)
+            ):
+                kept[(edition, f"{kind} events at {hour_of(hour):%Y-%m-%d %H}h")] = number
     finally:
         engine.dispose()
     return [
-        f"edition {edition} {status}: kept {kept.get((edition, status), 0)}, "
-        f"counted {counted.get((edition, status), 0)}"
-        for edition, status in sorted(set(counted) | set(kept))
-        if kept.get((edition, status), 0) != counted.get((edition, status), 0)
+        f"edition {edition} {what}: kept {kept.get((edition, what), 0)}, "
+        f"counted {counted.get((edition, what), 0)}"
+        for edition, what in sorted(set(counted) | set(kept))
+        if kept.get((edition, what), 0) != counted.get((edition, what), 0)
     ]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    # Every test that writes the ledger through the application checks, at its end,
-    # that the kept counts (mailer.dispatch.tallies) say what counting the rows says.
+    # Every test that writes the ledger and events through the application checks, at
+    # its end, that the kept counts (mailer.dispatch.tallies, mailer.events.tallies) say
+    # what counting the rows says.
     checked = request.node.get_closest_marker("ledger_by_hand") is None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'mailer.db'}"
@@ -114,11 +146,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         engine.dispose()
         yield url
         if checked:
-            assert not ledger_tallies_disagreeing(url)
+            assert not tallies_disagreeing(url)
         return
     url = request.getfixturevalue("postgres_database")
     yield url
-    disagreeing = ledger_tallies_disagreeing(url) if checked else []
+    disagreeing = tallies_disagreeing(url) if checked else []
     engine = make_engine(url)
     with engine.begin() as connection:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)

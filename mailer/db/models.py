@@ -369,6 +369,29 @@ class LedgerTally(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     unknown: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the policy stamps on a row once (the first delivered, open and click; the
+    # bounce class, where hard overrides soft): the per-recipient figures of the stats.
+    delivered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    opened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    clicked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bounced_hard: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bounced_soft: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class EventTally(Base):
+    """How many events of a kind an edition received in an hour, added as they are
+    stored (``mailer.events.tallies``): the stats' totals and timeline read these few
+    rows, not every event, and they outlive the events' pruning."""
+
+    __tablename__ = "event_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE"), index=True
+    )
+    hour: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(30))
+    events: Mapped[int] = mapped_column(Integer)
 
 
 class Delivery(Base):

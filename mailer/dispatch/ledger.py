@@ -873,13 +873,13 @@ def rows(session: Session, edition_id: int) -> list[LedgerRow]:
     return [LedgerRow(*row) for row in result]
 
 
-def sent_whole_count(session: Session, edition_id: int, since: datetime | None = None) -> int:
-    """How many rows batches sent whole hold (finished since ``since``, if given)."""
-    condition = [Batch.edition_id == edition_id, Batch.sent_whole]
-    if since is not None:
-        condition.append(Batch.finished_at >= since)
-    total = session.scalar(select(func.coalesce(func.sum(Batch.size), 0)).where(*condition))
-    return int(total or 0)
+def sent_whole_sum(edition_id: int) -> ScalarSelect[int]:
+    """How many rows the edition's batches sent whole hold, as a scalar subquery."""
+    return (
+        select(func.coalesce(func.sum(BATCHES.c.size), 0))
+        .where(BATCHES.c.edition_id == edition_id, BATCHES.c.sent_whole)
+        .scalar_subquery()
+    )
 
 
 def skip_queued(session: Session, edition_id: int, reason: str) -> int:
@@ -938,13 +938,8 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         .where(BATCHES.c.edition_id == edition_id, BATCHES.c.finished_at.is_(None))
         .scalar_subquery()
     )
-    sent_whole = (
-        select(func.coalesce(func.sum(BATCHES.c.size), 0))
-        .where(BATCHES.c.edition_id == edition_id, BATCHES.c.sent_whole)
-        .scalar_subquery()
-    )
     *stored, held, whole = session.execute(
-        select(*tallies.sums(edition_id), in_flight, sent_whole)
+        select(*tallies.sums(edition_id), in_flight, sent_whole_sum(edition_id))
     ).one()
     tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
     tally.update((status.value, int(n)) for status, n in zip(tallies.STORED, stored, strict=True))

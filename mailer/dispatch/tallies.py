@@ -2,7 +2,9 @@
 
 Every statement that adds ledger rows or moves them between stored states adds, in its
 own transaction, one ``ledger_tallies`` row of differences; an edition's sums are what
-``GROUP BY status`` over its deliveries would say. Rows are only ever inserted, so two
+``GROUP BY status`` over its deliveries would say. The same rows count what the event
+policy stamps on ledger rows once (``STAMPS``: first delivered, opened, clicked, and the
+bounce class). Rows are only ever inserted, so two
 writers never wait for each other here, and a crash loses a difference only together
 with the change it describes. States that are not stored (``sending``, and ``sent``
 through a batch sent whole) are read from the batch rows (``mailer.dispatch.ledger``).
@@ -10,7 +12,7 @@ through a batch sent whole) are read from the batch rows (``mailer.dispatch.ledg
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from sqlalchemy import Connection, Table, func, insert, select
@@ -30,18 +32,23 @@ STORED = (
     DeliveryStatus.UNKNOWN,
 )
 
-Changes = Mapping[DeliveryStatus, int]
+# The stamps' columns: rows with delivered_at, opened_at, clicked_at set, and with
+# bounce_class hard or soft.
+STAMPS = ("delivered", "opened", "clicked", "bounced_hard", "bounced_soft")
+
+# By column: a status (a DeliveryStatus is its value) or a stamp.
+Changes = Mapping[str, int]
 
 
-def moved(number: int, source: DeliveryStatus, target: DeliveryStatus) -> dict[DeliveryStatus, int]:
+def moved(number: int, source: str, target: str) -> dict[str, int]:
     """``number`` rows went from ``source`` to ``target``."""
     if not number or source == target:
         return {}
     return {source: -number, target: number}
 
 
-def combined(*changes: Changes) -> dict[DeliveryStatus, int]:
-    total: dict[DeliveryStatus, int] = {}
+def combined(*changes: Changes) -> dict[str, int]:
+    total: dict[str, int] = {}
     for change in changes:
         for status, number in change.items():
             total[status] = total.get(status, 0) + number
@@ -50,17 +57,17 @@ def combined(*changes: Changes) -> dict[DeliveryStatus, int]:
 
 def add(executor: Connection | Session, edition_id: int, changes: Changes) -> None:
     """Record ``changes`` to the edition's counts; the caller commits with the change."""
-    values = {status.value: number for status, number in changes.items() if number}
+    values = {str(column): number for column, number in changes.items() if number}
     if values:
         executor.execute(insert(TALLIES).values(edition_id=edition_id, **values))
 
 
-def sums(edition_id: int) -> list[ScalarSelect[int]]:
-    """The edition's stored counts, one scalar subquery per state in ``STORED`` (for a
-    caller to read in one statement with whatever must agree with them)."""
+def sums(edition_id: int, columns: Sequence[str] = STORED) -> list[ScalarSelect[int]]:
+    """The edition's counts, one scalar subquery per column (a caller reads them in one
+    statement with whatever must agree with them)."""
     return [
-        select(func.coalesce(func.sum(TALLIES.c[status.value]), 0))
+        select(func.coalesce(func.sum(TALLIES.c[str(column)]), 0))
         .where(TALLIES.c.edition_id == edition_id)
         .scalar_subquery()
-        for status in STORED
+        for column in columns
     ]

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import BigInteger, Connection, DateTime, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
@@ -230,6 +231,20 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
             connection, edition_id, moved(number, DeliveryStatus.UNKNOWN, DeliveryStatus.SENT)
         )
     report.reconciled += sum(by_edition.values())
+    # The rows as they stand (locked above on PostgreSQL; SQLite has one writer): what
+    # the stamps below change is counted from them, per edition, in the ledger's tallies.
+    before = {
+        row.id: row
+        for row in connection.execute(
+            select(
+                DELIVERIES.c.id,
+                DELIVERIES.c.edition_id,
+                *(DELIVERIES.c[column] for column in _FIRST_SEEN.values()),
+                DELIVERIES.c.bounce_class,
+            ).where(ids_among(DELIVERIES.c.id, delivery_ids, dialect))
+        )
+    }
+    stamped: Counter[tuple[int, str]] = Counter()
     for kind, column in _FIRST_SEEN.items():
         first: dict[int, datetime] = {}
         for e in provider:
@@ -238,9 +253,21 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
                 first[e.delivery_id] = e.occurred_at if seen is None else min(seen, e.occurred_at)
         if first:
             _stamp_first(connection, column, first)
+            stamped.update(
+                (row.edition_id, _STAMPED_AS[column])
+                for row in map(before.get, first)
+                if row is not None and row._mapping[column] is None
+            )
     bounced = [
         {"delivery": e.delivery_id, "class": e.bounce_class} for e in provider if e.bounce_class
     ]
+    if bounced:
+        stamped.update(_bounce_changes(before, bounced))
+    changes: dict[int, dict[str, int]] = {}
+    for (edition_id, column), number in stamped.items():
+        changes.setdefault(edition_id, {})[column] = number
+    for edition_id, change in sorted(changes.items()):
+        tallies.add(connection, edition_id, change)
     if bounced:
         # Hard wins over soft; a soft signal never downgrades a hard bounce.
         connection.execute(
@@ -253,6 +280,31 @@ def _ledger_facts(session: Session, events: list[Event], report: PolicyReport) -
             .values(bounce_class=bindparam("class")),
             bounced,
         )
+
+
+_STAMPED_AS = {"delivered_at": "delivered", "opened_at": "opened", "clicked_at": "clicked"}
+_BOUNCED_AS = {BounceClass.HARD.value: "bounced_hard", BounceClass.SOFT.value: "bounced_soft"}
+
+
+def _bounce_changes(
+    before: dict[int, Any], bounced: list[dict[str, Any]]
+) -> Counter[tuple[int, str]]:
+    """How the bounce update below changes each edition's hard and soft counts: it runs
+    over ``bounced`` in order, and a class is replaced unless it is hard."""
+    classes = {delivery_id: row.bounce_class for delivery_id, row in before.items()}
+    for item in bounced:
+        delivery = item["delivery"]
+        if delivery in classes and classes[delivery] != BounceClass.HARD.value:
+            classes[delivery] = item["class"]
+    changes: Counter[tuple[int, str]] = Counter()
+    for delivery_id, row in before.items():
+        old, new = row.bounce_class, classes[delivery_id]
+        if old != new:
+            if old in _BOUNCED_AS:
+                changes[(row.edition_id, _BOUNCED_AS[old])] -= 1
+            if new in _BOUNCED_AS:
+                changes[(row.edition_id, _BOUNCED_AS[new])] += 1
+    return changes
 
 
 def _stamp_first(connection: Connection, column: str, first: dict[int, datetime]) -> None:

@@ -2,21 +2,23 @@
 
 Per-recipient facts (delivered, bounced, opened, clicked) come from the ledger,
 where the policy stamps them once per delivery, so a reader who opens ten times
-counts once in the rates; totals of opens and clicks come from the events.
+counts once in the rates; totals of opens and clicks come from the events. Both are
+read from what is kept as they change (``mailer.dispatch.tallies``,
+``mailer.events.tallies``), never by counting the ledger or the events themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.bounces.mail import BounceClass
-from mailer.db.models import Delivery, DeliveryStatus, Edition, Event
-from mailer.dispatch.ledger import sent_whole_count
+from mailer.db.models import DeliveryStatus, Edition, Event
+from mailer.dispatch import tallies
+from mailer.dispatch.ledger import sent_whole_sum
+from mailer.events import tallies as event_tallies
 
 TIMELINE_KINDS = ("delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe")
 
@@ -70,10 +72,6 @@ class EditionStats:
         return data
 
 
-def _count_if(condition: ColumnElement[bool]) -> Any:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
 # The event kinds counted by distinct address: only these are shown.
 _BY_ADDRESS = ("dropped", "spamreport", "unsubscribe", "group_unsubscribe")
 
@@ -84,18 +82,13 @@ def edition_stats(session: Session, edition_id: int, *, timeline: bool = True) -
     edition = session.get(Edition, edition_id)
     if edition is None:
         raise StatsError(f"no edition with id {edition_id}")
-    ledger = session.execute(
-        select(
-            func.count(Delivery.id),
-            _count_if(Delivery.status == DeliveryStatus.SENT),
-            _count_if(Delivery.delivered_at.is_not(None)),
-            _count_if(Delivery.bounce_class == BounceClass.HARD.value),
-            _count_if(Delivery.bounce_class == BounceClass.SOFT.value),
-            _count_if(Delivery.opened_at.is_not(None)),
-            _count_if(Delivery.clicked_at.is_not(None)),
-            _count_if(Delivery.status == DeliveryStatus.UNKNOWN),
-        ).where(Delivery.edition_id == edition_id)
+    # The ledger's kept counts (by status, and of what the policy stamped on its rows)
+    # and the batch rows sent whole, in one statement: one snapshot.
+    columns = (*tallies.STORED, *tallies.STAMPS)
+    *kept, sent_whole = session.execute(
+        select(*tallies.sums(edition_id, columns), sent_whole_sum(edition_id))
     ).one()
+    ledger = dict(zip(map(str, columns), map(int, kept), strict=True))
     by_kind = dict(
         session.execute(
             select(Event.kind, func.count(func.distinct(Event.email)))
@@ -103,50 +96,31 @@ def edition_stats(session: Session, edition_id: int, *, timeline: bool = True) -
             .group_by(Event.kind)
         ).all()
     )
-    totals = dict(
-        session.execute(
-            select(Event.kind, func.count(Event.id))
-            .where(Event.edition_id == edition_id, Event.kind.in_(("open", "click")))
-            .group_by(Event.kind)
-        ).all()
-    )
+    totals = event_tallies.totals(session, edition_id, ("open", "click"))
     return EditionStats(
         edition_id=edition.id,
         subject=edition.subject,
         status=edition.status,
-        recipients=int(ledger[0]),
+        recipients=sum(ledger[str(status)] for status in tallies.STORED),
         # Rows of batches sent whole are sent, as their batch row records.
-        sent=int(ledger[1]) + sent_whole_count(session, edition_id),
-        delivered=int(ledger[2]),
-        bounced_hard=int(ledger[3]),
-        bounced_soft=int(ledger[4]),
+        sent=ledger[DeliveryStatus.SENT] + int(sent_whole),
+        delivered=ledger["delivered"],
+        bounced_hard=ledger["bounced_hard"],
+        bounced_soft=ledger["bounced_soft"],
         dropped=int(by_kind.get("dropped", 0)),
         complaints=int(by_kind.get("spamreport", 0)),
         unsubscribes=int(by_kind.get("unsubscribe", 0) + by_kind.get("group_unsubscribe", 0)),
-        unique_opens=int(ledger[5]),
-        opens=int(totals.get("open", 0)),
-        unique_clicks=int(ledger[6]),
-        clicks=int(totals.get("click", 0)),
-        unknown=int(ledger[7]),
+        unique_opens=ledger["opened"],
+        opens=totals.get("open", 0),
+        unique_clicks=ledger["clicked"],
+        clicks=totals.get("click", 0),
+        unknown=ledger[DeliveryStatus.UNKNOWN],
         timeline=_timeline(session, edition_id) if timeline else [],
     )
 
 
 def _timeline(session: Session, edition_id: int) -> list[tuple[str, str, int]]:
-    if session.get_bind().dialect.name == "postgresql":
-        hour: Any = func.date_trunc("hour", Event.occurred_at)
-    else:
-        hour = func.strftime("%Y-%m-%d %H:00:00", Event.occurred_at)
-    rows = session.execute(
-        select(hour.label("hour"), Event.kind, func.count(Event.id))
-        .where(Event.edition_id == edition_id, Event.kind.in_(TIMELINE_KINDS))
-        .group_by(hour, Event.kind)
-        .order_by(hour, Event.kind)
-    ).all()
-    return [(_hour_text(h), kind, int(count)) for h, kind, count in rows]
-
-
-def _hour_text(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:00Z")
-    return str(value).replace(" ", "T")[:13] + ":00Z"
+    return [
+        (hour.strftime("%Y-%m-%dT%H:00Z"), kind, number)
+        for hour, kind, number in event_tallies.by_hour(session, edition_id, TIMELINE_KINDS)
+    ]

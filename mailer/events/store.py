@@ -24,6 +24,7 @@ from mailer.bounces.reasons import Verdict, blocked_verdict, classify
 from mailer.db.base import utcnow
 from mailer.db.models import Batch, Event
 from mailer.dispatch.ledger import DELIVERIES, ids_among, never_claimed
+from mailer.events import tallies
 from mailer.events.sendgrid_events import ProviderEvent, Rejected, message_id_prefix
 from subscribers.models import Subscriber
 
@@ -145,10 +146,12 @@ def insert_new(connection: Connection, rows: list[dict[str, Any]]) -> int:
     statement = (
         insert_fn(EVENTS)
         .on_conflict_do_nothing(index_elements=["external_id"])
-        .returning(EVENTS.c.id)
+        .returning(EVENTS.c.edition_id, EVENTS.c.kind, EVENTS.c.occurred_at)
     )
     # Batched into multi-row INSERTs ("insertmanyvalues"), with RETURNING per row.
-    return len(connection.execute(statement, rows).all())
+    stored = [(edition, kind, at) for edition, kind, at in connection.execute(statement, rows)]
+    tallies.add(connection, stored)
+    return len(stored)
 
 
 def _match(connection: Connection, events: Sequence[ProviderEvent]) -> dict[str, _Match]:
