@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     outbox_dir: Path = Field(default_factory=lambda: Path.cwd() / "outbox")
     base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
+    # Key rotation: the first key signs, every one verifies (a JSON list in the
+    # environment). MAILER_SECRET_KEY, when set too, verifies after these (and signs only
+    # if this list is empty): set the new key here and links already in inboxes, signed
+    # with the old one, keep working until it is dropped.
+    secret_keys: tuple[SecretStr, ...] = ()
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_webhook_public_key: str | None = None
@@ -178,20 +183,39 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def require_secret_key(self) -> bytes:
-        """The signing key, or a ConfigError saying how to provide one."""
-        if self.secret_key is None or not self.secret_key.get_secret_value():
+        """The signing key (the first of ``require_secret_keys``), or a ConfigError
+        saying how to provide one."""
+        return self.require_secret_keys()[0]
+
+    def require_secret_keys(self) -> tuple[bytes, ...]:
+        """Every key a signature may be checked against, the signing key first:
+        ``MAILER_SECRET_KEYS`` in order, then ``MAILER_SECRET_KEY``."""
+        named = [(f"MAILER_SECRET_KEYS[{i}]", key) for i, key in enumerate(self.secret_keys)]
+        if self.secret_key is not None:
+            named.append(("MAILER_SECRET_KEY", self.secret_key))
+        keys: list[bytes] = []
+        for name, secret in named:
+            value = secret.get_secret_value()
+            if not value:
+                if name == "MAILER_SECRET_KEY":
+                    continue  # as if unset
+                raise ConfigError(f"{name} is empty")
+            if self.env == "production" and len(value) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    f"{name} is too short for production "
+                    f"({len(value)} characters, at least {MIN_SECRET_KEY_LENGTH} needed)."
+                )
+            encoded = value.encode("utf-8")
+            if encoded not in keys:
+                keys.append(encoded)
+        if not keys:
             raise ConfigError(
                 "MAILER_SECRET_KEY is not set: it signs unsubscribe links. Set it to a long "
                 "random string (python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
-                "or run `mailer demo`, which stores one in mailer.toml for local use."
+                "or run `mailer demo`, which stores one in mailer.toml for local use. To "
+                "rotate keys, list them in MAILER_SECRET_KEYS, the new one first."
             )
-        value = self.secret_key.get_secret_value()
-        if self.env == "production" and len(value) < MIN_SECRET_KEY_LENGTH:
-            raise ConfigError(
-                f"MAILER_SECRET_KEY is too short for production "
-                f"({len(value)} characters, at least {MIN_SECRET_KEY_LENGTH} needed)."
-            )
-        return value.encode("utf-8")
+        return tuple(keys)
 
     @property
     def is_sqlite(self) -> bool:
@@ -208,7 +232,7 @@ def ensure_local_secret_key(settings: Settings) -> tuple[Settings, bool]:
     Only the demo calls this: production must bring its own key. Returns the
     settings to use and whether a key was generated.
     """
-    if settings.secret_key is not None:
+    if settings.secret_key is not None or settings.secret_keys:
         return settings, False
     if settings.env == "production":
         settings.require_secret_key()

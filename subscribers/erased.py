@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from subscribers.models import Suppression
+from subscribers.tokens import Keys, key_ring
 
 _PURPOSE = b"mailer/erased-address/v1:"
 PREFIX = "hash:"
@@ -28,16 +29,23 @@ def marker(key: bytes, email: str) -> str:
     return PREFIX + digest
 
 
-def was_erased(session: Session, key: bytes, email: str) -> bool:
+def markers(keys: Keys, email: str) -> list[str]:
+    """The address's marker under every key still configured: one written before the
+    keys rotated still names it (``marker`` writes with the signing key, the first)."""
+    return [marker(key, email) for key in key_ring(keys)]
+
+
+def was_erased(session: Session, keys: Keys, email: str) -> bool:
     """Whether this normalised address belonged to someone who had their data erased."""
-    found = session.scalar(select(Suppression.id).where(Suppression.email == marker(key, email)))
-    return found is not None
+    query = select(Suppression.id).where(Suppression.email.in_(markers(keys, email))).limit(1)
+    return session.scalar(query) is not None
 
 
-def forget_erasure(session: Session, key: bytes, email: str) -> bool:
-    """They subscribed anew and confirmed: the marker goes. Returns whether there was one."""
-    row = session.scalar(select(Suppression).where(Suppression.email == marker(key, email)))
-    if row is None:
-        return False
-    session.delete(row)
-    return True
+def forget_erasure(session: Session, keys: Keys, email: str) -> bool:
+    """They subscribed anew and confirmed: the markers go. Returns whether there was one."""
+    rows = session.scalars(select(Suppression).where(Suppression.email.in_(markers(keys, email))))
+    found = False
+    for row in rows:
+        session.delete(row)
+        found = True
+    return found

@@ -78,6 +78,7 @@ from subscribers.models import (
     SubscriberStatus,
     SubscriptionStatus,
 )
+from subscribers.tokens import Keys, key_ring
 
 MAX_NAME_LENGTH = 200
 CHUNK_ROWS = 5000
@@ -358,7 +359,7 @@ def import_rows(
     report: ImportReport,
     *,
     source: str = "import",
-    erasure_key: bytes | None = None,
+    erasure_key: Keys | None = None,
     dry_run: bool = False,
     progress: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
@@ -438,7 +439,7 @@ def _flush(
     floor_id: int,
     report: ImportReport,
     source: str,
-    erasure_key: bytes | None,
+    erasure_key: Keys | None,
     dry_run: bool,
 ) -> None:
     try:
@@ -527,6 +528,23 @@ _INSERT_CONSENTS = (
 _ANY_ERASED = "SELECT 1 FROM suppressions WHERE email >= ? AND email < ? LIMIT 1"
 
 
+def _erased_under(sql: _Sql, key: bytes, emails: list[str]) -> int:
+    """Staged rows whose address was erased with ``key`` (an earlier signing key): out."""
+    found: list[str] = []
+    by_marker = {marker(key, email): email for email in emails}
+    wanted = list(by_marker)
+    for start in range(0, len(wanted), 1000):
+        part = wanted[start : start + 1000]
+        holes = ", ".join("?" * len(part))
+        query = f"SELECT email FROM suppressions WHERE email IN ({holes})"  # noqa: S608
+        found += [by_marker[hit] for (hit,) in sql.run(query, tuple(part))]
+    for start in range(0, len(found), 1000):
+        part = found[start : start + 1000]
+        holes = ", ".join("?" * len(part))
+        sql.run(f"DELETE FROM import_stage WHERE email IN ({holes})", tuple(part))  # noqa: S608
+    return len(found)
+
+
 class _Sql:
     """Statements on one connection, in the driver's own parameter style."""
 
@@ -596,7 +614,7 @@ def _write(
     list_id: int | None,
     floor_id: int,
     source: str,
-    erasure_key: bytes | None,
+    erasure_key: Keys | None,
     dry_run: bool,
 ) -> dict[str, Any]:
     counts: dict[str, Any] = {
@@ -610,7 +628,8 @@ def _write(
     }
     sql = _Sql(connection)
     # Markers are a keyed hash per address: worked out only while someone was erased.
-    markers = erasure_key is not None and (
+    keys = key_ring(erasure_key) if erasure_key is not None else ()
+    markers = bool(keys) and (
         sql.run(_ANY_ERASED, (ERASED_PREFIX, ERASED_PREFIX[:-1] + ";")).first() is not None
     )
     staged: list[tuple[Any, ...]] = []
@@ -627,7 +646,7 @@ def _write(
                 row.name,
                 row.attributes if not sql.postgres else _json(row.attributes),
                 row.timezone,
-                marker(erasure_key, row.email) if markers and erasure_key else None,
+                marker(keys[0], row.email) if markers else None,
             )
         )
     sql.stage(staged)
@@ -635,6 +654,8 @@ def _write(
         counts["erased"] = sql.run(
             "DELETE FROM import_stage WHERE marker IN (SELECT email FROM suppressions)"
         ).rowcount
+        for earlier in keys[1:]:  # markers made before the keys rotated
+            counts["erased"] += _erased_under(sql, earlier, [row[1] for row in staged])
     counts["suppressed"] = sql.run(
         "DELETE FROM import_stage WHERE email IN (SELECT email FROM suppressions)"
     ).rowcount
@@ -748,7 +769,7 @@ def import_file(
     list_name: str,
     *,
     report: ImportReport | None = None,
-    erasure_key: bytes | None = None,
+    erasure_key: Keys | None = None,
     dry_run: bool = False,
     report_file: TextIO | None = None,
     progress: Progress | None = None,

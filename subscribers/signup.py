@@ -34,6 +34,7 @@ from subscribers.models import (
     SubscriptionStatus,
     Suppression,
 )
+from subscribers.tokens import Keys
 
 CONFIRMATION_INTERVAL = timedelta(minutes=10)
 CONFIRMATION_VALIDITY = timedelta(days=7)
@@ -75,7 +76,7 @@ def _subscriber(session: Session, email: str, name: str | None, timezone: str | 
 
 def signup(
     session: Session,
-    key: bytes,
+    key: Keys,
     *,
     email: str,
     name: str | None,
@@ -206,7 +207,7 @@ def pending_lists(session: Session, subscriber_id: int) -> list[MailingList]:
 
 
 def confirm(
-    session: Session, key: bytes, subscriber: Subscriber, *, client: str, now: datetime
+    session: Session, key: Keys, subscriber: Subscriber, *, client: str, now: datetime
 ) -> Confirmed:
     """The confirming click: pending subscriptions become active, and it is recorded."""
     if subscriber.status in BLOCKED or is_suppressed(session, subscriber.email):

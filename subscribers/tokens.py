@@ -5,6 +5,10 @@ HMAC-SHA256 over both, keyed by ``MAILER_SECRET_KEY`` and bound to its purpose,
 so that a token cannot be forged, altered or reused for something else. Tokens
 do not expire: unsubscribe links must keep working long after the send
 (CAN-SPAM asks for at least 30 days).
+
+Keys rotate: tokens are signed with one key and checked against every key still
+configured (``Keys``, the signing key first), so that a new key does not break the
+links already in inboxes; a token signed with a key that was dropped is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _PURPOSE = b"mailer/unsubscribe/v1"
@@ -22,8 +27,16 @@ _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 _SHAPE = re.compile(r"([1-9][0-9]{0,17})\.([1-9][0-9]{0,17})\.([A-Za-z0-9_-]{43})")
 
 
+# One key, or the keys still configured with the signing key first: what verifies.
+Keys = bytes | Sequence[bytes]
+
+
 class TokenError(ValueError):
     """A token that is malformed, altered, or signed with another key."""
+
+
+def key_ring(keys: Keys) -> Sequence[bytes]:
+    return (keys,) if isinstance(keys, bytes) else keys
 
 
 @dataclass(frozen=True)
@@ -69,15 +82,16 @@ def sign_unsubscribe(key: bytes, subscriber_id: int, edition_id: int) -> str:
     return UnsubscribeSigner(key).token(subscriber_id, edition_id)
 
 
-def verify_unsubscribe(key: bytes, token: str) -> UnsubscribeToken:
+def verify_unsubscribe(keys: Keys, token: str) -> UnsubscribeToken:
     match = _SHAPE.fullmatch(token)
     if match is None:
         raise TokenError("the link is incomplete or malformed")
     subscriber_id, edition_id = int(match[1]), int(match[2])
-    expected = UnsubscribeSigner(key).signature(subscriber_id, edition_id)
-    if not hmac.compare_digest(match[3], expected):
-        raise TokenError("the link's signature does not match")
-    return UnsubscribeToken(subscriber_id, edition_id)
+    for key in key_ring(keys):
+        expected = UnsubscribeSigner(key).signature(subscriber_id, edition_id)
+        if hmac.compare_digest(match[3], expected):
+            return UnsubscribeToken(subscriber_id, edition_id)
+    raise TokenError("the link's signature does not match")
 
 
 # -- the other links readers click ------------------------------------------------------
@@ -101,8 +115,10 @@ def _sign(key: bytes, purpose: bytes, message: bytes) -> str:
     return binascii.b2a_base64(digest, newline=False)[:43].translate(_URL_SAFE).decode("ascii")
 
 
-def _check(key: bytes, purpose: bytes, message: bytes, signature: str) -> None:
-    if not hmac.compare_digest(signature, _sign(key, purpose, message)):
+def _check(keys: Keys, purpose: bytes, message: bytes, signature: str) -> None:
+    if not any(
+        hmac.compare_digest(signature, _sign(key, purpose, message)) for key in key_ring(keys)
+    ):
         raise TokenError("the link's signature does not match")
 
 
@@ -119,12 +135,12 @@ def sign_confirmation(key: bytes, subscriber_id: int, expires_at: int) -> str:
     return f"{subscriber_id}.{expires_at}.{_sign(key, _CONFIRM_PURPOSE, message)}"
 
 
-def verify_confirmation(key: bytes, token: str, now: int) -> ConfirmToken:
+def verify_confirmation(keys: Keys, token: str, now: int) -> ConfirmToken:
     match = _CONFIRM_SHAPE.fullmatch(token)
     if match is None:
         raise TokenError("the link is incomplete or malformed")
     subscriber_id, expires_at = int(match[1]), int(match[2])
-    _check(key, _CONFIRM_PURPOSE, b"%d:%d" % (subscriber_id, expires_at), match[3])
+    _check(keys, _CONFIRM_PURPOSE, b"%d:%d" % (subscriber_id, expires_at), match[3])
     if now >= expires_at:
         raise TokenError("the link has expired; sign up again for a fresh one")
     return ConfirmToken(subscriber_id, expires_at)
@@ -146,7 +162,7 @@ def sign_email_change(key: bytes, subscriber_id: int, expires_at: int, new_email
     return f"{subscriber_id}.{expires_at}.{encoded}.{signature}"
 
 
-def verify_email_change(key: bytes, token: str, now: int) -> EmailChangeToken:
+def verify_email_change(keys: Keys, token: str, now: int) -> EmailChangeToken:
     match = _EMAIL_CHANGE_SHAPE.fullmatch(token)
     if match is None:
         raise TokenError("the link is incomplete or malformed")
@@ -157,7 +173,7 @@ def verify_email_change(key: bytes, token: str, now: int) -> EmailChangeToken:
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise TokenError("the link is incomplete or malformed") from exc
     message = b"%d:%d:%s" % (subscriber_id, expires_at, raw)
-    _check(key, _EMAIL_CHANGE_PURPOSE, message, match[4])
+    _check(keys, _EMAIL_CHANGE_PURPOSE, message, match[4])
     if now >= expires_at:
         raise TokenError("the link has expired; ask for the change again")
     return EmailChangeToken(subscriber_id, expires_at, new_email)
@@ -170,15 +186,15 @@ def sign_preferences(key: bytes, subscriber_id: int) -> str:
     return f"{subscriber_id}.{_sign(key, _PREFERENCES_PURPOSE, b'%d' % subscriber_id)}"
 
 
-def verify_preferences(key: bytes, token: str) -> int:
+def verify_preferences(keys: Keys, token: str) -> int:
     """The subscriber a preference token speaks for: its own kind, or an email's
     unsubscribe token (the preference page can do everything that one can, and more
     only for the mailbox it was sent to)."""
     match = _ONE_ID_SHAPE.fullmatch(token)
     if match is None:
-        return verify_unsubscribe(key, token).subscriber_id
+        return verify_unsubscribe(keys, token).subscriber_id
     subscriber_id = int(match[1])
-    _check(key, _PREFERENCES_PURPOSE, b"%d" % subscriber_id, match[2])
+    _check(keys, _PREFERENCES_PURPOSE, b"%d" % subscriber_id, match[2])
     return subscriber_id
 
 
@@ -189,10 +205,10 @@ def sign_edition_web(key: bytes, edition_id: int) -> str:
     return f"{edition_id}.{_sign(key, _EDITION_WEB_PURPOSE, b'%d' % edition_id)}"
 
 
-def verify_edition_web(key: bytes, token: str) -> int:
+def verify_edition_web(keys: Keys, token: str) -> int:
     match = _ONE_ID_SHAPE.fullmatch(token)
     if match is None:
         raise TokenError("the link is incomplete or malformed")
     edition_id = int(match[1])
-    _check(key, _EDITION_WEB_PURPOSE, b"%d" % edition_id, match[2])
+    _check(keys, _EDITION_WEB_PURPOSE, b"%d" % edition_id, match[2])
     return edition_id

@@ -702,10 +702,11 @@ def _session_id(runtime: Runtime, cookie_value: str) -> str | None:
     match = _COOKIE.fullmatch(cookie_value)
     if match is None:
         return None
-    expected = _signature(runtime.settings.require_secret_key(), match[1])
-    if not hmac.compare_digest(match[2], expected):
-        return None
-    return match[1]
+    # Any configured key: rotating the keys does not sign everybody out.
+    for key in runtime.settings.require_secret_keys():
+        if hmac.compare_digest(match[2], _signature(key, match[1])):
+            return match[1]
+    return None
 
 
 def open_session(

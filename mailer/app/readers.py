@@ -48,6 +48,7 @@ from subscribers import erasure, personal_data, preferences, signup
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.models import MailingList, Subscriber, SubscriberStatus, SubscriptionStatus
 from subscribers.tokens import (
+    Keys,
     TokenError,
     sign_confirmation,
     sign_email_change,
@@ -347,13 +348,13 @@ def _sign_up(
     wording: str,
     client: str,
 ) -> None:
-    key = runtime.settings.require_secret_key()
+    keys = runtime.settings.require_secret_keys()
     now = utcnow()
     with _one_writer(runtime), transaction(runtime.sessions) as session:
         lists = list(session.scalars(select(MailingList).where(MailingList.id.in_(list_ids))))
         outcome = signup.signup(
             session,
-            key,
+            keys,
             email=address,
             name=name,
             timezone=zone,
@@ -498,8 +499,8 @@ class ConfirmView:
 
 
 def _confirm_target(runtime: Runtime, session: Session, token: str) -> Subscriber:
-    key = runtime.settings.require_secret_key()
-    claims = verify_confirmation(key, token, int(time.time()))
+    keys = runtime.settings.require_secret_keys()
+    claims = verify_confirmation(keys, token, int(time.time()))
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
         raise TokenError("this link belongs to a subscription that no longer exists")
@@ -516,11 +517,11 @@ def confirmation(runtime: Runtime, token: str) -> ConfirmView:
 
 def confirm(runtime: Runtime, token: str, *, client: str) -> ConfirmView:
     """The confirming click (POST): pending subscriptions become active, recorded."""
-    key = runtime.settings.require_secret_key()
+    keys = runtime.settings.require_secret_keys()
     with transaction(runtime.sessions) as session:
         subscriber = _confirm_target(runtime, session, token)
         lists = {m.id: m.name for m in signup.pending_lists(session, subscriber.id)}
-        done = signup.confirm(session, key, subscriber, client=client, now=utcnow())
+        done = signup.confirm(session, keys, subscriber, client=client, now=utcnow())
         return ConfirmView(
             mask(subscriber.email),
             tuple(lists[i] for i in done.list_ids if i in lists),
@@ -562,25 +563,25 @@ class PreferencesView:
 
 
 def _reader(runtime: Runtime, session: Session, token: str, *, lock: bool = False) -> Subscriber:
-    key = runtime.settings.require_secret_key()
-    subscriber_id = verify_preferences(key, token)
+    keys = runtime.settings.require_secret_keys()
+    subscriber_id = verify_preferences(keys, token)
     query = select(Subscriber).where(Subscriber.id == subscriber_id)
     if lock:
         # One reader's changes take turns (two tabs, a double click).
         query = query.with_for_update()
     subscriber = session.scalar(query)
-    if subscriber is None or not _email_was_theirs(session, key, token, subscriber):
+    if subscriber is None or not _email_was_theirs(session, keys, token, subscriber):
         raise NotFound("this link belongs to a subscription that no longer exists")
     return subscriber
 
 
-def _email_was_theirs(session: Session, key: bytes, token: str, subscriber: Subscriber) -> bool:
+def _email_was_theirs(session: Session, keys: Keys, token: str, subscriber: Subscriber) -> bool:
     """Whether an edition's token can have reached this subscriber: its edition started
     before they existed? Then it was another person's, whose row was erased and whose
     number SQLite gave again (it reuses the highest rowid). A preference token carries no
     edition and is taken as it is."""
     try:
-        claims = verify_unsubscribe(key, token)
+        claims = verify_unsubscribe(keys, token)
     except TokenError:
         return True
     started = session.scalar(select(Edition.send_started_at).where(Edition.id == claims.edition_id))
@@ -735,9 +736,9 @@ def undo_unsubscribe(runtime: Runtime, token: str, *, client: str) -> Preference
     newsletter's lists the reader just left. A reader still subscribed (they left those
     lists only) rejoins them at once, as from the preference page; one who left
     everything comes back through a fresh confirmation."""
-    key = runtime.settings.require_secret_key()
+    keys = runtime.settings.require_secret_keys()
     try:
-        claims = verify_unsubscribe(key, token)
+        claims = verify_unsubscribe(keys, token)
     except TokenError:
         raise Invalid("only the unsubscribe link of an email can be undone", "token") from None
     with runtime.sessions() as session:
@@ -833,8 +834,8 @@ def request_email_change(runtime: Runtime, token: str, new_email: str) -> Prefer
 
 
 def _email_change_claims(runtime: Runtime, session: Session, token: str) -> tuple[Subscriber, str]:
-    key = runtime.settings.require_secret_key()
-    claims = verify_email_change(key, token, int(time.time()))
+    keys = runtime.settings.require_secret_keys()
+    claims = verify_email_change(keys, token, int(time.time()))
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
         raise TokenError("this link belongs to a subscription that no longer exists")
@@ -912,8 +913,8 @@ def edition_web(runtime: Runtime, token: str) -> WebEdition:
     """An edition as a browser shows it: the email's own HTML with no personal data and
     no working token (every per-reader link leads to ``/preview/link``). Only editions
     that went out: a draft stays with the editors even if its link is known."""
-    key = runtime.settings.require_secret_key()
-    edition_id = verify_edition_web(key, token)
+    keys = runtime.settings.require_secret_keys()
+    edition_id = verify_edition_web(keys, token)
     with runtime.sessions() as session:
         edition = session.get(Edition, edition_id)
         if edition is None or edition.status not in SENT or edition.html is None:

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
 from mailer.web.limits import FormRefused, read_form
-from subscribers.tokens import TokenError, verify_unsubscribe
+from subscribers.tokens import Keys, TokenError, verify_unsubscribe
 from subscribers.unsubscribe import (
     UnknownRecipient,
     UnsubscribeResult,
@@ -60,7 +60,7 @@ def _invalid(request: Request, reason: str) -> HTMLResponse:
 @router.get("/u/{token}", response_class=HTMLResponse)
 def confirm_page(request: Request, token: str) -> HTMLResponse:
     runtime = _runtime(request)
-    key = runtime.settings.require_secret_key()
+    key = runtime.settings.require_secret_keys()
     with runtime.sessions() as session:
         try:
             target = resolve(session, key, token)
@@ -77,7 +77,7 @@ def confirm_page(request: Request, token: str) -> HTMLResponse:
         )
 
 
-def _leave(runtime: Runtime, key: bytes, token: str, source: str) -> tuple[UnsubscribeResult, str]:
+def _leave(runtime: Runtime, key: Keys, token: str, source: str) -> tuple[UnsubscribeResult, str]:
     with transaction(runtime.sessions) as session:
         result = unsubscribe_by_token(session, key, token, source=source)
         return result, resolve(session, key, token).newsletter_name
@@ -86,7 +86,7 @@ def _leave(runtime: Runtime, key: bytes, token: str, source: str) -> tuple[Unsub
 @router.post("/u/{token}", response_class=HTMLResponse)
 async def unsubscribe(request: Request, token: str) -> HTMLResponse:
     runtime = _runtime(request)
-    key = runtime.settings.require_secret_key()
+    key = runtime.settings.require_secret_keys()
     try:
         # Before the body: an anonymous caller with a made-up link costs us nothing more.
         verify_unsubscribe(key, token)
