@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,9 @@ from mailer.events.policy import Policy, apply_pending
 from mailer.events.sendgrid_events import parse_events
 from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
-from subscribers.models import Suppression
+from subscribers.models import Subscriber, Suppression
+from tests import factories
+from tests.workspace import serve, signed_in
 
 DATA = Path(__file__).parent / "data" / "bounces"
 CORPUS = DATA / "sisimai"
@@ -396,3 +399,25 @@ def test_sendgrid_events_carry_a_reason(runtime: Runtime) -> None:
     assert stored["bob@example.com"] == ("soft", "blocked")
     assert stored["cy@example.com"][0] == "soft"
     assert (suppression.email, suppression.bounce_reason) == ("ann@example.com", "user_unknown")
+
+
+def test_the_subscriber_page_shows_why_the_address_bounced(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    factories.newsletter(runtime)
+    factories.subscribers(runtime, 1, prefix="dana.whitfield")
+    with runtime.sessions() as session:
+        subscriber = session.scalars(select(Subscriber)).one()
+        subscriber_id = subscriber.id
+        address = subscriber.email
+    raw = (DATA / "postfix-user-unknown.eml").read_bytes()
+    inbox = tmp_path / "bounces"
+    inbox.mkdir()
+    raw = re.sub(rb"(?i)dana\.whitfield@example\.net", address.encode(), raw)
+    (inbox / "one.eml").write_bytes(raw)
+    import_bounce_mail(runtime, FolderSource(inbox))
+    with serve(runtime) as site, signed_in(site, "admin@example.org", "admin") as client:
+        page = client.get(f"/admin/subscribers/{subscriber_id}")
+    assert page.status_code == 200
+    assert 'class="bounce-reason">user unknown<' in page.text
+    assert "hard bounce" in page.text
