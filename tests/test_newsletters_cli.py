@@ -129,6 +129,12 @@ def test_create_show_list_update(cli_env: Path) -> None:
     invoke("newsletters", "update", "morning", "--timezone", "Mars/Base", code=1)
     invoke("newsletters", "show", "nope", code=1)
 
+    # Written in English unless told; the language is checked and shown.
+    assert created["language"] == "en"
+    assert as_json("newsletters", "update", "morning", "--language", "fr-CA")["language"] == "fr-CA"
+    assert "in fr-CA" in invoke("newsletters", "show", "morning")
+    assert "BCP 47" in invoke("newsletters", "update", "morning", "--language", "French", code=1)
+
 
 def test_update_gives_an_unscheduled_newsletter_a_schedule(cli_env: Path) -> None:
     runtime = Runtime(Settings(database_url=os.environ["MAILER_DATABASE_URL"]))

@@ -44,7 +44,10 @@ EnabledOption = typer.Option(None, "--enable/--disable", help="Whether the sched
 def _print(data: dict[str, Any]) -> None:
     console.print(f"[bold]{escape(data['slug'])}[/]: {escape(data['name'])}", highlight=False)
     lists = escape(", ".join(data["lists"]) or "none")
-    console.print(f"  from {escape(data['from'])}; lists: {lists}", highlight=False)
+    console.print(
+        f"  from {escape(data['from'])}; lists: {lists}; in {escape(data['language'])}",
+        highlight=False,
+    )
     schedule = data["schedule"]
     if schedule is None:
         console.print("  no schedule (create one with `mailer newsletters update SLUG --enable`)")
