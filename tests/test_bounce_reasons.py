@@ -10,6 +10,7 @@ import json
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -421,3 +422,19 @@ def test_the_subscriber_page_shows_why_the_address_bounced(
     assert page.status_code == 200
     assert 'class="bounce-reason">user unknown<' in page.text
     assert "hard bounce" in page.text
+
+
+def test_hostile_shapes_are_read_in_bounded_time() -> None:
+    head = b"From: MAILER-DAEMON@mx.ours.test\nSubject: Undelivered Mail\n\n"
+    many_blocks = head + b"".join(
+        b"Final-Recipient: rfc822; u%d@example.com\nAction: failed\nStatus: 5.1.1\n\n" % i
+        for i in range(3000)
+    )
+    one_line = head + b"ann@example.com " * 40000
+    a_list = head + b"".join(b"u%d@example.com\n" % i for i in range(5000))
+    started = time.monotonic()
+    assert len(parse_bounce(many_blocks)) == 500  # read up to a cap, never all of them
+    assert [b.email for b in parse_bounce(one_line)] == ["ann@example.com"]
+    assert parse_bounce(a_list) == []  # a list of addresses is no report about them
+    # Each took over a minute before the caps; a generous bound for a loaded machine.
+    assert time.monotonic() - started < 20

@@ -145,7 +145,6 @@ _BOUNCE_WORDS = re.compile(
     r"delivery failure|could not deliver",
     re.IGNORECASE,
 )
-_SENDER_BEFORE = re.compile(r"from:?\s*<?$|sender:?\s*<?$", re.IGNORECASE)
 # An address named only for people to write to, not as the one that failed.
 _CONTACT = re.compile(
     r"contact|write to|send (?:an? )?(?:e-?mail|mail|message) to|questions|"
@@ -162,6 +161,7 @@ _BODY_LIMIT = 256 * 1024  # enough for any failure text; returned messages can b
 _PARTS_LIMIT = 200
 _SEGMENT_LINES = 15
 _FREE_TEXT_LIMIT = 50  # more addresses than this in free text is a list, not a report
+_RECIPIENT_LIMIT = 500  # delivery-status blocks read per report
 
 
 @dataclass(frozen=True)
@@ -447,6 +447,8 @@ class _Reader:
                 self.detector_error = f"delivery-status Action not understood: {action[:80]!r}"
                 continue
             any_failed = True
+            if len(failures) >= _RECIPIENT_LIMIT:
+                continue  # counted as failed, not read: no real report names so many
             failure = self._recipient_block(block, verb_text == "delayed")
             if failure is not None:
                 failures.append(failure)
@@ -519,17 +521,25 @@ class _Reader:
         contacts = {
             a.lower() for line in lines if _CONTACT.search(line) for a in _ADDRESS.findall(line)
         }
+        seen: set[str] = set()
         for line in lines:
             if _CONTACT.search(line) or _HEADER_LINE.match(line.strip()):
                 continue
             for match in _ADDRESS.finditer(line):
-                if _SENDER_BEFORE.search(line[max(0, match.start() - 14) : match.start()]):
+                before = line[max(0, match.start() - 14) : match.start()]
+                if before.lower().rstrip("<: \t").endswith(("from", "sender")):
                     continue  # "MAIL FROM:<...>", "envelope-from <...>": our sender
-                address = _normal(match.group(1).strip(".'"))
-                if address in contacts:
+                found = match.group(1).strip(".'").lower()
+                if found in seen:
                     continue
-                if address and address not in candidates and self._may_be_reader(address):
+                seen.add(found)
+                address = _normal(found)
+                if address in contacts or address is None or address in candidates:
+                    continue
+                if self._may_be_reader(address):
                     candidates.append(address)
+                    if len(candidates) > _FREE_TEXT_LIMIT:
+                        return []  # a list of addresses, not a report about some
         detected = [a for a in self._flufl() if self._may_be_reader(a)]
         if not candidates:
             candidates = detected

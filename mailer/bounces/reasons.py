@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class BounceClass(StrEnum):
@@ -496,6 +497,10 @@ _ABOUT_RECIPIENT = frozenset(
 )
 
 
+_WORDS_LIMIT = 4000
+_CONTEXT_LIMIT = 16000
+
+
 @dataclass(frozen=True)
 class Verdict:
     reason: BounceReason
@@ -570,6 +575,10 @@ def classify(
     (unless a specific status other than mailbox or security status says otherwise).
     Hard only for user unknown, host unknown and moved, and only when permanent.
     """
+    # What a server says about a failure fits in a few lines; reading more only costs.
+    diagnostic, context = diagnostic[:_WORDS_LIMIT], context[:_CONTEXT_LIMIT]
+    if transcript is not None:
+        transcript = transcript[:_CONTEXT_LIMIT]
     status = _clean_status(status) or status_of(diagnostic)
     reply = reply_of(diagnostic)
     detail = ".".join(status.split(".")[1:]) if status else None
@@ -591,14 +600,10 @@ def classify(
     if reason is None:
         reason = _first(_LATE[:1], diagnostic)
     if reason is None:
-        reason = _first(_TEXT, context) or _first(_LATE[1:], context)
-    if reason is None and _WEAK_USER_UNKNOWN.search(context):
-        reason = BounceReason.USER_UNKNOWN
-    if reason is None:
-        reason = _first(_LATE[:1], context)
+        reason = _context_reason(context)
     if reason is None:
         reason = BounceReason.EXPIRED if temporary else BounceReason.SYSTEM_ERROR
-    command = command_of(diagnostic) or command_of(context if transcript is None else transcript)
+    command = command_of(diagnostic) or _command(context if transcript is None else transcript)
     if command == "mail" and reason in _ABOUT_RECIPIENT:
         reason = BounceReason.SENDER_REFUSED
     elif (
@@ -611,6 +616,20 @@ def classify(
         temporary = (status or reply or "5")[0] == "4"
     hard = reason.hard and not temporary
     return Verdict(reason, BounceClass.HARD if hard else BounceClass.SOFT, status)
+
+
+# A report's own words are read once for all the recipients it names.
+@lru_cache(maxsize=32)
+def _context_reason(context: str) -> BounceReason | None:
+    found = _first(_TEXT, context) or _first(_LATE[1:], context)
+    if found is None and _WEAK_USER_UNKNOWN.search(context):
+        found = BounceReason.USER_UNKNOWN
+    return found or _first(_LATE[:1], context)
+
+
+@lru_cache(maxsize=32)
+def _command(text: str) -> str | None:
+    return command_of(text)
 
 
 def blocked_verdict(status: str | None, diagnostic: str = "") -> Verdict:
