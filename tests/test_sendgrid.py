@@ -18,7 +18,7 @@ from mailer.runtime import Runtime
 from mailer.transports import transport_for
 from mailer.transports.base import Recipient
 from mailer.transports.headers import feedback_sender
-from mailer.transports.sendgrid import SendGridTransport, substitution_keys
+from mailer.transports.sendgrid import SendGridTransport, display_name, substitution_keys
 from subscribers.models import Subscriber
 from tests import factories
 from tests.sendgrid_sink import API_KEY, SinkServer, sendgrid_sink
@@ -252,3 +252,21 @@ def test_events_without_custom_args_find_their_delivery_by_x_message_id(
         f"evt-{second.id}": second.id,
         "evt-stranger": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "sent"),
+    [
+        ("Reader 12", "Reader 12"),
+        ("Zoë Ünïcødé", "Zoë Ünïcødé"),
+        ("  spaced   out ", "spaced out"),
+        ("Smith, Ada", '"Smith, Ada"'),
+        ('Zoë Ünïcødé, "quoted"', '"Zoë Ünïcødé, \\"quoted\\""'),
+        ("Howdy y'all :(", '"Howdy y\'all :("'),
+        ("back\\slash", '"back\\\\slash"'),
+        ("bell\x07 and\r\nbreak", "bell and break"),
+        (None, ""),
+    ],
+)
+def test_names_keep_every_character_quoted_as_sendgrid_needs(name: str | None, sent: str) -> None:
+    assert display_name(name) == sent

@@ -55,6 +55,10 @@ def display_name(name: str | None) -> str:
     white space runs made one), and quoted when it holds a special such as ',' or ';'."""
     if not name:
         return ""
+    # The usual name (letters and digits between single spaces) as it is: a send asks
+    # a million times, and this test is a fifth of the cost of cleaning.
+    if name.replace(" ", "").isalnum() and "  " not in name and name[0] != " " != name[-1]:
+        return name
     cleaned = clean_name(name)
     return quoted_string(cleaned) if _SPECIALS.search(cleaned) else cleaned
 
