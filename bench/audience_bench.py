@@ -29,15 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, inspect, select, text  # noqa: E402
+from dispatch_bench import postgres_cpu, start_sink  # noqa: E402
+from sqlalchemy import Engine, func, select, text  # noqa: E402
 
 from mailer.db import migrate  # noqa: E402
-from mailer.db.models import Base  # noqa: E402
 from mailer.db.session import make_engine, make_sessionmaker  # noqa: E402
+from mailer.dispatch.dispatcher import DispatchSettings, send_edition  # noqa: E402
+from mailer.transports.sendgrid import SendGridTransport  # noqa: E402
 from subscribers import exporter, importer  # noqa: E402
 from subscribers.audience import mailable  # noqa: E402
 from subscribers.models import MailingList, Subscriber  # noqa: E402
 from subscribers.segments import compile_rule  # noqa: E402
+from tests import factories  # noqa: E402
 
 RULE = {
     "match": "all",
@@ -62,24 +65,27 @@ def write_csv(path: Path, n: int) -> None:
 
 
 def fresh(url: str) -> None:
+    """An empty, migrated database. On PostgreSQL the schema is dropped and made again, so
+    that no statistics of an earlier run are left for the planner (as with a new file on
+    SQLite): point ``--database-url`` at a database of the benchmark's own."""
     engine = make_engine(url)
     if engine.dialect.name == "sqlite":
         Path(engine.url.database or "").unlink(missing_ok=True)
-        engine.dispose()
-        engine = make_engine(url)
-    migrate.upgrade(engine)
-    if engine.dialect.name == "postgresql":
-        present = set(inspect(engine).get_table_names())
+    else:
         with engine.begin() as connection:
-            tables = ", ".join(
-                f'"{t.name}"' for t in Base.metadata.sorted_tables if t.name in present
-            )
-            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    engine = make_engine(url)
+    migrate.upgrade(engine)
     engine.dispose()
 
 
-def child_import(url: str, path: Path) -> None:
-    """Run in a child process: the import alone, then its peak memory."""
+def child_import(url: str, path: Path, *, analyze: bool = True) -> None:
+    """Run in a child process: the import alone, then its peak memory. Without
+    ``analyze``, the import as it was before it refreshed the planner's statistics."""
+    if not analyze:
+        vars(importer)["analyze_audience"] = lambda factory: None
     engine = make_engine(url)
     started = time.perf_counter()
     report = importer.import_file(make_sessionmaker(engine), path, "morning")
@@ -92,17 +98,26 @@ def child_import(url: str, path: Path) -> None:
     print(json.dumps({"seconds": elapsed, "added": report.added, "peak_mb": hwm}))
 
 
+def imported(url: str, path: Path, *, analyze: bool = True) -> dict[str, float]:
+    """Import ``path`` in a child process (onto the database as it is)."""
+    command = [sys.executable, __file__, "_child", "--database-url", url, "--csv", str(path)]
+    out = subprocess.run(
+        [*command, *([] if analyze else ["--no-analyze"])],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def run_import(url: str, path: Path, runs: int) -> list[dict[str, float]]:
     results = []
     for _ in range(runs):
         fresh(url)
-        out = subprocess.run(
-            [sys.executable, __file__, "_child", "--database-url", url, "--csv", str(path)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        started = postgres_cpu()
+        result = imported(url, path)
+        if make_engine(url).dialect.name == "postgresql":
+            result["server_cpu"] = round(postgres_cpu() - started, 1)
         print(f"  import: {result}", flush=True)
         results.append(result)
     return results
@@ -141,18 +156,58 @@ def run_segment(url: str, runs: int) -> list[float]:
     return times
 
 
+def run_send(url: str, path: Path, runs: int) -> dict[str, list[float]]:
+    """Send an edition to everyone just imported, through the SendGrid transport to the
+    local sink, right after the import: once as the import was (no ANALYZE; the
+    planner still takes the tables for empty) and once as it is now."""
+    times: dict[str, list[float]] = {"without ANALYZE": [], "with ANALYZE": []}
+    sink, sink_url = start_sink()
+    try:
+        for _ in range(runs):
+            for label, analyze in (("without ANALYZE", False), ("with ANALYZE", True)):
+                fresh(url)
+                engine = make_engine(url)
+                runtime = _Runtime(engine)
+                newsletter_id = factories.newsletter(runtime)  # type: ignore[arg-type]
+                imported(url, path, analyze=analyze)
+                edition_id = factories.edition(runtime, newsletter_id)  # type: ignore[arg-type]
+                transport = SendGridTransport("SG.bench", sink_url, timeout=60)
+                settings = DispatchSettings(
+                    base_url="https://news.example.org", secret_key=b"k" * 32
+                )
+                started = time.perf_counter()
+                tally = send_edition(runtime.sessions, edition_id, transport, settings)
+                times[label].append(time.perf_counter() - started)
+                transport.close()
+                engine.dispose()
+                print(f"  send {label}: {times[label][-1]:.2f} s, {tally}", flush=True)
+    finally:
+        sink.terminate()
+        sink.wait()
+    return times
+
+
+class _Runtime:
+    """Just what tests.factories needs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = make_sessionmaker(engine)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["all", "import", "export", "segment", "_child"])
+    parser.add_argument("what", choices=["all", "import", "export", "segment", "send", "_child"])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--no-analyze", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="audience-bench-"))
     url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     if args.what == "_child":
-        child_import(url, args.csv)
+        child_import(url, args.csv, analyze=not args.no_analyze)
         return
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
@@ -168,6 +223,14 @@ def main() -> None:
         seconds = statistics.median(r["seconds"] for r in imports)
         peak = statistics.median(r["peak_mb"] for r in imports)
         print(f"import: median {seconds:.2f} s, {args.n / seconds:,.0f} rows/s, peak {peak} MB")
+    if args.what == "send":
+        path = args.csv or workdir / "people.csv"
+        if not path.exists():
+            write_csv(path, args.n)
+        for label, spent in run_send(url, path, args.runs).items():
+            median = statistics.median(spent)
+            print(f"send after import, {label}: median {median:.2f} s, {args.n / median:,.0f}/s")
+        return
     if args.what in ("all", "export"):
         seconds = statistics.median(run_export(url, args.runs))
         print(f"export: median {seconds:.2f} s, {args.n / seconds:,.0f} rows/s")
