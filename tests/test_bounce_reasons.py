@@ -31,7 +31,8 @@ from mailer.bounces.reasons import (
     command_of,
     reason_label,
 )
-from mailer.bounces.sync import import_bounce_mail
+from mailer.bounces.sendgrid_sync import SendGridSuppressionClient
+from mailer.bounces.sync import import_bounce_mail, sync_sendgrid
 from mailer.cli import app as cli
 from mailer.cli.common import console
 from mailer.db.models import Event
@@ -41,6 +42,7 @@ from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
 from subscribers.models import Subscriber, Suppression
 from tests import factories
+from tests.suppression_server import API_KEY, item, suppression_server
 from tests.workspace import serve, signed_in
 
 DATA = Path(__file__).parent / "data" / "bounces"
@@ -438,3 +440,29 @@ def test_hostile_shapes_are_read_in_bounded_time() -> None:
     assert parse_bounce(a_list) == []  # a list of addresses is no report about them
     # Each took over a minute before the caps; a generous bound for a loaded machine.
     assert time.monotonic() - started < 20
+
+
+def test_provider_sync_records_carry_a_reason(runtime: Runtime) -> None:
+    now = int(time.time()) - 3600
+    with suppression_server() as server:
+        server.state.add("bounces", item("bounces", "ann@example.com", now))
+        server.state.add(
+            "bounces",
+            item(
+                "bounces",
+                "bob@example.com",
+                now,
+                reason="552 5.2.2 The email account that you tried to reach is over quota.",
+                status="5.2.2",
+            ),
+        )
+        server.state.add("blocks", item("blocks", "cy@example.com", now))
+        sync_sendgrid(runtime, client=SendGridSuppressionClient(API_KEY, server.base_url))
+    with runtime.sessions() as session:
+        stored = {
+            e.email: (e.bounce_class, e.bounce_reason)
+            for e in session.scalars(select(Event).where(Event.source == "sendgrid-sync"))
+        }
+    assert stored["ann@example.com"] == ("hard", "user_unknown")
+    assert stored["bob@example.com"] == ("soft", "mailbox_full")
+    assert stored["cy@example.com"][0] == "soft"  # a block is never hard, whatever it says
