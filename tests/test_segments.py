@@ -6,13 +6,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, insert, select
 
 from mailer.db.models import Batch, Delivery, DeliveryStatus
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
 from subscribers.models import Subscriber
-from subscribers.segments import SegmentRuleError, compile_rule
+from subscribers.segments import OPS, SegmentRuleError, compile_rule
 from tests import factories
 
 NOW = datetime.now(UTC)
@@ -183,3 +185,78 @@ def test_bad_comparisons_name_the_condition(condition: dict[str, Any], reason: s
         compile_rule(rule)
     assert caught.value.where == "conditions[1]"
     assert reason in caught.value.reason
+
+
+# Rules as a form, an API client or a hand-edited file might send them: the right keys
+# with values of any JSON shape, NUL and other odd characters included.
+TEXTS = st.text(alphabet=st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ["age", "a\x00b", "\x00", "2025-01-31", "9999-12-31T23:00-05:00", "attributes.x\x00"]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | TEXTS
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXTS, inner, max_size=2),
+    max_leaves=6,
+)
+FIELDS = (
+    st.sampled_from(
+        ["email", "name", "list", "subscribed_at", "opened", "bounced", "editions_received"]
+    )
+    | TEXTS.map(lambda key: f"attributes.{key}")
+    | VALUES
+)
+OPS_ANY = st.sampled_from(sorted(OPS)) | VALUES
+CONDITIONS = st.fixed_dictionaries({"field": FIELDS, "op": OPS_ANY, "value": VALUES}) | VALUES
+RULES = st.fixed_dictionaries(
+    {
+        "match": st.sampled_from(["all", "any"]) | VALUES,
+        "conditions": st.lists(CONDITIONS, max_size=3),
+    }
+)
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rule=RULES)
+def test_any_rule_is_a_query_or_a_segment_rule_error(runtime: Runtime, rule: Any) -> None:
+    """Issue 17: a list as ``op``, a NUL in a field or value raised TypeError or a database
+    error. Whatever the rule, compiling it names the bad condition or gives a query that
+    both databases run."""
+    try:
+        condition = compile_rule(rule)
+    except SegmentRuleError as error:
+        assert error.where
+        return
+    with runtime.sessions() as session:
+        session.scalar(select(func.count()).select_from(Subscriber).where(condition))
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"field": "email", "op": ["eq"], "value": "a"},
+        {"field": ["email"], "op": "eq", "value": "a"},
+        {"field": "name", "op": "eq", "value": "a\x00b"},
+        {"field": "attributes.ci\x00ty", "op": "eq", "value": "Arden"},
+        {"field": "list", "op": "in", "value": ["morning", "\x00"]},
+        {"field": "attributes.age", "op": "gt", "value": 2**70},
+        {"field": "attributes.age", "op": "gt", "value": float("nan")},
+        {"field": "subscribed_at", "op": "gt", "value": "9999-12-31T23:00-05:00"},
+        {"field": "editions_received", "op": "gte", "value": 2**70},
+    ],
+)
+def test_what_the_fuzzing_found_names_the_condition(condition: dict[str, Any]) -> None:
+    with pytest.raises(SegmentRuleError) as caught:
+        compile_rule({"conditions": [condition]})
+    assert caught.value.where == "conditions[0]"
