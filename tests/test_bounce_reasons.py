@@ -466,3 +466,28 @@ def test_provider_sync_records_carry_a_reason(runtime: Runtime) -> None:
     assert stored["ann@example.com"] == ("hard", "user_unknown")
     assert stored["bob@example.com"] == ("soft", "mailbox_full")
     assert stored["cy@example.com"][0] == "soft"  # a block is never hard, whatever it says
+
+
+def test_unreadable_mail_is_listed_for_an_operator(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    shutil.copy(DATA / "detector-fails.eml", folder / "odd.eml")
+    shutil.copy(DATA / "out-of-office.eml", folder / "away.eml")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bounces", "import", "--folder", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["unparsed"], report["unparsed_keys"], report["not_bounces"]) == (
+        1,
+        ["odd.eml"],
+        1,
+    )
+    result = runner.invoke(cli, ["bounces", "unparsed", "--json"])
+    [row] = json.loads(result.stdout)
+    assert row["key"] == "odd.eml" and "detector failed" in row["why"]
+    assert row["headers"]["Subject"]
+    result = runner.invoke(cli, ["bounces", "unparsed"])
+    assert "odd.eml" in result.stdout

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
+from mailer.app.actors import Actor
+from mailer.app.bounces import list_unparsed
+from mailer.app.errors import AppError
 from mailer.bounces.evaluate import CorpusError, evaluate
 from mailer.bounces.mailbox import (
     BounceSource,
@@ -76,10 +80,36 @@ def import_mail(
     )
     if report.unparsed:
         errors.print(
-            f"[yellow]{report.unparsed} messages could not be read[/] (kept as 'unparsed' "
-            f"events): {', '.join(escape(k) for k in report.unparsed_keys[:10])}",
+            f"[yellow]{report.unparsed} messages could not be read[/] (see 'mailer bounces "
+            f"unparsed'): {', '.join(escape(k) for k in report.unparsed_keys[:10])}",
             highlight=False,
         )
+
+
+@app.command("unparsed")
+def unparsed(
+    limit: int = typer.Option(100, min=1, max=10_000),
+    as_json: bool = JsonOption,
+) -> None:
+    """Bounce mail that could not be read (kept by 'bounces import'), newest first."""
+    with open_runtime() as runtime:
+        try:
+            rows = list_unparsed(runtime, Actor.cli(), limit=limit)
+        except AppError as exc:
+            fail(exc.message)
+    if as_json:
+        print_json([vars(row) for row in rows])
+        return
+    table = Table("received", "message", "from", "subject", "why")
+    for row in rows:
+        table.add_row(
+            f"{row.received_at:%Y-%m-%d %H:%M}",
+            escape(row.key),
+            escape(row.headers.get("From", "")),
+            escape(row.headers.get("Subject", "")[:60]),
+            escape(row.why[:80]),
+        )
+    console.print(table)
 
 
 @app.command("evaluate")
