@@ -154,7 +154,7 @@ def test_a_signed_batch_with_an_item_nested_255_deep_keeps_the_good_events(
     answer = client.post("/webhooks/sendgrid", content=body, headers=signed(body))
     assert answer.status_code == 200, answer.text
     report = answer.json()
-    assert (report["received"], report["stored"], report["rejected"]) == (4, 2, 2)
+    assert (report["received"], report["accepted"], report["rejected"]) == (4, 2, 2)
     assert report["rejected_reasons"] == [
         "item 1: nested deeper than 16 levels",
         "item 2: larger than 65,536 bytes",

@@ -29,3 +29,7 @@ class WebhookBatch(Base):
     # The body exactly as signed (bytes: whatever it holds, it is stored as it came).
     body: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Failed applications (a database error, say): retried, and left for an operator
+    # after ``intake.MAX_ATTEMPTS``, with the last error.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(1000))

@@ -1,9 +1,10 @@
 """SendGrid's Event Webhook: ``POST /webhooks/sendgrid``.
 
-Answers fast and stores once: the signature is checked over the raw body, the
-events are validated and stored in one transaction (duplicates, which SendGrid's
-24-hour retries make normal, are skipped by ``sg_event_id``), and the bounce
-policy runs after the answer. Status codes:
+Answers fast and applies once: the signature is checked over the raw body, the events
+are validated, and the body is kept whole (``mailer.events.intake``); matching the
+events to the ledger, storing them (duplicates, which SendGrid's 24-hour retries make
+normal, are skipped by ``sg_event_id``) and the bounce policy run after the answer.
+Status codes:
 
 - 403: missing or bad signature, or a timestamp outside the window, in the same words
   (the reason is logged); nothing stored. Refusals are throttled per client with the
@@ -11,9 +12,10 @@ policy runs after the answer. Status codes:
 - 413: body over the limit; 400: not a JSON array at all; nothing stored;
 - 503: verification is on but no public key is configured (SendGrid retries, so
   nothing is lost while an operator fixes it);
-- 200: stored, with malformed items (a missing field, nested too deep, too large)
-  recorded as ``rejected`` events and counted rather than refused, since SendGrid
-  would otherwise retry the whole batch for a day.
+- 200: kept, ``{"received", "accepted", "rejected", "rejected_reasons"}``: malformed
+  items (a missing field, nested too deep, too large) are counted, and recorded as
+  ``rejected`` events, rather than refused, since SendGrid would otherwise retry the
+  whole batch for a day.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ from fastapi.responses import JSONResponse
 from mailer.app import credentials
 from mailer.app.errors import AuthenticationFailed, Throttled
 from mailer.config import Settings
+from mailer.events import intake
+from mailer.events.intake import apply_batches
 from mailer.events.policy import Policy, apply_pending
-from mailer.events.sendgrid_events import PayloadError, ProviderEvent, Rejected, parse_events
+from mailer.events.sendgrid_events import PayloadError, parse_events
 from mailer.events.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SignatureError,
     WebhookVerifier,
 )
-from mailer.events.store import StoreReport, store_sendgrid
 from mailer.runtime import Runtime
 from mailer.web.auth import client_of
 from mailer.web.limits import API_BODY_BYTES
@@ -69,9 +72,10 @@ def make_verifier(settings: Settings) -> WebhookVerifier | None:
 
 
 class PolicyRunner:
-    """Applies the bounce policy after webhook answers, one run at a time per process.
+    """Applies kept batches and the bounce policy after webhook answers, one run at a time
+    per process.
 
-    Every stored batch asks for a run. One that asks while a run is going only marks
+    Every kept batch asks for a run. One that asks while a run is going only marks
     that another is wanted, so a burst of batches makes a few runs over many events,
     not one run per batch fighting the others for the same rows (SQLite's one write
     lock; on PostgreSQL, deadlocks). A failed run is logged, not raised: its events
@@ -91,6 +95,7 @@ class PolicyRunner:
                 return  # the run in progress looks at the flag when it ends
             try:
                 self._wanted.clear()
+                apply_batches(self._runtime.engine)
                 apply_pending(self._runtime.sessions, Policy.from_settings(self._runtime.settings))
             except Exception:
                 log.exception("webhook.policy_failed")
@@ -135,14 +140,15 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         events, rejected = parse_events(body, max_bytes=API_BODY_BYTES)
     except PayloadError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    report = await run_in_threadpool(_store, runtime, events, rejected)
-    if report.stored:
+    answer = {
+        "received": len(events) + len(rejected),
+        "accepted": len(events),
+        "rejected": len(rejected),
+        "rejected_reasons": [item.reason for item in rejected[:20]],
+    }
+    if events or rejected:
+        # Kept whole before the answer: if this process dies now, the next run applies it.
+        await run_in_threadpool(intake.receive, runtime.engine, body)
         background.add_task(request.app.state.policy_runner)
-    log.info("webhook.stored", extra=report.as_dict())
-    return JSONResponse(report.as_dict())
-
-
-def _store(runtime: Runtime, events: list[ProviderEvent], rejected: list[Rejected]) -> StoreReport:
-    # One transaction: the batch is stored whole or not at all (SendGrid then retries).
-    with runtime.engine.begin() as connection:
-        return store_sendgrid(connection, events, rejected)
+    log.info("webhook.received", extra={k: v for k, v in answer.items() if k != "rejected_reasons"})
+    return JSONResponse(answer)

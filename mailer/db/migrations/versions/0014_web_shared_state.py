@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=40), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("received_at", mailer.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_error", sa.String(length=1000), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_batches")),
     )
 
