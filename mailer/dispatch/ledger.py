@@ -873,13 +873,18 @@ def rows(session: Session, edition_id: int) -> list[LedgerRow]:
     return [LedgerRow(*row) for row in result]
 
 
-def sent_whole_sum(edition_id: int) -> ScalarSelect[int]:
-    """How many rows the edition's batches sent whole hold, as a scalar subquery."""
-    return (
-        select(func.coalesce(func.sum(BATCHES.c.size), 0))
-        .where(BATCHES.c.edition_id == edition_id, BATCHES.c.sent_whole)
-        .scalar_subquery()
-    )
+# How many rows the batches of the edition (parameter ``edition_id``) hold: in flight
+# (open batches) and sent whole.
+IN_FLIGHT = (
+    select(func.coalesce(func.sum(BATCHES.c.size), 0))
+    .where(BATCHES.c.edition_id == bindparam("edition_id"), BATCHES.c.finished_at.is_(None))
+    .scalar_subquery()
+)
+SENT_WHOLE = (
+    select(func.coalesce(func.sum(BATCHES.c.size), 0))
+    .where(BATCHES.c.edition_id == bindparam("edition_id"), BATCHES.c.sent_whole)
+    .scalar_subquery()
+)
 
 
 def skip_queued(session: Session, edition_id: int, reason: str) -> int:
@@ -933,14 +938,7 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
     From the tallies and the batch rows, read in one statement (one snapshot): a batch
     recorded between two reads would otherwise count both as in flight and as sent.
     """
-    in_flight = (
-        select(func.coalesce(func.sum(BATCHES.c.size), 0))
-        .where(BATCHES.c.edition_id == edition_id, BATCHES.c.finished_at.is_(None))
-        .scalar_subquery()
-    )
-    *stored, held, whole = session.execute(
-        select(*tallies.sums(edition_id), in_flight, sent_whole_sum(edition_id))
-    ).one()
+    *stored, held, whole = session.execute(_COUNTS, {"edition_id": edition_id}).one()
     tally = dict.fromkeys((s.value for s in DeliveryStatus), 0)
     tally.update((status.value, int(n)) for status, n in zip(tallies.STORED, stored, strict=True))
     # The queued rows that open batches hold are in flight; those of batches sent
@@ -949,3 +947,6 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
     tally[DeliveryStatus.SENT] += int(whole)
     tally[DeliveryStatus.QUEUED] -= int(held) + int(whole)
     return tally
+
+
+_COUNTS = select(tallies.kept(), IN_FLIGHT, SENT_WHOLE)

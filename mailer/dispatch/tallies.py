@@ -12,12 +12,12 @@ through a batch sent whole) are read from the batch rows (``mailer.dispatch.ledg
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Mapping
 from typing import cast
 
-from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy import Connection, Subquery, Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import ScalarSelect
 
 from mailer.db.models import DeliveryStatus, LedgerTally
 
@@ -62,12 +62,13 @@ def add(executor: Connection | Session, edition_id: int, changes: Changes) -> No
         executor.execute(insert(TALLIES).values(edition_id=edition_id, **values))
 
 
-def sums(edition_id: int, columns: Sequence[str] = STORED) -> list[ScalarSelect[int]]:
-    """The edition's counts, one scalar subquery per column (a caller reads them in one
-    statement with whatever must agree with them)."""
-    return [
-        select(func.coalesce(func.sum(TALLIES.c[str(column)]), 0))
-        .where(TALLIES.c.edition_id == edition_id)
-        .scalar_subquery()
-        for column in columns
-    ]
+@functools.cache
+def kept(columns: tuple[str, ...] = tuple(STORED)) -> Subquery:
+    """The sums of an edition's differences, one column each (named as given), for
+    the edition given as the ``edition_id`` parameter. Built once: a caller reads it
+    in one statement with whatever must agree with it."""
+    return (
+        select(*(func.coalesce(func.sum(TALLIES.c[c]), 0).label(c) for c in columns))
+        .where(TALLIES.c.edition_id == bindparam("edition_id"))
+        .subquery()
+    )

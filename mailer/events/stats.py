@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db.models import DeliveryStatus, Edition, Event
 from mailer.dispatch import tallies
-from mailer.dispatch.ledger import sent_whole_sum
+from mailer.dispatch.ledger import SENT_WHOLE
 from mailer.events import tallies as event_tallies
 
 TIMELINE_KINDS = ("delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe")
@@ -76,6 +76,10 @@ class EditionStats:
 _BY_ADDRESS = ("dropped", "spamreport", "unsubscribe", "group_unsubscribe")
 
 
+_LEDGER_COLUMNS = (*map(str, tallies.STORED), *tallies.STAMPS)
+_LEDGER = select(tallies.kept(_LEDGER_COLUMNS), SENT_WHOLE)
+
+
 def edition_stats(session: Session, edition_id: int, *, timeline: bool = True) -> EditionStats:
     """The edition's numbers; ``timeline=False`` leaves out the events per hour (a list of
     editions draws no chart, and the timeline is a scan of every event of each)."""
@@ -84,11 +88,8 @@ def edition_stats(session: Session, edition_id: int, *, timeline: bool = True) -
         raise StatsError(f"no edition with id {edition_id}")
     # The ledger's kept counts (by status, and of what the policy stamped on its rows)
     # and the batch rows sent whole, in one statement: one snapshot.
-    columns = (*tallies.STORED, *tallies.STAMPS)
-    *kept, sent_whole = session.execute(
-        select(*tallies.sums(edition_id, columns), sent_whole_sum(edition_id))
-    ).one()
-    ledger = dict(zip(map(str, columns), map(int, kept), strict=True))
+    *kept, sent_whole = session.execute(_LEDGER, {"edition_id": edition_id}).one()
+    ledger = dict(zip(_LEDGER_COLUMNS, map(int, kept), strict=True))
     by_kind = dict(
         session.execute(
             select(Event.kind, func.count(func.distinct(Event.email)))
