@@ -575,3 +575,18 @@ def test_webhook_events_are_cleaned_like_everything_else() -> None:
     assert rejected == []
     assert event.event_id == "e1" and event.reason == "550 5.1.1 no such user"
     _assert_clean(json.dumps(event.raw, ensure_ascii=False))
+
+
+def test_deeply_nested_bodies_are_refused_at_once() -> None:
+    # Each once took minutes (the HTML parser's cost grows with the square of the depth).
+    for body in ("<ul><li>x" * 20_000, "<div>" * 30_000 + "x", '<span class="a">x' * 13_000):
+        started = time.monotonic()
+        with pytest.raises(BriefingError, match="nested more than 100 deep"):
+            parse_html(body[:200_000], source="s")
+        assert time.monotonic() - started < 1
+    # What pages really nest passes, and so does a long flat list.
+    parsed = parse_html(
+        "<div>" * 60 + "<p>Lead.</p>" + "</div>" * 60 + "<ul>" + "<li>item</li>" * 5_000 + "</ul>",
+        source="s",
+    )
+    assert parsed.lead == "Lead." and parsed.sections[0].paragraphs[0].count("item") == 5_000

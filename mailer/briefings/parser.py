@@ -48,6 +48,7 @@ from markdown_it import MarkdownIt
 from mailer.briefings.sanitize import (
     DropTest,
     HtmlBlock,
+    TooDeep,
     clean_text,
     html_blocks,
     html_to_text,
@@ -370,8 +371,7 @@ def parse_html(
         tags=_api_field(source, "tags", tags, _read_tags),
     )
     digest = content_hash or hashlib.sha256(html.encode("utf-8", "surrogatepass")).hexdigest()
-    blocks = html_blocks(clean_text(html), drop=_drop_test(patterns))
-    paragraphs = [_rich(None, block) for block in blocks]
+    paragraphs = _html_paragraphs(source, clean_text(html), _drop_test(patterns))
     if not paragraphs:
         raise BriefingError(source, "no lead paragraph: the body has no text")
     return _assemble(paragraphs, source=source, meta=meta, patterns=patterns, content_hash=digest)
@@ -447,7 +447,10 @@ def _parse(
     if markdown:
         meta, body_start = _split_front_matter(lines, source)
         paragraphs = _markdown_paragraphs(
-            "\n".join(lines[body_start:]), first_line=body_start + 1, drop=_drop_test(patterns)
+            "\n".join(lines[body_start:]),
+            first_line=body_start + 1,
+            source=source,
+            drop=_drop_test(patterns),
         )
     else:
         paragraphs = _text_paragraphs(lines)
@@ -516,13 +519,22 @@ def _text_paragraphs(lines: list[str]) -> list[_Paragraph]:
     return [_plain(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
 
 
+def _html_paragraphs(
+    source: str, html: str, drop: DropTest | None, line: int | None = None
+) -> list[_Paragraph]:
+    try:
+        return [_rich(line, block) for block in html_blocks(html, drop=drop)]
+    except TooDeep as exc:
+        raise BriefingError(source, str(exc), line=line) from None
+
+
 def _markdown_paragraphs(
-    body: str, *, first_line: int, drop: DropTest | None = None
+    body: str, *, first_line: int, source: str, drop: DropTest | None = None
 ) -> list[_Paragraph]:
     paragraphs: list[_Paragraph] = []
     for offset, chunk in _markdown_chunks(body):
         line = None if offset is None else first_line + offset
-        paragraphs.extend(_rich(line, block) for block in html_blocks(chunk, drop=drop))
+        paragraphs.extend(_html_paragraphs(source, chunk, drop, line))
     return paragraphs
 
 
@@ -682,8 +694,8 @@ _BodyReader = Callable[[str], list[_Paragraph]]
 def _body_reader(source: str, body_format: str) -> _BodyReader:
     readers: dict[str, _BodyReader] = {
         "text": _text_body,
-        "markdown": lambda body: _markdown_paragraphs(body, first_line=1),
-        "html": lambda body: [_rich(None, block) for block in html_blocks(body)],
+        "markdown": lambda body: _markdown_paragraphs(body, first_line=1, source=source),
+        "html": lambda body: _html_paragraphs(source, body, None),
     }
     reader = readers.get(body_format)
     if reader is None:

@@ -26,7 +26,9 @@ __all__ = [
     "ALLOWED_ATTRIBUTES",
     "ALLOWED_TAGS",
     "ALLOWED_URL_SCHEMES",
+    "MAX_NESTING",
     "HtmlBlock",
+    "TooDeep",
     "clean_data",
     "clean_text",
     "html_blocks",
@@ -206,6 +208,71 @@ def _visible_text(clean: str) -> str:
     return walker.text()
 
 
+# Deeper than any page a newsroom writes. The HTML parser under nh3 (html5ever) takes time
+# quadratic in the depth (each nested list item walks the stack of open elements), so a
+# 200 KB body of nested lists would otherwise cost minutes.
+MAX_NESTING = 100
+
+# Elements that have no end tag, or whose end tag is implied by the next one (so they do
+# not nest when written without it): neither deepens the tree.
+_NOT_NESTING: frozenset[str] = frozenset(
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+        "li",
+        "p",
+        "dt",
+        "dd",
+        "option",
+        "optgroup",
+        "tr",
+        "td",
+        "th",
+        "thead",
+        "tbody",
+        "tfoot",
+        "colgroup",
+        "caption",
+        "rb",
+        "rt",
+        "rp",
+    ]
+)
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]{0,30})[^>]*?(/?)>")
+
+
+class TooDeep(ValueError):
+    """A body whose elements nest deeper than :data:`MAX_NESTING`."""
+
+
+def _check_nesting(fragment: str) -> None:
+    # Counted on the raw input, before any parser sees it: an estimate that can only
+    # err towards deeper (a tag written inside a comment counts too).
+    depth = 0
+    for match in _TAG.finditer(fragment):
+        closing, name, self_closing = match.groups()
+        if self_closing or name.lower() in _NOT_NESTING:
+            continue
+        if closing:
+            depth = max(depth - 1, 0)
+        else:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise TooDeep(f"elements nested more than {MAX_NESTING} deep")
+
+
 class HtmlBlock(NamedTuple):
     """One paragraph of a body: sanitized inline HTML, its text, the classes around it."""
 
@@ -234,7 +301,10 @@ def html_blocks(fragment: str, *, drop: DropTest | None = None) -> list[HtmlBloc
     With ``drop``, boilerplate goes in whatever element it comes: every paragraph, every
     list item and every inline element that carries a class is tested, and each part
     dropped is returned as a block marked ``boilerplate`` (in document order).
+
+    Raises :class:`TooDeep` for elements nested deeper than :data:`MAX_NESTING`.
     """
+    _check_nesting(fragment)
     splitter = _BlockSplitter(drop)
     splitter.feed(_STRUCTURE.clean(fragment))
     splitter.close()
@@ -314,8 +384,9 @@ class _Open(NamedTuple):
     element with a class."""
 
     tag: str
-    # Index of its start tag in the buffer; None once a flush cut the element in two.
-    start: int | None
+    start: int  # index of its start tag in the buffer
+    text_start: int  # index of its first piece of text in the splitter's text pieces
+    flushes: int  # paragraphs ended before it began: another one cuts it in two
     classes: str  # its own and its ancestors'
 
 
@@ -329,7 +400,15 @@ class _BlockSplitter(HTMLParser):
         self.blocks: list[tuple[str, str, bool]] = []
         self._drop = drop
         self._buffer: list[str] = []
-        self._classes: list[str] = []
+        # The visible text of the buffer, piece by piece, so that an element's text can
+        # be read without parsing its markup again (nested lists would make that
+        # quadratic).
+        self._texts: list[str] = []
+        # The classes around the current position, outermost first, one entry per open
+        # element: each a tuple of distinct names, shared with its parent when it adds
+        # none, so nesting costs nothing however deep.
+        self._classes: list[tuple[str, ...]] = [()]
+        self._flushes = 0
         # Every open list item and inline element, innermost last (sanitized input is
         # well-formed, so end tags pop them in order); None for one never dropped.
         self._open: list[_Open | None] = []
@@ -343,12 +422,12 @@ class _BlockSplitter(HTMLParser):
             self._in_list_start(tag, attrs)
         elif tag in _LIST_TAGS:
             self._flush()
-            self._classes.append(_class_of(attrs))
+            self._push_class(_class_of(attrs))
             self._list_depth = 1
             self._buffer.append(f"<{tag}>")
         elif tag in _BLOCK_TAGS:
             self._flush()
-            self._classes.append(_class_of(attrs))
+            self._push_class(_class_of(attrs))
         elif tag in _BREAK_TAGS:
             self._flush()
         elif tag == "br":
@@ -369,7 +448,9 @@ class _BlockSplitter(HTMLParser):
     def handle_data(self, data: str) -> None:
         if data.strip(" \t\n\r\f"):
             self._open_break = None
-        self._buffer.append(html.escape(_HTML_SPACE.sub(" ", data), quote=False))
+        collapsed = _HTML_SPACE.sub(" ", data)
+        self._texts.append(collapsed)
+        self._buffer.append(html.escape(collapsed, quote=False))
 
     def close(self) -> None:
         super().close()
@@ -380,10 +461,12 @@ class _BlockSplitter(HTMLParser):
             self._list_depth += 1
             self._buffer.append(f"<{tag}>")
         elif tag == "li":
+            self._texts.append(" ")
             self._push(tag, _class_of(attrs))
             self._buffer.append("<li>")
         elif tag in _BLOCK_TAGS or tag in _BREAK_TAGS:
             # A list stays one paragraph; blocks inside an item only need a word gap.
+            self._texts.append(" ")
             self._buffer.append(" ")
         else:
             self._inline_start(tag, attrs)
@@ -414,8 +497,15 @@ class _BlockSplitter(HTMLParser):
         self._close(tag)
 
     def _push(self, tag: str, own: str) -> None:
-        self._classes.append(own)
-        self._open.append(_Open(tag, len(self._buffer), " ".join(c for c in self._classes if c)))
+        self._push_class(own)
+        classes = " ".join(self._classes[-1])
+        self._open.append(_Open(tag, len(self._buffer), len(self._texts), self._flushes, classes))
+
+    def _push_class(self, own: str) -> None:
+        around = self._classes[-1]
+        added = tuple(c for c in dict.fromkeys(own.split()) if c not in around)
+        # Enough for any real page; a hostile one cannot grow every entry without end.
+        self._classes.append((around + added)[:_MAX_CLASSES] if added else around)
 
     def _close(self, tag: str) -> None:
         """End the innermost open element; drop it (with its content) if ``drop`` says so."""
@@ -424,11 +514,15 @@ class _BlockSplitter(HTMLParser):
             self._buffer.append(f"</{tag}>")
             return
         self._pop_class()
-        if element.start is not None and self._drop is not None:
-            # What the element holds, after its own start tag (a list item's bullet).
-            text = _visible_text(sanitize_html("".join(self._buffer[element.start + 1 :])))
-            if text and self._drop(text, element.classes):
+        # Boilerplate patterns match at the start, so the start of the text decides; the
+        # whole text is only joined for a part that is dropped.
+        whole = element.flushes == self._flushes  # no paragraph began inside it
+        start = _text_of(self._texts, element.text_start, _TEST_CHARS)
+        if whole and self._drop is not None and self._drop(start, element.classes):
+            text = _text_of(self._texts, element.text_start)
+            if text:
                 del self._buffer[element.start :]
+                del self._texts[element.text_start :]
                 self.blocks.append((text, element.classes, True))
                 return
         self._buffer.append(f"</{tag}>")
@@ -445,15 +539,28 @@ class _BlockSplitter(HTMLParser):
         self._open_break = None
         # An element still open loses its beginning to this paragraph: it can no longer
         # be dropped whole (the blocks inside it still carry its class).
-        self._open = [None if e is None else e._replace(start=None) for e in self._open]
+        self._flushes += 1
         content = _SPACES.sub(" ", "".join(self._buffer)).strip()
         self._buffer = []
+        self._texts = []
         if content:
-            self.blocks.append((content, " ".join(c for c in self._classes if c), False))
+            self.blocks.append((content, " ".join(self._classes[-1]), False))
 
     def _pop_class(self) -> None:
-        if self._classes:
+        if len(self._classes) > 1:
             self._classes.pop()
+
+
+# How much of an element's text the drop test reads: more than any boilerplate phrase.
+_TEST_CHARS = 300
+_MAX_CLASSES = 32
+
+
+def _text_of(pieces: list[str], start: int, limit: int | None = None) -> str:
+    """The visible text of ``pieces[start:]``; with ``limit``, of no more pieces than
+    that (each holds at least a character, so that is at least ``limit`` characters)."""
+    taken = pieces[start:] if limit is None else pieces[start : start + limit]
+    return clean_text(" ".join("".join(taken).split()))
 
 
 def _class_of(attrs: Sequence[tuple[str, str | None]]) -> str:
