@@ -491,3 +491,13 @@ def test_unreadable_mail_is_listed_for_an_operator(
     assert row["headers"]["Subject"]
     result = runner.invoke(cli, ["bounces", "unparsed"])
     assert "odd.eml" in result.stdout
+
+
+def test_a_report_about_our_own_address_names_nobody_else() -> None:
+    # The report names its recipient, which is where the bounce came back to: nobody
+    # else its text happens to mention (a forwarding address, say) is what it is about.
+    raw = _report(
+        "Final-Recipient: rfc822; bounces+7@ours.test\nAction: failed\nStatus: 5.1.1\n",
+        text="Delivery to bounces+7@ours.test failed; mail was forwarded by ann@example.net.",
+    )
+    assert parse_bounce(raw) == []

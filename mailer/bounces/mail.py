@@ -295,7 +295,12 @@ class _Reader:
             failures, original_id, any_failed = report
             if not any_failed and self.detector_error is None:
                 return ReadMail()  # delivered, relayed, expanded: news, not a bounce
+            named = bool(failures)
             failures = [f for f in failures if self._may_be_reader(f.email, structured=True)]
+            if named and not failures:
+                # The report names its recipients and they are ours (or role addresses):
+                # no other address in its text is one it is about.
+                return ReadMail()
         if not failures:
             ses = self._amazon_ses()
             if ses is not None:
