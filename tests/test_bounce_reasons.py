@@ -101,7 +101,7 @@ def test_reason_from_words_then_code(
 def test_the_command_refused_decides() -> None:
     # Our MAIL FROM refused: about our sender, never the reader's address.
     exim = (
-        "SMTP error from remote mail server after MAIL FROM:<news@ours.test>:\n"
+        "SMTP error from remote mail server after MAIL FROM:<news@news.example.org>:\n"
         "550 Unroutable address"
     )
     assert command_of(exim) == "mail"
@@ -122,19 +122,19 @@ def test_the_command_refused_decides() -> None:
 
 def _free_text(body: str, *, subject: str = "Mail delivery failed") -> bytes:
     return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.ours.test>\n"
-        "To: news@ours.test\n"
+        "From: Mail Delivery System <MAILER-DAEMON@mx.news.example.org>\n"
+        "To: news@news.example.org\n"
         f"Subject: {subject}\n\n{body}"
     ).encode()
 
 
 def _report(block: str, text: str = "Your message could not be delivered.") -> bytes:
     return (
-        "From: MAILER-DAEMON@mx.ours.test\nTo: bounces+7@ours.test\n"
+        "From: MAILER-DAEMON@mx.news.example.org\nTo: bounces+7@news.example.org\n"
         "Subject: Delivery Status Notification (Failure)\nMIME-Version: 1.0\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
         f"--b\nContent-Type: text/plain\n\n{text}\n\n"
-        f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.ours.test\n\n"
+        f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.news.example.org\n\n"
         f"{block}\n--b--\n"
     ).encode()
 
@@ -153,8 +153,8 @@ def test_exim_retry_timeout_without_a_code_is_soft() -> None:
 def test_a_refused_sender_does_not_suppress_the_reader() -> None:
     raw = _report(
         "Final-Recipient: rfc822; ann@example.net\nAction: failed\nStatus: 5.1.8\n"
-        "Diagnostic-Code: smtp; 553 5.1.8 <news@ours.test>... Domain of sender address "
-        "news@ours.test does not exist (in reply to MAIL FROM command)\n"
+        "Diagnostic-Code: smtp; 553 5.1.8 <news@news.example.org>... Domain of sender address "
+        "news@news.example.org does not exist (in reply to MAIL FROM command)\n"
     )
     [bounce] = parse_bounce(raw)
     assert (bounce.reason, bounce.kind) == (R.SENDER_REFUSED, SOFT)
@@ -189,21 +189,21 @@ def test_never_ours_nor_role_addresses_nor_message_ids() -> None:
         "  ann@example.net\n    550 5.1.1 user unknown\n"
         "  postmaster@example.net\n    550 5.1.1 user unknown\n"
         "  14a3e1b4b5a.10b1a4c5610175.8588386083425091336@zoho.example.com\n"
-        "  news@ours.test\n  editor@ours.test\n"
+        "  news@news.example.org\n  editor@news.example.org\n"
     )
-    found = parse_bounce(raw, own_addresses=["Editor@ours.test"])
+    found = parse_bounce(raw, own_addresses=["Editor@news.example.org"])
     assert [b.email for b in found] == ["ann@example.net"]
     assert found[0].kind is HARD
 
 
 def test_no_address_for_what_is_no_bounce() -> None:
     auto_reply = (
-        b"From: Ann <ann@example.net>\nTo: news@ours.test\nAuto-Submitted: auto-replied\n"
+        b"From: Ann <ann@example.net>\nTo: news@news.example.org\nAuto-Submitted: auto-replied\n"
         b"Subject: Out of office\n\nI am away; mail bob@example.net instead.\n"
     )
     assert read_bounce(auto_reply).bounces == []
     complaint = (
-        b"From: feedback@example.net\nTo: news@ours.test\nMIME-Version: 1.0\n"
+        b"From: feedback@example.net\nTo: news@news.example.org\nMIME-Version: 1.0\n"
         b'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\n\n'
         b"--b\nContent-Type: text/plain\n\nA complaint about mail to ann@example.net.\n"
         b"--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n"
@@ -427,7 +427,7 @@ def test_the_subscriber_page_shows_why_the_address_bounced(
 
 
 def test_hostile_shapes_are_read_in_bounded_time() -> None:
-    head = b"From: MAILER-DAEMON@mx.ours.test\nSubject: Undelivered Mail\n\n"
+    head = b"From: MAILER-DAEMON@mx.news.example.org\nSubject: Undelivered Mail\n\n"
     many_blocks = head + b"".join(
         b"Final-Recipient: rfc822; u%d@example.com\nAction: failed\nStatus: 5.1.1\n\n" % i
         for i in range(3000)
@@ -497,7 +497,10 @@ def test_a_report_about_our_own_address_names_nobody_else() -> None:
     # The report names its recipient, which is where the bounce came back to: nobody
     # else its text happens to mention (a forwarding address, say) is what it is about.
     raw = _report(
-        "Final-Recipient: rfc822; bounces+7@ours.test\nAction: failed\nStatus: 5.1.1\n",
-        text="Delivery to bounces+7@ours.test failed; mail was forwarded by ann@example.net.",
+        "Final-Recipient: rfc822; bounces+7@news.example.org\nAction: failed\nStatus: 5.1.1\n",
+        text="Delivery to bounces+7@news.example.org failed; forwarded by ann@example.net.",
     )
     assert parse_bounce(raw) == []
+    # The same report about a reader names the reader alone.
+    about_ann = raw.replace(b"Final-Recipient: rfc822; bounces+7", b"Final-Recipient: rfc822; ann")
+    assert [b.email for b in parse_bounce(about_ann)] == ["ann@news.example.org"]
