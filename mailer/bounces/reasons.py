@@ -364,8 +364,8 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
     ),
 )
 # Words so general that a specific status or a weaker hint about the recipient says
-# more: policy first (only after the status), system errors (before it).
-_LATE: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
+# more: general policy words are read only after the status, system errors before it.
+_POLICY_WORDS: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
     (
         BounceReason.POLICY,
         _words(
@@ -380,6 +380,8 @@ _LATE: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"restricted",
         ),
     ),
+)
+_SYSTEM_WORDS: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
     (
         BounceReason.SYSTEM_ERROR,
         _words(
@@ -522,7 +524,7 @@ def reply_of(text: str) -> str | None:
 
 def reason_from_text(text: str) -> BounceReason | None:
     """The reason the words of ``text`` give, most particular first; None if none."""
-    return _first(_TEXT, text) or _first(_LATE, text)
+    return _first(_TEXT, text) or _first(_POLICY_WORDS, text) or _first(_SYSTEM_WORDS, text)
 
 
 def _first(
@@ -587,7 +589,7 @@ def classify(
     if detail in _STATUS_FIRST:
         reason = _STATUS[detail]
     if reason is None:
-        reason = _first(_TEXT, diagnostic) or _first(_LATE[1:], diagnostic)
+        reason = _first(_TEXT, diagnostic) or _first(_SYSTEM_WORDS, diagnostic)
     by_status = (_STATUS.get(detail) or _CLASS.get(detail[0])) if specific and detail else None
     if reason is None and by_status is not BounceReason.POLICY:
         # A specific status says more than words any refusal at RCPT TO carries, but
@@ -598,7 +600,7 @@ def classify(
     if reason is None:
         reason = by_status
     if reason is None:
-        reason = _first(_LATE[:1], diagnostic)
+        reason = _first(_POLICY_WORDS, diagnostic)
     if reason is None:
         reason = _context_reason(context)
     if reason is None:
@@ -621,10 +623,10 @@ def classify(
 # A report's own words are read once for all the recipients it names.
 @lru_cache(maxsize=32)
 def _context_reason(context: str) -> BounceReason | None:
-    found = _first(_TEXT, context) or _first(_LATE[1:], context)
+    found = _first(_TEXT, context) or _first(_SYSTEM_WORDS, context)
     if found is None and _WEAK_USER_UNKNOWN.search(context):
         found = BounceReason.USER_UNKNOWN
-    return found or _first(_LATE[:1], context)
+    return found or _first(_POLICY_WORDS, context)
 
 
 @lru_cache(maxsize=32)
