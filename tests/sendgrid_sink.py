@@ -3,7 +3,7 @@
 It checks the API key, validates every body against SendGrid's official
 OpenAPI schema (with the documented fix: top-level ``custom_args`` is an
 object) plus the limits the schema does not state, records what it
-received, and can be told to answer 429, 500, 400, 401, to hang, or to reset
+received, and can be told to answer 429, 500, 502, 503, 504, 400, 401, to hang, or to reset
 the connection, request by request.
 """
 
@@ -26,6 +26,8 @@ from tests.loopback import LoopbackServer, send_json
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "sendgrid" / "tsg_mail_v3.json"
 API_KEY = "SG.test-key"
+# 5xx answers it can give, each as told (an action "500" answers 500).
+SERVER_ERRORS = ("500", "502", "503", "504")
 
 
 def mail_send_validator() -> Draft202012Validator:
@@ -154,9 +156,9 @@ class SinkServer(LoopbackServer):
                     {"field": ".".join(map(str, e.absolute_path)) or None, "message": e.message}
                     for e in validator.iter_errors(body)
                 ] + limit_errors(body)
-                status = {"400": 400, "429": 429, "500": 500, "hang": -1, "reset": -1}.get(
-                    action, 202
-                )
+                status = {"400": 400, "429": 429, "hang": -1, "reset": -1}.get(action, 202)
+                if action in SERVER_ERRORS:
+                    status = int(action)
                 if problems:
                     status = 400
                 with sink.lock:
@@ -189,8 +191,8 @@ class SinkServer(LoopbackServer):
                         {"errors": [{"message": "too many requests"}]},
                         {"X-RateLimit-Reset": reset},
                     )
-                elif action == "500":
-                    self._answer(500, {"errors": [{"message": "internal error"}]})
+                elif action in SERVER_ERRORS:
+                    self._answer(int(action), {"errors": [{"message": "internal error"}]})
                 elif action == "hang":
                     time.sleep(sink.hang_seconds)
                 elif action == "reset":

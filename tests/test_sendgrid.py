@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from mailer.db.models import DeliveryStatus, Edition, EditionStatus, Event
+from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus, Event
 from mailer.db.session import transaction
-from mailer.dispatch import dispatcher, ledger
+from mailer.dispatch import dispatcher, ledger, tallies
+from mailer.dispatch.tallies import moved
+from mailer.events.policy import Policy, apply_pending
+from mailer.events.reconcile import resend_unanswered, unanswered
 from mailer.events.sendgrid_events import parse_events
 from mailer.events.store import store_sendgrid
 from mailer.runtime import Runtime
@@ -101,22 +106,22 @@ def test_batches_are_valid_personalized_and_recorded(runtime: Runtime, sink: Sin
     assert all(d.message_id for d in rows(runtime).values())
 
 
-def test_rate_limits_and_server_errors_are_retried(runtime: Runtime, sink: SinkServer) -> None:
+def test_rate_limits_and_unavailable_are_retried(runtime: Runtime, sink: SinkServer) -> None:
     edition_id = prepared(runtime, 30)
-    sink.sink.actions = ["429", "500", "500"]
+    sink.sink.actions = ["429", "503", "503"]
 
     tally = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
 
     assert tally["sent"] == 30
     assert sorted(sink.sink.accepted_ids()) == sorted(rows(runtime))
-    assert sink.sink.answered[:3] == [429, 500, 500]
+    assert sink.sink.answered[:3] == [429, 503, 503]
 
 
-def test_persistent_5xx_leaves_the_batch_queued_for_later(
+def test_persistent_503_leaves_the_batch_queued_for_later(
     runtime: Runtime, sink: SinkServer
 ) -> None:
     edition_id = prepared(runtime, 10)
-    sink.sink.actions = ["500"] * 6
+    sink.sink.actions = ["503"] * 6
 
     first = send(runtime, edition_id, transport(sink.base_url))
     assert first["queued"] == 10 and first["failed"] == 0
@@ -146,6 +151,107 @@ def test_ambiguous_outcomes_are_unknown_and_never_resent(
     assert len(seen) == len(set(seen)) == 30  # nobody reached the provider twice
     unknown = [d for d in rows(runtime).values() if d.status == DeliveryStatus.UNKNOWN]
     assert all("outcome unknown" in (d.error or "") for d in unknown)
+
+
+@pytest.mark.parametrize("status", ["500", "502", "504"])
+def test_server_errors_that_may_have_taken_the_batch_are_unknown(
+    runtime: Runtime, sink: SinkServer, status: str
+) -> None:
+    edition_id = prepared(runtime, 30)
+    sink.sink.actions = ["ok", status]
+
+    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+
+    assert tally["sent"] == 20 and tally["unknown"] == 10
+    assert send(runtime, edition_id, transport(sink.base_url))["unknown"] == 10
+    seen = sink.sink.delivery_ids()
+    assert len(seen) == len(set(seen)) == 30  # nobody was posted twice
+    unknown = [d for d in rows(runtime).values() if d.status == DeliveryStatus.UNKNOWN]
+    assert all(f"outcome unknown: {status}" in (d.error or "") for d in unknown)
+
+
+def _webhook_says(runtime: Runtime, kind: str, deliveries: list[ledger.LedgerRow]) -> None:
+    """SendGrid's Event Webhook reports ``kind`` for these deliveries, now."""
+    items = [
+        {
+            "email": d.email,
+            "timestamp": int(time.time()),
+            "event": kind,
+            "sg_event_id": f"evt-{kind}-{d.id}",
+            "edition_id": str(d_edition(runtime, d.id)),
+            "delivery_id": str(d.id),
+        }
+        for d in deliveries
+    ]
+    events, rejected = parse_events(json.dumps(items).encode())
+    with runtime.engine.begin() as connection:
+        store_sendgrid(connection, events, rejected)
+
+
+def d_edition(runtime: Runtime, delivery_id: int) -> int:
+    with runtime.sessions() as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        return delivery.edition_id
+
+
+def test_unknown_rows_settle_from_the_webhook_without_an_operator(
+    runtime: Runtime, sink: SinkServer
+) -> None:
+    edition_id = prepared(runtime, 30)
+    sink.sink.actions = ["ok", "500"]
+    send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+    by_status: dict[str, list[ledger.LedgerRow]] = {}
+    for delivery in rows(runtime).values():
+        by_status.setdefault(delivery.status, []).append(delivery)
+    unknown, sent = by_status[DeliveryStatus.UNKNOWN], by_status[DeliveryStatus.SENT]
+    later = datetime.now(UTC) + timedelta(hours=3)  # past the grace
+    grace = timedelta(hours=2)
+
+    # The webhook has said nothing since the batch went out: an operator decides.
+    with transaction(runtime.sessions) as session:
+        assert resend_unanswered(session, edition_id, grace, clock=lambda: later) == 0
+    # It delivers events again (so it is healthy), three of them about unknown rows:
+    # those were accepted after all; SendGrid never took the other seven.
+    _webhook_says(runtime, "processed", unknown[:3] + sent[:5])
+    apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
+    with transaction(runtime.sessions) as session:
+        # Within the grace, nothing is resent yet.
+        assert resend_unanswered(session, edition_id, grace) == 0
+        assert resend_unanswered(session, edition_id, grace, clock=lambda: later) == 7
+    statuses = {d.id: d.status for d in rows(runtime).values()}
+    assert {statuses[d.id] for d in unknown[:3]} == {DeliveryStatus.SENT}
+    assert {statuses[d.id] for d in unknown[3:]} == {DeliveryStatus.QUEUED}
+    with runtime.sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None and edition.status == EditionStatus.SENDING
+
+    tally = send(runtime, edition_id, transport(sink.base_url), batch_size=10)
+    assert tally["sent"] == 30 and tally["unknown"] == 0
+    posted = sink.sink.delivery_ids()
+    # The seven went out a second time (their first post was refused); nobody else did.
+    assert sorted(posted) == sorted([*statuses, *(d.id for d in unknown[3:])])
+
+
+def test_unknown_rows_of_other_transports_wait_for_an_operator(runtime: Runtime) -> None:
+    edition_id = prepared(runtime, 10)
+    outbox = send(runtime, edition_id, transport_for(runtime.settings), batch_size=10)
+    assert outbox["sent"] == 10
+    with transaction(runtime.sessions) as session:
+        # Made unknown as a reaped outbox batch would be: no events will ever come.
+        delivery = session.scalars(
+            select(Delivery).where(Delivery.edition_id == edition_id).order_by(Delivery.id)
+        ).first()
+        assert delivery is not None
+        delivery.status = DeliveryStatus.UNKNOWN
+        session.flush()
+        tallies.add(session, edition_id, moved(1, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN))
+    # The webhook is healthy (it reports on another reader), but this row's batch never
+    # went to SendGrid.
+    _webhook_says(runtime, "processed", list(rows(runtime).values())[-1:])
+    later = datetime.now(UTC) + timedelta(hours=3)
+    with transaction(runtime.sessions) as session:
+        assert unanswered(session, edition_id, timedelta(hours=2), clock=lambda: later) == []
 
 
 def test_refusals_fail_with_sendgrids_reasons(runtime: Runtime, sink: SinkServer) -> None:

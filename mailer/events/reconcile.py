@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
-from mailer.db.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from mailer.db.models import Batch, Delivery, DeliveryStatus, Edition, EditionStatus, Event
+from mailer.db.session import transaction
 from mailer.dispatch import tallies
 from mailer.dispatch.tallies import moved
 from mailer.editions import states
@@ -27,6 +28,9 @@ from mailer.events.policy import Policy, apply_pending
 from mailer.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Events from SendGrid's Event Webhook (the sync and bounce mail carry other sources).
+WEBHOOK_SOURCE = "sendgrid"
 
 Decision = Literal["resend", "give-up"]
 
@@ -115,10 +119,21 @@ def decide(
     take them); giving up fails them with the operator's name in the reason.
     """
     view = review(session, edition_id, grace, clock=clock)
-    ids = [d.delivery_id for d in view.due]
+    return _settle(
+        session, edition_id, [d.delivery_id for d in view.due], decision, operator, clock()
+    )
+
+
+def _settle(
+    session: Session,
+    edition_id: int,
+    ids: list[int],
+    decision: Decision,
+    operator: str,
+    now: datetime,
+) -> int:
     if not ids:
         return 0
-    now = clock()
     guard = (Delivery.id.in_(ids), Delivery.status == DeliveryStatus.UNKNOWN)
     if decision == "give-up":
         values: dict[str, Any] = {
@@ -149,12 +164,99 @@ def decide(
     return changed
 
 
+# Who resends when nobody had to decide (recorded on each row it queues again).
+AUTOMATIC = "the reconciler (no event within the grace while the webhook delivered others)"
+
+
+def unanswered(
+    session: Session,
+    edition_id: int,
+    grace: timedelta,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> list[int]:
+    """Unknown deliveries that the provider would have told us about had it taken them.
+
+    SendGrid sends a ``processed`` event for every message it accepts, and any event
+    about an unknown row settles it as sent (``policy``). A row is unanswered when its
+    batch went to SendGrid, the grace has passed, the event webhook delivered events
+    received after that batch went out (so it was working), and no event names the row.
+    Rows of other transports (no events) and rows sent while the webhook was silent are
+    never here: they wait for an operator (DESIGN.md, Invariant 2).
+    """
+    cutoff = clock() - grace
+    # The webhook's latest event, by the newest id (events are stored in the order they
+    # arrive): a walk back from the end of the table, not a pass over it.
+    last_heard = session.scalar(
+        select(Event.received_at)
+        .where(Event.source == WEBHOOK_SOURCE)
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    if last_heard is None:
+        return []
+    # An event stored but not yet applied: applying it settles the row (it is checked
+    # among the few pending events; applied ones have already made their rows sent).
+    pending_about_it = (
+        select(Event.id)
+        .where(text("events.processed_at IS NULL"), Event.delivery_id == Delivery.id)
+        .exists()
+    )
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .join(Batch, Batch.id == Delivery.batch_id)
+            .where(
+                _unknown(edition_id),
+                func.coalesce(Delivery.finished_at, Delivery.claimed_at) <= cutoff,
+                Batch.transport == "sendgrid",
+                Batch.finished_at < last_heard,
+                ~pending_about_it,
+            )
+            .order_by(Delivery.id)
+        )
+    )
+
+
+def resend_unanswered(
+    session: Session,
+    edition_id: int,
+    grace: timedelta,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> int:
+    """Queue the unanswered deliveries again (see ``unanswered``). The caller commits."""
+    ids = unanswered(session, edition_id, grace, clock=clock)
+    edition = session.get(Edition, edition_id)
+    if not ids or edition is None or edition.status == EditionStatus.CANCELLED:
+        return 0
+    return _settle(session, edition_id, ids, "resend", AUTOMATIC, clock())
+
+
 def reconcile_due(runtime: Runtime) -> dict[int, int]:
     """The service job: apply pending provider events (which reconcile what they can),
-    then report, per edition, the unknown deliveries now waiting for an operator."""
+    resend what SendGrid would have told us about (``unanswered``), then report, per
+    edition, the unknown deliveries still waiting for an operator."""
     apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
     grace = timedelta(hours=runtime.settings.reconcile_grace_hours)
     cutoff = utcnow() - grace
+    with runtime.sessions() as session:
+        due = session.scalars(
+            select(Delivery.edition_id)
+            .distinct()
+            .where(
+                Delivery.status == DeliveryStatus.UNKNOWN,
+                func.coalesce(Delivery.finished_at, Delivery.claimed_at) <= cutoff,
+            )
+        ).all()
+    for edition_id in due:
+        with transaction(runtime.sessions) as session:
+            resent = resend_unanswered(session, edition_id, grace)
+        if resent:
+            log.info(
+                "edition.unknown_resent",
+                extra={"edition_id": edition_id, "resent": resent, "by": AUTOMATIC},
+            )
     with runtime.sessions() as session:
         waiting = {
             edition_id: int(count)

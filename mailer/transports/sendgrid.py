@@ -11,11 +11,12 @@ unsubscribe URL, name…), their own ``List-Unsubscribe`` header and
 their ledger row.
 
 Outcomes (DESIGN.md, Invariant 2): 2xx sent; 429 wait for the reset and
-retry; 5xx or a connection refused before anything was sent retried with
+retry; 503 or a connection refused before anything was sent retried with
 backoff, then left queued; 400/413 failed with SendGrid's messages;
 401/403 failed-safe: the rows go back to the queue and the edition pauses,
 so a bad key cannot burn through the list; a timeout or a reset after the
-request went out is ``unknown``, never resent blindly.
+request went out, and any other 5xx (500, 502, 504: the batch may have been
+accepted), is ``unknown``, never resent blindly.
 """
 
 from __future__ import annotations
@@ -231,10 +232,16 @@ class SendGridTransport:
                 last_error = "429 rate limited"
                 self._sleep(rate_limit.reset_wait(response.headers.get(rate_limit.HEADER)))
                 continue
-            if status >= 500:
+            if status == 503:
+                # Unavailable: the request was not taken, so trying again is safe.
                 last_error = f"{status} {_errors(response)}"
                 self._backoff(attempt)
                 continue
+            if status >= 500:
+                # 500, 502, 504…: SendGrid, or a gateway before it, may have accepted the
+                # batch before failing; its events settle it (mailer.events.reconcile).
+                error = f"outcome unknown: {status} {_errors(response)}"
+                return [Result(i, Outcome.UNKNOWN, error=error) for i in ids]
             if status in (401, 403):
                 raise TransportUnauthorized(f"SendGrid answered {status}: {_errors(response)}")
             return [Result(i, Outcome.FAILED, error=f"{status} {_errors(response)}") for i in ids]
