@@ -157,7 +157,7 @@ def test_a_signed_batch_with_an_item_nested_255_deep_keeps_the_good_events(
     assert (report["received"], report["accepted"], report["rejected"]) == (4, 2, 2)
     assert report["rejected_reasons"] == [
         "item 1: nested deeper than 16 levels",
-        "item 2: larger than 65,536 bytes",
+        "item 2: larger than 65,536 characters",
     ]
     assert stored_events(signed_runtime) == {"delivered": 2, "rejected": 2}
     with signed_runtime.sessions() as session:

@@ -53,11 +53,12 @@ class IntakeReport:
     stored: StoreReport = field(default_factory=StoreReport)
 
 
-def apply_batches(engine: Engine) -> IntakeReport:
-    """Store the events of every waiting batch, oldest first, one transaction each."""
+def apply_batches(engine: Engine, *, limit: int | None = None) -> IntakeReport:
+    """Store the events of every waiting batch (or of ``limit`` of them), oldest first,
+    one transaction each."""
     report = IntakeReport()
     skipped: set[int] = set()
-    while True:
+    while limit is None or report.batches + report.failed < limit:
         taken: tuple[int, str, bytes] | None = None
         try:
             with one_writer(engine), engine.begin() as connection:
@@ -79,6 +80,7 @@ def apply_batches(engine: Engine) -> IntakeReport:
             continue
         report.batches += 1
         _add(report.stored, stored)
+    return report
 
 
 def _take(connection: Connection, skipped: set[int]) -> tuple[int, str, bytes] | None:

@@ -48,7 +48,7 @@ MAX_EMAIL_CHARS = 320
 # One event: SendGrid's are flat objects (custom args, a list of categories), a few KB.
 # Deeper or larger is refused on its own (JSON columns cannot store any depth either).
 MAX_EVENT_DEPTH = 16
-MAX_EVENT_BYTES = 64 * 1024
+MAX_EVENT_CHARS = 64 * 1024
 # Ids are BIGINT columns.
 _MAX_ID = 2**63 - 1
 # datetime cannot hold a later second than the end of year 9999.
@@ -126,22 +126,33 @@ def parse_events(
 
 
 def _oversized(item: Any) -> str | None:
-    """What makes an item too deep or too large to keep, or None."""
-    # Breadth-first with a depth bound: no recursion, whatever the nesting.
-    level, depth = [item], 0
+    """What makes an item too deep or too large to keep, or None.
+
+    One walk, level by level (no recursion, whatever the nesting), counting the
+    characters of keys and strings: a cheap measure of size, next to the parse.
+    """
+    level, depth, size = [item], 0, 0
     while level:
         depth += 1
         if depth > MAX_EVENT_DEPTH:
             return f"nested deeper than {MAX_EVENT_DEPTH} levels"
-        level = [
-            child
-            for value in level
-            if isinstance(value, dict | list)
-            for child in (value.values() if isinstance(value, dict) else value)
-            if isinstance(child, dict | list)
-        ]
-    if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
-        return f"larger than {MAX_EVENT_BYTES:,} bytes"
+        deeper = []
+        for value in level:
+            if isinstance(value, dict):
+                size += sum(map(len, value))
+                children: Any = value.values()
+            elif isinstance(value, list):
+                children = value
+            else:
+                continue
+            for child in children:
+                if isinstance(child, str):
+                    size += len(child)
+                elif isinstance(child, dict | list):
+                    deeper.append(child)
+        if size > MAX_EVENT_CHARS:
+            return f"larger than {MAX_EVENT_CHARS:,} characters"
+        level = deeper
     return None
 
 

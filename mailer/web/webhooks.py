@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
@@ -81,12 +85,48 @@ class PolicyRunner:
     lock; on PostgreSQL, deadlocks). A failed run is logged, not raised: its events
     stay pending for the next run, and an exception after the answer would make the
     server drop the keep-alive connection, with any request already sent on it.
+
+    Answers come first: a run applies one batch at a time, and before each it waits
+    while answers are being made in this process (up to ``YIELD_SECONDS``), since they
+    share its core and, on SQLite, its one writer. A burst is answered at once and
+    applied as it eases.
     """
+
+    YIELD_SECONDS = 1.0
+    POLICY_CHUNK = 250
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._lock = threading.Lock()
         self._wanted = threading.Event()
+        self._answering = 0
+        self._counting = threading.Lock()
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around the making of an answer: runs give way meanwhile."""
+        with self._counting:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._counting:
+                self._answering -= 1
+
+    def _give_way(self) -> None:
+        deadline = time.monotonic() + self.YIELD_SECONDS
+        while self._answering and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _run(self) -> None:
+        policy = Policy.from_settings(self._runtime.settings)
+        while True:
+            self._give_way()
+            report = apply_batches(self._runtime.engine, limit=1)
+            # The policy for what that batch stored, in short transactions.
+            apply_pending(self._runtime.sessions, policy, chunk=self.POLICY_CHUNK)
+            if not (report.batches or report.failed):
+                return
 
     def __call__(self) -> None:
         self._wanted.set()
@@ -95,8 +135,7 @@ class PolicyRunner:
                 return  # the run in progress looks at the flag when it ends
             try:
                 self._wanted.clear()
-                apply_batches(self._runtime.engine)
-                apply_pending(self._runtime.sessions, Policy.from_settings(self._runtime.settings))
+                self._run()
             except Exception:
                 log.exception("webhook.policy_failed")
             finally:
@@ -105,6 +144,14 @@ class PolicyRunner:
 
 @router.post("/webhooks/sendgrid", max_body_size=API_BODY_BYTES)
 async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
+    runner: PolicyRunner = request.app.state.policy_runner
+    with runner.answering():
+        return await _answer(request, background, runner)
+
+
+async def _answer(
+    request: Request, background: BackgroundTasks, runner: PolicyRunner
+) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
     verifier: WebhookVerifier | None = request.app.state.webhook_verifier
@@ -137,18 +184,24 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         except AuthenticationFailed:
             return JSONResponse({"error": "signature not accepted"}, status_code=403)
     try:
-        events, rejected = parse_events(body, max_bytes=API_BODY_BYTES)
+        # Off the event loop: a batch of 1,000 takes milliseconds to read and check.
+        answer = await run_in_threadpool(_accept, runtime, body)
     except PayloadError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    answer = {
+    if answer["received"]:
+        background.add_task(runner)
+    log.info("webhook.received", extra={k: v for k, v in answer.items() if k != "rejected_reasons"})
+    return JSONResponse(answer)
+
+
+def _accept(runtime: Runtime, body: bytes) -> dict[str, Any]:
+    """Check the batch and keep it whole (if this process dies now, the next run applies it)."""
+    events, rejected = parse_events(body, max_bytes=API_BODY_BYTES)
+    if events or rejected:
+        intake.receive(runtime.engine, body)
+    return {
         "received": len(events) + len(rejected),
         "accepted": len(events),
         "rejected": len(rejected),
         "rejected_reasons": [item.reason for item in rejected[:20]],
     }
-    if events or rejected:
-        # Kept whole before the answer: if this process dies now, the next run applies it.
-        await run_in_threadpool(intake.receive, runtime.engine, body)
-        background.add_task(request.app.state.policy_runner)
-    log.info("webhook.received", extra={k: v for k, v in answer.items() if k != "rejected_reasons"})
-    return JSONResponse(answer)
