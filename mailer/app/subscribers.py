@@ -433,6 +433,10 @@ def search_subscribers(
             on_list = select(Subscription.subscriber_id).where(
                 Subscription.list_id == list_id, Subscription.subscriber_id == Subscriber.id
             )
+            if after_id is not None:
+                # Said again of the subscriptions: PostgreSQL merges the two in id order
+                # and would otherwise read the memberships from the first id on.
+                on_list = on_list.where(Subscription.subscriber_id > after_id)
             if status:
                 on_list = on_list.where(Subscription.status == _status(status, list_status=True))
             select_rows = select_rows.where(exists(on_list))
