@@ -246,7 +246,7 @@ def test_a_correction_is_checked_stored_audited_and_re_renders_its_editions(
     for changes, field in (
         ({"title": "x" * 301}, "title"),
         ({"lead": "y" * 2001}, "lead"),
-        ({"title": "bad\x00byte"}, "title"),
+        ({"title": "reversed \u202etext"}, "title"),  # shown backwards in a subject line
     ):
         with pytest.raises(Invalid) as raised:
             briefings.correct_briefing(runtime, EDITOR, briefing_id, **changes)
@@ -282,6 +282,9 @@ def test_a_correction_is_checked_stored_audited_and_re_renders_its_editions(
     assert last.actor == ADMIN.label and last.after == {"title": None, "lead": None}
     with pytest.raises(NotFound):
         briefings.correct_briefing(runtime, EDITOR, briefing_id + 100, title="Nope")
+    # Control characters are stripped as at every way in, not refused.
+    cleaned = briefings.correct_briefing(runtime, EDITOR, briefing_id, title="Harbour\x00 reopens!")
+    assert cleaned.title == "Harbour reopens!"
 
 
 def test_a_repull_never_overwrites_a_correction(runtime: Runtime, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from mailer.app import audit
 from mailer.app.actors import Actor
 from mailer.app.errors import Conflict, Invalid, NotFound
 from mailer.app.sources import SourceView, list_sources
-from mailer.briefings.sanitize import sanitize_html
+from mailer.briefings.sanitize import clean_text, sanitize_html
 from mailer.db.base import utcnow
 from mailer.db.models import (
     Briefing,
@@ -308,11 +308,13 @@ def get_briefing(runtime: Runtime, actor: Actor, briefing_id: int) -> BriefingDe
 
 
 def _correction(field: str, value: str, limit: int) -> str:
-    cleaned = " ".join(value.split())
+    # Control characters go as at every way in; what is still unprintable after that
+    # (bidi overrides and other format characters) is refused, never shown in a subject.
+    cleaned = " ".join(clean_text(value).split())
     if len(cleaned) > limit:
         raise Invalid(f"{field} is {len(cleaned)} characters; at most {limit}", field=field)
     if not cleaned.isprintable():
-        raise Invalid(f"{field} contains control characters", field=field)
+        raise Invalid(f"{field} contains unprintable characters", field=field)
     return cleaned
 
 
