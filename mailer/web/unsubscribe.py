@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from mailer.db.session import transaction
+from mailer.db.session import one_writer, transaction
 from mailer.runtime import Runtime
 from mailer.web.limits import FormRefused, read_form
 from subscribers.tokens import Keys, TokenError, verify_unsubscribe
@@ -28,8 +28,8 @@ from subscribers.unsubscribe import (
     UnknownRecipient,
     UnsubscribeResult,
     resolve,
-    unsubscribe_by_token,
 )
+from subscribers.unsubscribe import unsubscribe as end_subscriptions
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -78,9 +78,18 @@ def confirm_page(request: Request, token: str) -> HTMLResponse:
 
 
 def _leave(runtime: Runtime, key: Keys, token: str, source: str) -> tuple[UnsubscribeResult, str]:
-    with transaction(runtime.sessions) as session:
-        result = unsubscribe_by_token(session, key, token, source=source)
-        return result, resolve(session, key, token).newsletter_name
+    # One resolve (the link's reader, edition, newsletter and lists), then the change;
+    # on SQLite this process's short writes take turns rather than sleep on the lock.
+    with one_writer(runtime.engine), transaction(runtime.sessions) as session:
+        target = resolve(session, key, token)
+        result = end_subscriptions(
+            session,
+            target.subscriber,
+            target.list_ids,
+            source=source,
+            edition_id=target.edition_id,
+        )
+        return result, target.newsletter_name
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
