@@ -19,7 +19,13 @@ from sqlalchemy import select
 
 from mailer.briefings import feeds
 from mailer.briefings.folder import pull_folder
-from mailer.briefings.parser import BriefingError, ParsedBriefing, parse_html, parse_text
+from mailer.briefings.parser import (
+    BriefingError,
+    ParsedBriefing,
+    parse_fields,
+    parse_html,
+    parse_text,
+)
 from mailer.db.models import Briefing
 from mailer.runtime import Runtime
 
@@ -244,6 +250,28 @@ def test_html_raises_only_briefing_errors_and_returns_clean_text(
     body: str, title: str | None, url: str | None
 ) -> None:
     _parsed_or_error(lambda: parse_html(body, source="fuzz", title=title, url=url))
+
+
+@FUZZ
+@given(
+    st.sampled_from(["text", "markdown", "html"]),
+    st.one_of(_HTML, _BODY),
+    st.lists(st.tuples(st.one_of(st.none(), _PIECE), st.one_of(_HTML, _BODY)), max_size=4),
+    st.one_of(st.none(), _PIECE),
+)
+def test_posted_fields_raise_only_briefing_errors_and_return_clean_text(
+    body_format: str, lead: str, sections: list[tuple[str | None, str]], title: str | None
+) -> None:
+    # What a CMS posts to /api/briefings as lead and sections, after the JSON is read.
+    _parsed_or_error(
+        lambda: parse_fields(
+            source="api:fuzz:1",
+            title=title,
+            lead=lead,
+            sections=sections,
+            body_format=body_format,  # type: ignore[arg-type]
+        )
+    )
 
 
 # --- feeds ------------------------------------------------------------------------------

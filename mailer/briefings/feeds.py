@@ -382,7 +382,7 @@ def _item(entry: Any, *, guid: str, where: str, boilerplate: Sequence[str]) -> F
         tags=tags,
         published_at=published,
         boilerplate=boilerplate,
-        content_hash=hashlib.sha256(fingerprint.encode("utf-8")).hexdigest(),
+        content_hash=hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest(),
     )
     author = _text(entry.get("author")) or None
     if len(guid) > MAX_GUID_LENGTH:

@@ -793,7 +793,7 @@ def _fields_hash(
         ensure_ascii=False,
         sort_keys=True,
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _field_error(source: str, name: str, reason: str) -> BriefingError:
