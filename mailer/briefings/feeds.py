@@ -180,7 +180,9 @@ def prepare(content: bytes, *, url: str, content_type: str | None = None) -> byt
     its own: feedparser's regex then only ever reads that short line.
     """
     text = clean_text(_decode(content, content_type))
-    text = _CHARACTER_REFERENCE.sub(_checked_reference, text.removeprefix("\ufeff"))
+    # Whitespace before the declaration is a common slip, and harmless once it is gone.
+    text = text.removeprefix("\ufeff").lstrip(" \t\r\n")
+    text = _CHARACTER_REFERENCE.sub(_checked_reference, text)
     if _DECLARATION_START.match(text):
         declaration = _XML_DECLARATION.match(text)
         if declaration is None:
@@ -239,8 +241,8 @@ def read_feed(content: bytes, *, url: str, content_type: str | None = None) -> A
     try:
         feed = feedparser.parse(prepared, response_headers=headers)
     except Exception as exc:
-        # Its own bugs on hostile input (a character reference past U+10FFFF, a namespace
-        # it cannot split): the feed is unreadable, the pull goes on.
+        # Its own bugs on hostile input (a namespace URI it cannot split, say): the feed
+        # is unreadable, the pull goes on.
         raise FeedError(f"{url}: not a readable RSS or Atom feed ({type(exc).__name__})") from exc
     if feed.bozo and not feed.entries:
         reason = str(feed.bozo_exception)[:200]
