@@ -590,3 +590,25 @@ def test_deeply_nested_bodies_are_refused_at_once() -> None:
         source="s",
     )
     assert parsed.lead == "Lead." and parsed.sections[0].paragraphs[0].count("item") == 5_000
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "<div><!-- </div> -->",  # an end tag in a comment closes nothing
+        '<div><a title="</div></a>">x</a>',  # nor one in a quoted attribute value
+        "<div><script></div></script>",  # nor one in a script's text
+        "<DIV/>",  # and a slash does not close a div
+    ],
+)
+def test_the_nesting_count_is_not_fooled_by_end_tags_the_parser_never_sees(hidden: str) -> None:
+    with pytest.raises(BriefingError, match="nested more than 100 deep"):
+        parse_html(hidden * 150, source="s")
+
+
+def test_the_nesting_count_stays_linear_on_unclosed_tags() -> None:
+    for body in ("<a" * 100_000, '<a "' * 50_000, "<a x=" * 40_000, "<!--" * 50_000):
+        started = time.monotonic()
+        with pytest.raises(BriefingError):
+            parse_html(body[:200_000], source="s")
+        assert time.monotonic() - started < 5

@@ -250,7 +250,15 @@ _NOT_NESTING: frozenset[str] = frozenset(
         "rp",
     ]
 )
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]{0,30})[^>]*?(/?)>")
+# Elements whose content is text to the HTML parser, whatever tags it seems to hold.
+_RAW_TEXT: frozenset[str] = frozenset(
+    {"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"}
+    | {"noscript", "plaintext"}
+)
+_TAG_NAME = re.compile(r"[a-z][^\s/>]*")
+# One attribute (its name, then = and a value, quoted or not) or a stray "/", as the HTML
+# tokenizer reads them. Each match consumes at least a character.
+_ATTRIBUTE = re.compile(r"""[^\s/>][^\s/>=]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]*))?|/""")
 
 
 class TooDeep(ValueError):
@@ -258,19 +266,65 @@ class TooDeep(ValueError):
 
 
 def _check_nesting(fragment: str) -> None:
-    # Counted on the raw input, before any parser sees it: an estimate that can only
-    # err towards deeper (a tag written inside a comment counts too).
-    depth = 0
-    for match in _TAG.finditer(fragment):
-        closing, name, self_closing = match.groups()
-        if self_closing or name.lower() in _NOT_NESTING:
+    """Raise TooDeep if the elements of ``fragment`` nest deeper than MAX_NESTING.
+
+    Read on the raw input before any parser sees it, in one linear pass that tokenizes
+    tags as the HTML parser does (quoted attribute values, comments and the text of
+    script-like elements hold no tags), so that an end tag the parser would not see
+    never lowers the count. Where it differs from the parser it counts deeper: "<div/>"
+    opens a div, and a quote that never closes does not end the tags.
+    """
+    text = fragment.lower()
+    depth, at, size = 0, 0, len(text)
+    while (at := text.find("<", at)) >= 0:
+        if text.startswith("<!--", at):
+            end = text.find("-->", at + 4)
+            if end < 0:
+                return
+            at = end + 3
+            continue
+        closing = text.startswith("</", at)
+        name = _TAG_NAME.match(text, at + 2 if closing else at + 1)
+        if name is None:
+            if text.startswith(("<!", "<?", "</"), at):  # a bogus comment, up to ">"
+                end = text.find(">", at)
+                if end < 0:
+                    return
+                at = end + 1
+            else:
+                at += 1  # "<" as text
+            continue
+        at = _end_of_tag(text, name.end(), size)
+        if at < 0:
+            return
+        tag = name.group()
+        if tag in _NOT_NESTING:
             continue
         if closing:
             depth = max(depth - 1, 0)
+        elif tag in _RAW_TEXT:
+            end = text.find(f"</{tag}", at)
+            if end < 0:
+                return
+            at = end + 2 + len(tag)  # past its end tag's name; the rest reads as a tag's
         else:
             depth += 1
             if depth > MAX_NESTING:
                 raise TooDeep(f"elements nested more than {MAX_NESTING} deep")
+
+
+def _end_of_tag(text: str, at: int, size: int) -> int:
+    """The index after the ">" that ends the tag whose attributes start at ``at``, or -1."""
+    while at < size:
+        if text[at].isspace():
+            at += 1
+        elif text[at] == ">":
+            return at + 1
+        else:
+            attribute = _ATTRIBUTE.match(text, at)
+            assert attribute is not None  # any character but space and ">" starts one
+            at = attribute.end()
+    return -1
 
 
 class HtmlBlock(NamedTuple):
