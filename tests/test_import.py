@@ -4,6 +4,7 @@ dry runs, people who must never be resubscribed, constant memory; address valida
 from __future__ import annotations
 
 import io
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -270,3 +271,29 @@ def test_an_import_refreshes_the_planners_statistics_on_postgresql(runtime: Runt
             ).all()
         )
     assert counted == {"subscribers": 300, "subscriptions": 300}
+
+
+def test_an_import_goes_on_while_operators_add_people(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk reads (the stage joined to the tables) and then writes: on SQLite it
+    takes the write lock first, else a write committed in between would fail it."""
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 250)
+    path = tmp_path / "many.csv"
+    with path.open("w") as out:
+        out.write("email,name\n")
+        out.writelines(f"many{i}@example.com,M {i}\n" for i in range(3000))
+    app.import_text(runtime, ADMIN, "email\nfirst@example.com\n", "weekend")
+    reports: list[ImportReport] = []
+    worker = threading.Thread(
+        target=lambda: reports.append(importer.import_file(runtime.sessions, path, "morning"))
+    )
+    worker.start()
+    by_hand = 0
+    while worker.is_alive() or by_hand < 5:
+        app.add_subscriber(runtime, ADMIN, f"hand{by_hand}@example.com", lists=["weekend"])
+        by_hand += 1
+    worker.join()
+    assert [(r.added, r.subscribed, r.rejected) for r in reports] == [(3000, 3000, 0)]
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 3001 + by_hand
