@@ -17,7 +17,11 @@ never sets them (so an export imports again as it was); every other non-empty ce
 attribute, as a string.
 
 **Writing.** Rows are written ``CHUNK_ROWS`` at a time, each chunk in a transaction of
-its own with set-based statements (``INSERT … ON CONFLICT`` on both databases). So:
+its own with set-based statements: the chunk goes into a temporary table in one statement
+(PostgreSQL ``COPY``; SQLite one ``INSERT … SELECT FROM json_each``), and the look-ups and
+``INSERT … ON CONFLICT`` statements join it. The next chunk is read and checked in a
+thread meanwhile. On PostgreSQL the tables the audience is read from are analysed at the
+end (``subscribers.audience.analyze_audience``). So:
 
 - a bad *row* (bad address, wrong number of cells, bad timezone, the same address again)
   never reaches the database: it is reported with its line number (and written to the
@@ -40,8 +44,9 @@ A dry run reads and checks everything and asks the database what would change, b
 writes nothing. (An address repeated more than one chunk after its first row is reported
 by a real run, which finds it made by this run, but counted twice by a dry run.)
 
-Memory: one chunk of rows, the duplicate check of one chunk, the first MAX_ERRORS_KEPT
-errors; never the file, the audience or every address seen.
+Memory: three chunks of rows at most (one written, one waiting, one being read), the
+duplicate check of one chunk, the first MAX_ERRORS_KEPT errors; never the file, the
+audience or every address seen.
 """
 
 from __future__ import annotations
