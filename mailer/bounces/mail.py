@@ -145,6 +145,7 @@ _BOUNCE_WORDS = re.compile(
     r"delivery failure|could not deliver",
     re.IGNORECASE,
 )
+_ANGLE_AFTER = re.compile(r"\s*<([^<>\s@]+@[^<>\s@]+)>")
 # An address named only for people to write to, not as the one that failed.
 _CONTACT = re.compile(
     r"contact|write to|send (?:an? )?(?:e-?mail|mail|message) to|questions|"
@@ -270,7 +271,7 @@ class _Reader:
         self.msg = email.message_from_bytes(raw, policy=compat32)
         self.parts = list(_parts(self.msg))
         self.verp_pattern = verp_pattern
-        self.text = _body_text(self.parts)
+        self.text = _unquoted(_body_text(self.parts))
         self.human = _human_part(self.text)
         self.returned = _returned_headers(self.parts)
         inline = self.text[len(self.human) :].lstrip("\n")
@@ -535,6 +536,13 @@ class _Reader:
                 if before.lower().rstrip("<: \t").endswith(("from", "sender")):
                     continue  # "MAIL FROM:<...>", "envelope-from <...>": our sender
                 found = match.group(1).strip(".'").lower()
+                angle = _ANGLE_AFTER.match(line, match.end())
+                if angle is not None and angle.group(1).lower() != found:
+                    # "ann@x <bob@y>": an address written as the display name of
+                    # another; the mailbox is the one in angle brackets (RFC 5322),
+                    # and the name is no recipient wherever else the report repeats it.
+                    seen.add(found)
+                    continue
                 if found in seen:
                     continue
                 seen.add(found)
@@ -679,6 +687,21 @@ def _dsn_address(value: str) -> str | None:
 def _says_something(diagnostic: str) -> bool:
     """Whether a Diagnostic-Code has words beyond codes (some are only "550 5.0.0")."""
     return bool(re.search(r"[A-Za-z]{3,}", re.sub(r"\b(?:smtp|x-[\w-]+)\b", "", diagnostic)))
+
+
+def _unquoted(text: str) -> str:
+    """A bounce forwarded by a person as a quotation ("> " before each line) without
+    that quoting, so its fields and transcript read as the bounce wrote them. Only when
+    most lines are quoted: a transcript's own ">>> RCPT TO" lines stay as they are."""
+    lines = text.splitlines()
+    written = [line for line in lines if line.strip()]
+    quoted = sum(1 for line in written if line.startswith(">"))
+    if len(written) < 5 or quoted * 10 < len(written) * 6:
+        return text
+    return "\n".join(
+        (line[2:] if line.startswith("> ") else line[1:]) if line.startswith(">") else line
+        for line in lines
+    )
 
 
 def _human_part(text: str) -> str:

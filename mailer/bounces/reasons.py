@@ -135,6 +135,8 @@ _TEXT: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
             r"not (?:a )?member of",
             r"(?:do not|don't) have (?:the )?(?:required )?permissions? to post",
             r"permission to post",
+            r"berechtigung(?:en)? .{0,60}(?:zu posten|zu senden)",
+            r"pas autoris[ée]e? .{0,20}envoyer",
             r"must (?:use|have) a valid sender",
             r"invalid sender",
             r"bad sender",
@@ -471,8 +473,21 @@ _CLASS = {
     "6": BounceReason.SPAM,
     "7": BounceReason.POLICY,
 }
-_STATUS_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-_REPLY_CODE = re.compile(r"(?<![\d.])([245])[0-5]\d(?![\d.])")
+# Only failures: a 2.x.x status or a 2xx reply in a transcript is a step that succeeded
+# ("250 2.1.5 Ok" to RCPT TO before the 451 that DATA got).
+_STATUS_CODE = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_REPLY_CODE = re.compile(r"(?<![\d.])([45])[0-5]\d(?![\d.])")
+# A status right after a reply code is the replying server's own; a bare one before it
+# is often the reporter's summary ("5.1.0 - Unknown address error 550-'5.7.1 ...").
+_REPLY_STATUS = re.compile(r"(?<![\d.])[45][0-5]\d[ -]['\"#]?([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+# "User unknown" with the address slot of the reply left empty ("550 : User unknown",
+# "550: : User unknown"): a canned refusal that looked nothing up. Mobile carriers answer
+# so when the reader's own receive filter refuses the sender; an address they do not
+# know is named ("550 <ann@x>: User unknown").
+_NAMELESS_UNKNOWN = re.compile(
+    r"(?<![\d.])[45][0-5]\d[ :-]\s*(?:<>\s*)?:\s*(?:user unknown|unknown user)\b",
+    re.IGNORECASE,
+)
 # The SMTP command a refusal answered, as MTAs write it: Postfix "(in reply to RCPT TO
 # command)" after the reply, Sendmail ">>> DATA" and Exim "after MAIL FROM:" before it.
 _REPLY_TO_COMMAND = re.compile(
@@ -511,8 +526,9 @@ class Verdict:
 
 
 def status_of(text: str) -> str | None:
-    """The first RFC 3463 code in ``text`` (not part of an IP address or a version)."""
-    match = _STATUS_CODE.search(text)
+    """The RFC 3463 failure code in ``text`` (not part of an IP address or a version):
+    the first that follows an SMTP reply code, else the first."""
+    match = _REPLY_STATUS.search(text) or _STATUS_CODE.search(text)
     return ".".join(match.groups()) if match else None
 
 
@@ -536,6 +552,12 @@ def _first(
     return None
 
 
+# The command written under a label after the reply ("-------SMTP command\nDATA").
+_COMMAND_LABEL = re.compile(
+    r"smtp command\s*[-:=]*\s*(mail from|rcpt to|mail|rcpt|data|helo|ehlo)\b", re.IGNORECASE
+)
+
+
 def command_of(text: str) -> str | None:
     """The SMTP command the first refusal in ``text`` answered ("mail", "rcpt",
     "data"), where the text says: named just before the reply code (Sendmail's ">>> DATA"
@@ -544,6 +566,9 @@ def command_of(text: str) -> str | None:
         after = _REPLY_TO_COMMAND.search(text, reply.end(), reply.end() + 300)
         if after is not None and "\n\n" not in text[reply.end() : after.start()]:
             return after.group(1).lower()
+        label = _COMMAND_LABEL.search(text, reply.end(), reply.end() + 300)
+        if label is not None:
+            return label.group(1).split()[0].lower()
         window = text[max(0, reply.start() - 160) : reply.start()]
         before = list(_COMMAND_BEFORE.finditer(window))
         if before:
@@ -571,10 +596,13 @@ def classify(
 
     The order: a status more particular than any words (5.2.2: the mailbox exists to be
     full); the words; a specific status; words any refusal at RCPT TO carries; the rest
-    of the report. Then two corrections by the SMTP command refused: a refusal of our
-    MAIL FROM is about our sender; an "unknown user" answered to DATA, after the server
-    had accepted the recipient and read the message, is a content filter's verdict
-    (unless a specific status other than mailbox or security status says otherwise).
+    of the report (with the code written beside its words there). Then corrections of
+    "user unknown" by how it was said: under an X.7.x status, or with the reply's
+    address slot left empty ("550 : User unknown"), it is a filter's refusal. Then by
+    the SMTP command refused: a refusal of our MAIL FROM is about our sender; an
+    "unknown user" answered to DATA, after the server had accepted the recipient and
+    read the message, is a content filter's verdict (unless a specific status other
+    than a mailbox status says otherwise).
     Hard only for user unknown, host unknown and moved, and only when permanent.
     """
     # What a server says about a failure fits in a few lines; reading more only costs.
@@ -583,18 +611,15 @@ def classify(
         transcript = transcript[:_CONTEXT_LIMIT]
     status = _clean_status(status) or status_of(diagnostic)
     reply = reply_of(diagnostic)
-    detail = ".".join(status.split(".")[1:]) if status else None
-    specific = detail is not None and detail != "0.0" and not detail.startswith("0.")
+    detail, by_status = _detail(status)
     reason: BounceReason | None = None
     if detail in _STATUS_FIRST:
         reason = _STATUS[detail]
     if reason is None:
         reason = _first(_TEXT, diagnostic) or _first(_SYSTEM_WORDS, diagnostic)
-    by_status = (_STATUS.get(detail) or _CLASS.get(detail[0])) if specific and detail else None
-    if reason is None and by_status is not BounceReason.POLICY:
-        # A specific status says more than words any refusal at RCPT TO carries, but
-        # "policy" (5.7.1, 5.7.x) says less than "Recipient address rejected".
-        reason = _STATUS.get(detail) if detail else None
+    if reason is None and by_status is not None:
+        # A specific status says more than words any refusal at RCPT TO carries.
+        reason = _STATUS.get(detail or "")
     if reason is None and _WEAK_USER_UNKNOWN.search(diagnostic):
         reason = BounceReason.USER_UNKNOWN
     if reason is None:
@@ -603,6 +628,20 @@ def classify(
         reason = _first(_POLICY_WORDS, diagnostic)
     if reason is None:
         reason = _context_reason(context)
+        if reason is not None and status is None:
+            # The words came from the report's own text: so does the code beside them.
+            status = status_of(context)
+            detail, by_status = _detail(status)
+    if reason is BounceReason.USER_UNKNOWN and by_status is not None and detail[:2] == "7.":
+        # X.7.x is security or policy; X.7.1 is "delivery not authorized", what per-host
+        # or per-recipient filtering answers (RFC 3463). A server that knew the user to
+        # be unknown would say X.1.1: "User unknown" under a 5.7.1 is a filter's word.
+        reason = by_status
+    elif reason is BounceReason.USER_UNKNOWN and (
+        _NAMELESS_UNKNOWN.search(diagnostic)
+        or (not diagnostic.strip() and _NAMELESS_UNKNOWN.search(context))
+    ):
+        reason = BounceReason.POLICY
     if reason is None:
         reason = BounceReason.EXPIRED if temporary else BounceReason.SYSTEM_ERROR
     command = command_of(diagnostic) or _command(context if transcript is None else transcript)
@@ -611,13 +650,22 @@ def classify(
     elif (
         command == "data"
         and reason is BounceReason.USER_UNKNOWN
-        and (not specific or (detail or "")[:2] in ("2.", "7."))
+        and (by_status is None or detail.startswith("2."))
     ):
         reason = BounceReason.SPAM
     if temporary is None:
         temporary = (status or reply or "5")[0] == "4"
     hard = reason.hard and not temporary
     return Verdict(reason, BounceClass.HARD if hard else BounceClass.SOFT, status)
+
+
+def _detail(status: str | None) -> tuple[str, BounceReason | None]:
+    """The subject.detail of a status ("1.1" of 5.1.1), and the reason it gives where it
+    is specific (not X.0.x), else None."""
+    detail = ".".join(status.split(".")[1:]) if status else ""
+    if not detail or detail.startswith("0."):
+        return detail, None
+    return detail, _STATUS.get(detail) or _CLASS.get(detail[0])
 
 
 # A report's own words are read once for all the recipients it names.
