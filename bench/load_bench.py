@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from webhook_bench import Ledger, make_events, seed, signed  # noqa: E402
 
-from mailer.db.models import Event, MailingList  # noqa: E402
+from mailer.db.models import Event, MailingList, Newsletter  # noqa: E402
 from mailer.db.session import make_engine  # noqa: E402
 from subscribers.tokens import sign_edition_web, sign_preferences, sign_unsubscribe  # noqa: E402
 from tests.webhook_keys import new_private_key, public_key_b64  # noqa: E402
@@ -269,6 +269,7 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> list[Measured]:
     engine = make_engine(url)
     with engine.begin() as connection:
         connection.execute(update(MailingList).values(public=True))
+        connection.execute(update(Newsletter).values(public_archive=True))
     engine.dispose()
     secret = secrets.token_urlsafe(32)
     key = new_private_key()
@@ -327,7 +328,10 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> list[Measured]:
         if '"level": "error"' in line or '"level": "critical"' in line
     ]
     if errors:
-        print(f"    server logged {len(errors)} errors, e.g. {errors[0][:300]}")
+        # The exception's own last line (what went wrong), not the traceback's start.
+        record = orjson.loads(errors[0])
+        cause = str(record.get("exception") or record.get("event")).strip().splitlines()[-1]
+        print(f"    server logged {len(errors)} errors, e.g. {record.get('event')}: {cause[:300]}")
     return results
 
 
