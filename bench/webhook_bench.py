@@ -61,6 +61,7 @@ from mailer.db.models import (  # noqa: E402
     Subscription,
 )
 from mailer.db.session import make_engine, make_sessionmaker, transaction  # noqa: E402
+from mailer.dispatch import tallies  # noqa: E402
 from mailer.events.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER  # noqa: E402
 from tests import factories  # noqa: E402
 from tests.webhook_keys import new_private_key, public_key_b64, sign  # noqa: E402
@@ -193,6 +194,18 @@ def seed(url: str, deliveries: int) -> Ledger:
                     }
                 )
         connection.execute(insert(Delivery), values)
+        # Written by hand, so the ledger's kept counts are too (ledger.record would add them).
+        tallies.add(connection, edition_id, {DeliveryStatus.SENT: len(values)})
+        if connection.dialect.name == "postgresql":
+            # The ids above were given, not drawn: move each sequence past them, or the
+            # next row the application adds (a sign-up, a claim) collides with one.
+            for table in ("subscribers", "batches", "deliveries"):
+                connection.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                        f" (SELECT max(id) FROM {table}))"
+                    )
+                )
         connection.execute(
             update(Edition)
             .where(Edition.id == edition_id)
