@@ -135,12 +135,18 @@ def press(driver: Any, element_id: str) -> None:
 
 
 def _gone(element: Any) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.is_enabled()
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:
+        # Some Chromium versions report an element of a page that was left this way
+        # rather than as stale.
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
     return False
 
 
