@@ -170,15 +170,17 @@ def test_server_errors_that_may_have_taken_the_batch_are_unknown(
     assert all(f"outcome unknown: {status}" in (d.error or "") for d in unknown)
 
 
-def _webhook_says(runtime: Runtime, kind: str, deliveries: list[ledger.LedgerRow]) -> None:
-    """SendGrid's Event Webhook reports ``kind`` for these deliveries, now."""
+def _webhook_says(
+    runtime: Runtime, edition_id: int, kind: str, deliveries: list[ledger.LedgerRow]
+) -> None:
+    """SendGrid's Event Webhook reports ``kind`` for these deliveries of the edition, now."""
     items = [
         {
             "email": d.email,
             "timestamp": int(time.time()),
             "event": kind,
             "sg_event_id": f"evt-{kind}-{d.id}",
-            "edition_id": str(d_edition(runtime, d.id)),
+            "edition_id": str(edition_id),
             "delivery_id": str(d.id),
         }
         for d in deliveries
@@ -186,13 +188,6 @@ def _webhook_says(runtime: Runtime, kind: str, deliveries: list[ledger.LedgerRow
     events, rejected = parse_events(json.dumps(items).encode())
     with runtime.engine.begin() as connection:
         store_sendgrid(connection, events, rejected)
-
-
-def d_edition(runtime: Runtime, delivery_id: int) -> int:
-    with runtime.sessions() as session:
-        delivery = session.get(Delivery, delivery_id)
-        assert delivery is not None
-        return delivery.edition_id
 
 
 def test_unknown_rows_settle_from_the_webhook_without_an_operator(
@@ -213,7 +208,7 @@ def test_unknown_rows_settle_from_the_webhook_without_an_operator(
         assert resend_unanswered(session, edition_id, grace, clock=lambda: later) == 0
     # It delivers events again (so it is healthy), three of them about unknown rows:
     # those were accepted after all; SendGrid never took the other seven.
-    _webhook_says(runtime, "processed", unknown[:3] + sent[:5])
+    _webhook_says(runtime, edition_id, "processed", unknown[:3] + sent[:5])
     apply_pending(runtime.sessions, Policy.from_settings(runtime.settings))
     with transaction(runtime.sessions) as session:
         # Within the grace, nothing is resent yet.
@@ -248,7 +243,7 @@ def test_unknown_rows_of_other_transports_wait_for_an_operator(runtime: Runtime)
         tallies.add(session, edition_id, moved(1, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN))
     # The webhook is healthy (it reports on another reader), but this row's batch never
     # went to SendGrid.
-    _webhook_says(runtime, "processed", list(rows(runtime).values())[-1:])
+    _webhook_says(runtime, edition_id, "processed", list(rows(runtime).values())[-1:])
     later = datetime.now(UTC) + timedelta(hours=3)
     with transaction(runtime.sessions) as session:
         assert unanswered(session, edition_id, timedelta(hours=2), clock=lambda: later) == []

@@ -4,10 +4,10 @@ Every statement that adds ledger rows or moves them between stored states adds, 
 own transaction, one ``ledger_tallies`` row of differences; an edition's sums are what
 ``GROUP BY status`` over its deliveries would say. The same rows count what the event
 policy stamps on ledger rows once (``STAMPS``: first delivered, opened, clicked, and the
-bounce class). Rows are only ever inserted, so two
-writers never wait for each other here, and a crash loses a difference only together
-with the change it describes. States that are not stored (``sending``, and ``sent``
-through a batch sent whole) are read from the batch rows (``mailer.dispatch.ledger``).
+bounce class). Rows are only ever inserted, so two writers never wait for each other
+here, and a crash loses a difference only together with the change it describes.
+States that are not stored (``sending``, and ``sent`` through a batch sent whole) are
+read from the batch rows (``mailer.dispatch.ledger``).
 """
 
 from __future__ import annotations
