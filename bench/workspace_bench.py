@@ -89,6 +89,7 @@ from mailer.editions.compose import compose_edition  # noqa: E402
 from mailer.runtime import Runtime  # noqa: E402
 from mailer.schedule import models as _schedule_models  # noqa: E402, F401 - tables to empty
 from mailer.transports.base import Envelope, Outcome, Recipient, Result  # noqa: E402
+from subscribers import tallies as list_tallies  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
 from tests import factories  # noqa: E402
 
@@ -504,6 +505,8 @@ def seed(runtime: Runtime, n: int, history: int, history_n: int) -> Seeded:
     )
     with engine.begin() as connection:
         seed_subscribers(connection, n, now)
+        # What the scheduler's fold job does within a minute of a bulk change.
+        list_tallies.fold(connection)
     done(f"{n:,} subscribers")
     with transaction(runtime.sessions) as session:
         daily_id = session.scalar(select(Newsletter.id).where(Newsletter.slug == "daily"))

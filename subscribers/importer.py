@@ -73,6 +73,7 @@ from mailer.briefings.sanitize import clean_data, clean_text
 from mailer.db.base import utcnow
 from mailer.db.session import transaction
 from mailer.schedule.slots import ScheduleError, parse_timezone
+from subscribers import tallies
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.audience import analyze_audience
 from subscribers.erased import PREFIX as ERASED_PREFIX
@@ -390,6 +391,9 @@ def import_rows(
     if progress is not None:
         progress(report)
     if not dry_run and (report.added or report.subscribed or report.updated):
+        # On SQLite the memberships' triggers left a difference per row joined.
+        with transaction(factory) as session:
+            tallies.fold(session.connection())
         analyze_audience(factory)
     return report
 

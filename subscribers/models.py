@@ -1,4 +1,5 @@
-"""Tables for the audience: subscribers, lists, subscriptions, segments, suppressions."""
+"""Tables for the audience: subscribers, lists, subscriptions and their kept counts,
+segments, suppressions."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db.base import Base, JSONType, UTCDateTime, utcnow
@@ -82,6 +83,28 @@ class Subscription(Base):
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     mailing_list: Mapped[MailingList] = relationship()
+
+
+class ListTally(Base):
+    """A change in a list's memberships by status: a list's sums are what ``GROUP BY
+    status`` over its subscriptions would say (``subscribers.tallies``).
+
+    Written by the database's triggers on ``subscriptions`` (migration 0015), so that
+    every way a membership changes (a form, an import, a cascade) is counted; rows are
+    only ever inserted, so writers never wait for each other here, and folded into one
+    row per list from time to time. No foreign key: a list's cascade would otherwise
+    write differences for a list that is going; ``delete_list`` removes them.
+    """
+
+    __tablename__ = "list_tallies"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    list_id: Mapped[int] = mapped_column(Integer, index=True)
+    active: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unsubscribed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Consent(Base):

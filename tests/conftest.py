@@ -25,6 +25,8 @@ from mailer.db.session import make_engine
 from mailer.dispatch.tallies import STAMPS, STORED, TALLIES
 from mailer.events.tallies import EVENT_TALLIES, hour_of
 from mailer.runtime import Runtime
+from subscribers import tallies as list_tallies
+from subscribers.models import Subscription
 
 SECRET = "test-secret-key-that-is-long-enough-for-production-use"
 POSTGRES_URL = os.environ.get("MAILER_TEST_POSTGRES_URL")
@@ -72,7 +74,8 @@ def postgres_database() -> Iterator[str]:
 
 
 def tallies_disagreeing(url: str) -> list[str]:
-    """Where the kept counts (the ledger's, the events') differ from counting rows."""
+    """Where the kept counts (the ledger's, the events', the lists') differ from counting
+    rows."""
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
@@ -123,10 +126,22 @@ def tallies_disagreeing(url: str) -> list[str]:
                 ).group_by(EVENT_TALLIES.c.edition_id, EVENT_TALLIES.c.kind, EVENT_TALLIES.c.hour)
             ):
                 kept[(edition, f"{kind} events at {hour_of(hour):%Y-%m-%d %H}h")] = number
+            # The lists' memberships, keyed by a negative id so as not to meet an edition's.
+            for list_id, status, number in connection.execute(
+                select(Subscription.list_id, Subscription.status, func.count()).group_by(
+                    Subscription.list_id, Subscription.status
+                )
+            ):
+                counted[(-list_id, status)] = number
+            for list_id, by_status in list_tallies.counts(connection).items():
+                for status, number in by_status.items():
+                    if number:
+                        kept[(-list_id, status)] = number
     finally:
         engine.dispose()
     return [
-        f"edition {edition} {what}: kept {kept.get((edition, what), 0)}, "
+        f"{f'list {-edition}' if edition < 0 else f'edition {edition}'} {what}: "
+        f"kept {kept.get((edition, what), 0)}, "
         f"counted {counted.get((edition, what), 0)}"
         for edition, what in sorted(set(counted) | set(kept))
         if kept.get((edition, what), 0) != counted.get((edition, what), 0)
@@ -136,7 +151,8 @@ def tallies_disagreeing(url: str) -> list[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     # Every test that writes the ledger and events through the application checks, at
-    # its end, that the kept counts (mailer.dispatch.tallies, mailer.events.tallies) say
+    # its end, that the kept counts (mailer.dispatch.tallies, mailer.events.tallies,
+    # subscribers.tallies) say
     # what counting the rows says.
     checked = request.node.get_closest_marker("ledger_by_hand") is None
     if request.param == "sqlite":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mailer.accounts.models import Role
@@ -22,7 +22,8 @@ from mailer.app.errors import Conflict, Invalid, NotFound
 from mailer.db.models import Newsletter, newsletter_lists
 from mailer.db.session import transaction
 from mailer.runtime import Runtime
-from subscribers.models import MailingList, OptIn, Subscription, SubscriptionStatus
+from subscribers import tallies
+from subscribers.models import MailingList, OptIn, SubscriptionStatus
 
 __all__ = [
     "ListInfo",
@@ -109,28 +110,31 @@ def _snapshot(item: MailingList) -> dict[str, Any]:
     }
 
 
-def _users(session: Session, list_id: int) -> list[str]:
-    return list(
-        session.scalars(
-            select(Newsletter.slug)
-            .join(newsletter_lists, newsletter_lists.c.newsletter_id == Newsletter.id)
-            .where(newsletter_lists.c.list_id == list_id)
-            .order_by(Newsletter.slug)
-        )
+def _users(session: Session, list_id: int | None = None) -> dict[int, tuple[str, ...]]:
+    """The slugs of the newsletters that send to each list (or to the one given)."""
+    query = (
+        select(newsletter_lists.c.list_id, Newsletter.slug)
+        .join(Newsletter, newsletter_lists.c.newsletter_id == Newsletter.id)
+        .order_by(Newsletter.slug)
     )
+    if list_id is not None:
+        query = query.where(newsletter_lists.c.list_id == list_id)
+    found: dict[int, tuple[str, ...]] = {}
+    for list_of, slug in session.execute(query):
+        found[list_of] = (*found.get(list_of, ()), slug)
+    return found
 
 
 def _info(session: Session, item: MailingList) -> ListInfo:
-    # One grouped count over the (list_id, status) index: it reads only this list's
-    # entries, not its subscribers' rows.
-    counts: dict[str, int] = {
-        status: number
-        for status, number in session.execute(
-            select(Subscription.status, func.count())
-            .where(Subscription.list_id == item.id)
-            .group_by(Subscription.status)
-        )
-    }
+    return _described(item, tallies.counts(session, item.id), _users(session, item.id))
+
+
+def _described(
+    item: MailingList, counts: dict[int, dict[str, int]], users: dict[int, tuple[str, ...]]
+) -> ListInfo:
+    # The counts are kept as memberships change (subscribers.tallies): reading them
+    # does not read the list's subscriptions.
+    kept = counts.get(item.id, {})
     return ListInfo(
         id=item.id,
         name=item.name,
@@ -138,10 +142,10 @@ def _info(session: Session, item: MailingList) -> ListInfo:
         opt_in=item.opt_in,
         public=item.public,
         created_at=item.created_at,
-        active=counts.get(SubscriptionStatus.ACTIVE, 0),
-        pending=counts.get(SubscriptionStatus.PENDING, 0),
-        unsubscribed=counts.get(SubscriptionStatus.UNSUBSCRIBED, 0),
-        newsletters=tuple(_users(session, item.id)),
+        active=kept.get(SubscriptionStatus.ACTIVE, 0),
+        pending=kept.get(SubscriptionStatus.PENDING, 0),
+        unsubscribed=kept.get(SubscriptionStatus.UNSUBSCRIBED, 0),
+        newsletters=users.get(item.id, ()),
     )
 
 
@@ -149,8 +153,9 @@ def list_lists(runtime: Runtime, actor: Actor) -> list[ListInfo]:
     """Every list by name, with its subscribers counted by status."""
     actor.require(Role.ADMIN)
     with runtime.sessions() as session:
+        counts, users = tallies.counts(session), _users(session)
         return [
-            _info(session, item)
+            _described(item, counts, users)
             for item in session.scalars(select(MailingList).order_by(MailingList.name))
         ]
 
@@ -248,7 +253,7 @@ def delete_list(runtime: Runtime, actor: Actor, name: str) -> str:
     actor.require(Role.ADMIN)
     with transaction(runtime.sessions) as session:
         item = _load(session, name, lock=True)
-        users = _users(session, item.id)
+        users = _users(session, item.id).get(item.id, ())
         if users:
             raise Conflict(f"list {item.name!r} is used by {', '.join(users)}: take it off first")
         before = _snapshot(item) | {"subscriptions": _info(session, item).as_dict()["active"]}
@@ -256,6 +261,7 @@ def delete_list(runtime: Runtime, actor: Actor, name: str) -> str:
         session.expunge(item)
         # Through SQL, so the database's ON DELETE CASCADE takes its subscriptions.
         session.execute(delete(MailingList).where(MailingList.id == list_id))
+        tallies.forget(session, list_id)
         audit.record(session, actor, "lists.delete", "list", list_id, before=before)
         return list_name
 

@@ -1,8 +1,8 @@
 """The service jobs the leading scheduler runs between slots.
 
 Pull sources when their interval has passed, take over the claims of dead
-workers, prune old provider events, and the hooks of the bounce and event
-tracking work: sync the provider's suppression lists, reconcile ``unknown``
+workers, prune old provider events, fold the lists' kept counts, and the hooks of the
+bounce and event tracking work: sync the provider's suppression lists, reconcile ``unknown``
 deliveries from provider events.
 """
 
@@ -25,6 +25,7 @@ from mailer.events.reconcile import reconcile_due
 from mailer.events.store import PROVIDER_SOURCES
 from mailer.runtime import Runtime
 from mailer.schedule.models import Schedule
+from subscribers import tallies
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,13 @@ def prune_events(runtime: Runtime, now: datetime) -> int:
     if total:
         log.info("events.pruned", extra={"events": total, "before": cutoff.isoformat()})
     return total
+
+
+def fold_tallies(runtime: Runtime) -> None:
+    """Fold the lists' differences (one row per membership change) into a row per list,
+    so that reading the counts stays cheap however many readers came and went."""
+    with transaction(runtime.sessions) as session:
+        tallies.fold(session.connection())
 
 
 def sync_suppressions(runtime: Runtime) -> bool:

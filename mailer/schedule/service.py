@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 PULL_CHECK_SECONDS = 60.0
+# Sign-ups and unsubscribes add a row each to the lists' counts until folded.
+FOLD_SECONDS = 60.0
 
 
 class SchedulerService:
@@ -96,6 +98,10 @@ class SchedulerService:
     def prune(self) -> int:
         return jobs.prune_events(self.runtime, self.clock()) if self._may_run() else 0
 
+    def fold(self) -> None:
+        if self._may_run():
+            jobs.fold_tallies(self.runtime)
+
     def sync(self) -> bool:
         return jobs.sync_suppressions(self.runtime) if self._may_run() else False
 
@@ -132,6 +138,7 @@ class SchedulerService:
             ("sync", self.sync, settings.scheduler_sync_minutes * 60, 30.0),
             ("reconcile", self.reconcile, settings.scheduler_reconcile_minutes * 60, 60.0),
             ("prune", self.prune, settings.scheduler_prune_hours * 3600, 120.0),
+            ("fold", self.fold, FOLD_SECONDS, 90.0),
         ]
         for name, job, seconds, first in every:
             scheduler.add_job(
