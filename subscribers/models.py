@@ -101,7 +101,9 @@ class ListTally(Base):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
     )
-    list_id: Mapped[int] = mapped_column(Integer, index=True)
+    # No index: folded, the table holds about a row per list, and on SQLite every
+    # membership written pays for each index here.
+    list_id: Mapped[int] = mapped_column(Integer)
     active: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     unsubscribed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

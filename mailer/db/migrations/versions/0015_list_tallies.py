@@ -107,7 +107,6 @@ def upgrade() -> None:
         *(sa.Column(s, sa.Integer(), server_default="0", nullable=False) for s in STATUSES),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_list_tallies")),
     )
-    op.create_index(op.f("ix_list_tallies_list_id"), "list_tallies", ["list_id"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute(POSTGRESQL_FUNCTION)
         for statement in POSTGRESQL_TRIGGERS:
@@ -132,5 +131,4 @@ def downgrade() -> None:
         op.execute(f"DROP TRIGGER IF EXISTS subscriptions_tally_{event}{on}")
     if postgresql:
         op.execute("DROP FUNCTION IF EXISTS tally_subscriptions()")
-    op.drop_index(op.f("ix_list_tallies_list_id"), table_name="list_tallies")
     op.drop_table("list_tallies")
