@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -224,11 +225,19 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--no-analyze", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="audience-bench-"))
-    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     if args.what == "_child":
-        child_import(url, args.csv, analyze=not args.no_analyze)
+        child_import(args.database_url, args.csv, analyze=not args.no_analyze)
         return
+    # The CSV and the SQLite file (hundreds of MB at a million) go when the run ends.
+    workdir = Path(tempfile.mkdtemp(prefix="audience-bench-"))
+    try:
+        run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
