@@ -6,6 +6,9 @@ import email
 import email.policy
 import gc
 import json
+import os
+import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -288,6 +291,39 @@ def claim_from_start(
     with runtime.engine.connect() as connection, connection.begin():
         assert ledger.lock_edition(connection, edition_id) == EditionStatus.SENDING
         return ledger.claim(connection, edition_id, list_ids, "w", "outbox", 10, batches=batches)
+
+
+def test_a_dead_workers_batch_that_was_never_posted_goes_back_to_the_queue(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    edition_id, list_ids = started(runtime, 30)
+    # A worker of this process whose run is over: dead to the reaper on both databases.
+    worker = f"{socket.gethostname()}:{os.getpid()}:crashed"
+    with runtime.engine.connect() as connection, connection.begin():
+        assert ledger.lock_edition(connection, edition_id) == EditionStatus.SENDING
+        claim = ledger.claim(connection, edition_id, list_ids, worker, "outbox", 10, batches=2)
+    assert claim is not None
+    posted, waiting = claim.batches
+    assert ledger.mark_posted(runtime.engine, posted.batch_id)  # then it crashed
+
+    with transaction(runtime.sessions) as session:
+        assert ledger.reap(session, timedelta(hours=1)) == 10
+    with runtime.sessions() as session:
+        tally = ledger.counts(session, edition_id)
+        batches = {b.id: b for b in session.scalars(select(Batch))}
+    # Only what may have reached the wire is unknown; the rest waits in the queue.
+    assert (tally["unknown"], tally["queued"], tally["sending"]) == (10, 20, 0)
+    assert batches[waiting.batch_id].outcome == "worker stopped before posting: rows queued again"
+    # Taken over, the batch may not go any more, however late its worker asks.
+    assert not ledger.mark_posted(runtime.engine, waiting.batch_id)
+
+    outbox = OutboxTransport(tmp_path / "out")
+    tally = send_edition(runtime.sessions, edition_id, outbox, runtime.dispatch_settings())
+    assert (tally["sent"], tally["unknown"], tally["queued"]) == (20, 10, 0)
+    # Each message is written as <delivery id>.eml: the 20 queued again, once each.
+    written = {int(re.sub(r"\D", "", p.stem)) for p in outbox.folder_for(edition_id).glob("*.eml")}
+    assert len(written) == 20 and set(waiting.delivery_ids) <= written
+    assert not written & set(posted.delivery_ids)
 
 
 def test_claims_skip_open_batches_and_retried_rows_come_back(runtime: Runtime) -> None:

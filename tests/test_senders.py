@@ -181,7 +181,7 @@ def three_batches_the_first_hanging(
     senders = SenderProcess(sg, env, "https://x.test", SECRET)
     sink.sink.actions = ["hang"]
     sink.sink.hang_seconds = 0.5
-    futures = [senders.submit(rows(1 + 10 * n, 10)) for n in range(3)]
+    futures = [senders.submit(rows(1 + 10 * n, 10), n + 1) for n in range(3)]
     wait_for(lambda: len(sink.sink.bodies) == 1)
     return senders, futures
 

@@ -139,6 +139,47 @@ def test_a_worker_killed_mid_send_loses_nobody_and_doubles_nobody(
     assert len(seen) == len(set(seen)) == 3000
 
 
+def test_a_worker_killed_with_batches_claimed_but_not_posted_leaves_only_the_posted_unknown(
+    runtime: Runtime, sink: SinkServer, tmp_path: Path
+) -> None:
+    edition_id = started_edition(runtime, 5000)
+    # One connection to SendGrid: the sender process holds three batches (it is kept
+    # ahead of its threads), of which one is posted and hangs.
+    env = worker_env(runtime, sink, tmp_path) | {"MAILER_SENDGRID_CONCURRENCY": "1"}
+    sink.sink.actions = ["hang"]
+    sink.sink.hang_seconds = 30
+
+    victim = subprocess.Popen(
+        [*MAILER, "worker", "--drain"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        len(sink.sink.bodies) == 1 and counts(runtime, edition_id)["sending"] == 3000
+    ):
+        time.sleep(0.05)
+    assert counts(runtime, edition_id)["sending"] == 3000, "three batches were never claimed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    survivor = subprocess.run(
+        [*MAILER, "worker", "--drain", "--poll-interval", "0.2"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+
+    assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
+    final = counts(runtime, edition_id)
+    # Unknown: at most the transport's concurrency times the batch size, and only
+    # the batch that reached the provider.
+    assert (final["unknown"], final["sent"], final["queued"]) == (1000, 4000, 0)
+    seen = sink.sink.delivery_ids()
+    assert len(seen) == len(set(seen)) == 5000
+
+
 def test_sigterm_stops_a_worker_cleanly(runtime: Runtime, sink: SinkServer, tmp_path: Path) -> None:
     env = worker_env(runtime, sink, tmp_path)
     idle = subprocess.Popen(

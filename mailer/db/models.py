@@ -343,6 +343,10 @@ class Batch(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(200), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Written, and committed, just before the batch is handed to the transport: a
+    # batch whose worker died without it never reached the wire, and its rows go back
+    # to the queue instead of becoming unknown.
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Every row it held went out under provider_message_id, and that is written here
     # alone: its rows (the queued, never-before-claimed rows of its range) are sent.

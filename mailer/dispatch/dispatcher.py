@@ -7,6 +7,7 @@ rows of its open batches become ``unknown`` once its claim is taken over.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -427,12 +428,16 @@ class _Pipeline:
             raise self.crash
 
     def hand_over(self, batch: ledger.ClaimedBatch) -> None:
-        self.in_flight[self._senders().submit(batch.deliveries)] = batch
+        self.in_flight[self._senders().submit(batch.deliveries, batch.batch_id)] = batch
 
     def _senders(self) -> Senders:
         if self.senders is None:
             settings = self.settings
             links = UnsubscribeLinks(settings.base_url, settings.secret_key)
+            # Each batch is marked posted, on a connection of its own, just before it
+            # goes: a crash then leaves unknown only what may have reached the wire.
+            engine = self.connection.engine
+            gate = functools.partial(ledger.mark_posted, engine)
             if settings.sender_process:
                 try:
                     # Well within the claim timeout: the batch just claimed waits.
@@ -442,6 +447,7 @@ class _Pipeline:
                         self.envelope,
                         settings.base_url,
                         settings.secret_key,
+                        gate=gate,
                         start_timeout=timeout,
                     )
                 except SenderUnavailable as exc:
@@ -452,7 +458,7 @@ class _Pipeline:
                     )
                     self._pace(in_a_process=False)
             if self.senders is None:
-                self.senders = SenderThreads(self.transport, self.envelope, links)
+                self.senders = SenderThreads(self.transport, self.envelope, links, gate)
         return self.senders
 
     def make_room(self, batches: int) -> None:

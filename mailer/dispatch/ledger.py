@@ -756,17 +756,42 @@ def _finish_batch(
     return False, int(edition_id)
 
 
+def mark_posted(engine: Engine, batch_id: int) -> bool:
+    """Say, durably, that the batch goes to the transport now; False if it may not go
+    (the reaper has taken it over: its rows are someone else's again).
+
+    In a transaction of its own, committed before the first byte is sent: after a
+    crash, a batch with no mark certainly never reached the wire, so the reaper puts
+    its rows back in the queue instead of making them ``unknown``.
+    """
+    with engine.begin() as connection:
+        marked = connection.execute(
+            update(BATCHES)
+            .where(BATCHES.c.id == batch_id, BATCHES.c.finished_at.is_(None))
+            .values(posted_at=utcnow())
+        )
+    return bool(getattr(marked, "rowcount", 0))
+
+
 def reap(session: Session, timeout: timedelta) -> int:
     """Take over the claims of workers that died mid-send. The caller commits.
 
     A claim is dead when its worker certainly stopped (liveness), or, where
-    that cannot be seen, when it is older than ``timeout``. Its rows may have
-    gone out, so they become ``unknown`` (never resent blindly); a worker that
-    reports late still records what its transport said (see ``record``).
+    that cannot be seen, when it is older than ``timeout``. If it was posted
+    (``mark_posted``) its rows may have gone out, so they become ``unknown`` (never
+    resent blindly); a worker that reports late still records what its transport
+    said (see ``record``). If it was not, nothing of it reached the wire: closed
+    without a word to its rows, they are queued and claimable again. Returns how many
+    rows became unknown.
     """
     open_batches = session.execute(
         select(
-            Batch.id, Batch.edition_id, Batch.worker, Batch.claimed_at, Batch.delivery_ids
+            Batch.id,
+            Batch.edition_id,
+            Batch.worker,
+            Batch.claimed_at,
+            Batch.delivery_ids,
+            Batch.posted_at,
         ).where(Batch.finished_at.is_(None))
     ).all()
     if not open_batches:
@@ -782,18 +807,28 @@ def reap(session: Session, timeout: timedelta) -> int:
     dialect = session.get_bind().dialect.name
     taken = 0
     for batch in stale:
+        posted = batch.posted_at is not None
         # Closed first, as ``record`` does: a batch recorded since it was read above
-        # is left alone (its refused rows may be queued again, or claimed anew).
+        # is left alone (its refused rows may be queued again, or claimed anew). The
+        # posted mark is read again here: a worker marks only an open batch.
         closed = session.execute(
             update(BATCHES)
-            .where(BATCHES.c.id == batch.id, BATCHES.c.finished_at.is_(None))
+            .where(
+                BATCHES.c.id == batch.id,
+                BATCHES.c.finished_at.is_(None),
+                BATCHES.c.posted_at.is_not(None) if posted else BATCHES.c.posted_at.is_(None),
+            )
             .values(
-                outcome="worker stopped: in-flight rows unknown",
+                outcome=(
+                    "worker stopped: in-flight rows unknown"
+                    if posted
+                    else "worker stopped before posting: rows queued again"
+                ),
                 finished_at=now,
                 delivery_ids=None,
             )
         )
-        if not getattr(closed, "rowcount", 0):
+        if not getattr(closed, "rowcount", 0) or not posted:
             continue
         result = session.execute(
             update(DELIVERIES)

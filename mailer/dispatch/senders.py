@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import pickle
 import resource
@@ -31,7 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     # Not at run time: the sender process has no use for the ledger (SQLAlchemy).
     from mailer.dispatch.ledger import Claimed
 
+log = logging.getLogger(__name__)
+
 # How long a new sender process may take to say it is ready (imports, the transport).
 START_TIMEOUT = 20.0
 # How long a sender process may take to finish after it was asked to stop; everything
@@ -60,8 +63,14 @@ STOP_TIMEOUT = 30.0
 
 
 class SenderUnavailable(RuntimeError):
-    """The batch never reached a sender (it could not start, or had already stopped):
-    nothing of it went out."""
+    """The batch never reached the transport (no sender could start, it had stopped,
+    or the batch might not be posted any more): nothing of it went out."""
+
+
+# Asked, with the batch's id, just before a batch goes to the transport: True once it
+# is durably marked as posted (``mailer.dispatch.ledger.mark_posted``), False if it may
+# not go. It runs on the parent's side, where the database is.
+Gate = Callable[[int], bool]
 
 
 class SenderFailed(RuntimeError):
@@ -69,8 +78,9 @@ class SenderFailed(RuntimeError):
 
 
 class Senders(Protocol):
-    def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
-        """Sign the rows' links and hand them to the transport as one batch."""
+    def submit(self, rows: Sequence[Claimed], batch_id: int) -> Future[list[Result]]:
+        """Sign the rows' links and hand them to the transport as one batch, once the
+        gate (if any) lets batch ``batch_id`` go."""
         ...
 
     def close(self, *, cancel: bool = False) -> None:
@@ -81,19 +91,30 @@ class Senders(Protocol):
 class SenderThreads:
     """Senders on a pool of threads in this process."""
 
-    def __init__(self, transport: Transport, envelope: Envelope, links: UnsubscribeLinks) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        envelope: Envelope,
+        links: UnsubscribeLinks,
+        gate: Gate | None = None,
+    ) -> None:
         self.transport, self.envelope, self.links = transport, with_web_link(envelope, links), links
+        self.gate = gate
         self.pool = ThreadPoolExecutor(max(1, transport.concurrency), thread_name_prefix="sender")
 
-    def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
-        return self.pool.submit(self._send, rows)
+    def submit(self, rows: Sequence[Claimed], batch_id: int) -> Future[list[Result]]:
+        return self.pool.submit(self._send, rows, batch_id)
 
-    def _send(self, rows: Sequence[Claimed]) -> list[Result]:
+    def _send(self, rows: Sequence[Claimed], batch_id: int) -> list[Result]:
         url, edition_id = self.links.url, self.envelope.edition_id
         recipients = [
             Recipient(delivery_id, email, name, url(subscriber_id, edition_id))
             for delivery_id, subscriber_id, email, name in rows
         ]
+        # Asked by the thread that posts, when it is about to: batches waiting for a
+        # thread are not marked, so at most ``concurrency`` are posted and unanswered.
+        if self.gate is not None and not self.gate(batch_id):
+            raise SenderUnavailable("the batch may not be posted: it was taken over")
         return self.transport.send(self.envelope, recipients)
 
     def close(self, *, cancel: bool = False) -> None:
@@ -120,7 +141,10 @@ class SenderProcess:
     The transport crosses as its pickle (its configuration: it opens its own
     connections there). A reader thread here resolves each batch's future as its
     results arrive; whoever takes a batch's ticket off the pending list, the reader or
-    a failed ``submit``, is the one that resolves it.
+    a failed ``submit``, is the one that resolves it. With a gate, a sender thread
+    there asks up the pipe before it posts a batch, and the reader here asks the gate
+    and answers: so this side knows which batches reached the transport, and if the
+    child dies, only those may have gone out.
     """
 
     def __init__(
@@ -130,16 +154,22 @@ class SenderProcess:
         base_url: str,
         secret_key: bytes,
         *,
+        gate: Gate | None = None,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         try:
-            job = pickle.dumps((transport, envelope, base_url, secret_key))
+            job = pickle.dumps((transport, envelope, base_url, secret_key, gate is not None))
         except Exception as exc:
             raise SenderUnavailable(
                 f"the {transport.name} transport cannot move to a sender process: {exc}"
             ) from exc
-        self._pending: dict[int, tuple[Future[list[Result]], list[int]]] = {}
+        self._pending: dict[int, tuple[Future[list[Result]], list[int], int]] = {}
+        self._posted: set[int] = set()  # tickets the gate let go
+        self.gate = gate
         self._lock = threading.Lock()
+        # The claimer submits and the reader answers the child's questions: one writer
+        # of the pipe at a time, so that messages never interleave.
+        self._writing = threading.Lock()
         self._tickets = 0
         self._gone: str | None = None
         self.peak_rss_kb = 0
@@ -173,7 +203,7 @@ class SenderProcess:
         if answer[0] != "ready":
             raise SenderUnavailable(f"the sender process could not start: {answer[1]}")
 
-    def submit(self, rows: Sequence[Claimed]) -> Future[list[Result]]:
+    def submit(self, rows: Sequence[Claimed], batch_id: int) -> Future[list[Result]]:
         future: Future[list[Result]] = Future()
         future.set_running_or_notify_cancel()
         with self._lock:
@@ -182,9 +212,10 @@ class SenderProcess:
                 return future
             self._tickets += 1
             ticket = self._tickets
-            self._pending[ticket] = (future, [row[0] for row in rows])
+            self._pending[ticket] = (future, [row[0] for row in rows], batch_id)
         try:
-            self.outbox.send((ticket, rows))
+            with self._writing:
+                self.outbox.send((ticket, rows))
         except OSError as exc:
             with self._lock:
                 mine = self._pending.pop(ticket, None) is not None
@@ -204,14 +235,20 @@ class SenderProcess:
                     self.peak_rss_kb = int(message[1])
                     continue
                 ticket, kind, payload = message
+                if kind == "posting":
+                    self._answer_gate(ticket)
+                    continue
                 with self._lock:
-                    future, ids = self._pending.pop(ticket)
+                    future, ids, _batch_id = self._pending.pop(ticket)
+                    self._posted.discard(ticket)
                 if kind == "sent":
                     future.set_result([Result(i, Outcome.SENT, payload) for i in ids])
                 elif kind == "results":
                     future.set_result([Result(i, Outcome(o), m, e, d) for i, o, m, e, d in payload])
                 elif kind == "unauthorized":
                     future.set_exception(TransportUnauthorized(payload))
+                elif kind == "unposted":
+                    future.set_exception(SenderUnavailable(payload))
                 else:
                     future.set_exception(SenderFailed(payload))
         except BaseException:
@@ -225,23 +262,50 @@ class SenderProcess:
             code = self.process.wait()
             with self._lock:
                 self._gone = f"the sender process exited (code {code})"
-                held = [future for future, _ids in self._pending.values()]
+                held = [
+                    (future, self.gate is None or ticket in self._posted)
+                    for ticket, (future, _ids, _batch_id) in self._pending.items()
+                ]
                 self._pending.clear()
-            for future in held:
-                future.set_exception(SenderFailed(f"{self._gone} with the batch in hand"))
+            for future, posted in held:
+                if posted:
+                    future.set_exception(SenderFailed(f"{self._gone} with the batch in hand"))
+                else:  # the gate never let it go: it never reached the transport
+                    future.set_exception(SenderUnavailable(f"{self._gone} before posting it"))
+
+    def _answer_gate(self, ticket: int) -> None:
+        """The child is about to post this batch: may it?"""
+        with self._lock:
+            pending = self._pending.get(ticket)
+        allowed = False
+        if pending is not None and self.gate is not None:
+            try:
+                allowed = self.gate(pending[2])
+            except Exception:
+                # Unmarked, it must not go (nobody could tell afterwards that it did).
+                log.exception("batch.mark_posted_failed", extra={"batch_id": pending[2]})
+        if allowed:
+            with self._lock:
+                self._posted.add(ticket)
+        with self._writing, contextlib.suppress(OSError):
+            self.outbox.send(("go", ticket, allowed))
 
     def close(self, *, cancel: bool = False) -> None:
         """Let the child finish every batch it holds and exit; with ``cancel``, only
         those it has begun (the others stay unsent, and their rows become unknown)."""
-        if not cancel:
-            with contextlib.suppress(OSError):
+        if cancel:
+            self.outbox.close()  # end of file: the child stops at once
+        else:
+            # Kept open until the child exits: the reader answers its gate questions.
+            with self._writing, contextlib.suppress(OSError):
                 self.outbox.send(None)
-        self.outbox.close()
         try:
             self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.reader.join()
+        with self._writing:
+            self.outbox.close()
         self.inbox.close()
 
     def _abandon(self) -> None:
@@ -324,15 +388,28 @@ def run_child(read_fd: int, write_fd: int) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
+    lock = threading.Lock()  # one writer of the pipe up at a time
+    # With a gate, each sender thread asks the parent before it posts, and waits for the
+    # answer: tickets waiting, each with its event and the answer.
+    asked: dict[int, tuple[threading.Event, list[bool]]] = {}
+
+    def may_post(ticket: int) -> bool:
+        event, answer = threading.Event(), [False]
+        asked[ticket] = (event, answer)
+        with lock:
+            outbox.send((ticket, "posting", None))
+        event.wait()
+        return answer[0]
+
     try:
         # From the parent that started us, over a pipe only it holds.
-        transport, envelope, base_url, secret_key = pickle.loads(inbox.recv_bytes())  # noqa: S301
-        senders = SenderThreads(transport, envelope, UnsubscribeLinks(base_url, secret_key))
+        transport, envelope, base_url, secret_key, gated = pickle.loads(inbox.recv_bytes())  # noqa: S301
+        links = UnsubscribeLinks(base_url, secret_key)
+        senders = SenderThreads(transport, envelope, links, may_post if gated else None)
     except Exception as exc:
         outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
         return 1
     outbox.send(("ready",))
-    lock = threading.Lock()
 
     def reply(ticket: int, ids: list[int], future: Future[list[Result]]) -> None:
         message: tuple[int, str, Any]
@@ -340,27 +417,42 @@ def run_child(read_fd: int, write_fd: int) -> int:
             message = (ticket, *_compact(future.result(), ids))
         except TransportUnauthorized as exc:
             message = (ticket, "unauthorized", str(exc))
+        except SenderUnavailable as exc:  # the gate said no: nothing of it went out
+            message = (ticket, "unposted", str(exc))
         except BaseException as exc:  # told to the parent, which decides
             message = (ticket, "failed", f"{type(exc).__name__}: {exc}")
         # If the parent is gone, the reaper makes these rows unknown.
         with lock, contextlib.suppress(OSError):
             outbox.send(message)
 
-    while True:
+    finishing: threading.Thread | None = None
+    while finishing is None or finishing.is_alive():
+        # Once asked to stop, the pipe is still read: the batches being finished may
+        # have questions for the gate.
+        if finishing is not None and not inbox.poll(0.05):
+            continue
         try:
             item = inbox.recv()
         except (EOFError, OSError):
             # The parent died, or gave up on what it handed over: nobody will record
-            # what happens now, and the rows of every batch here are unknown. Batches
-            # not yet begun stay unsent (resending them is then safe); those under way
-            # are cut off rather than retried for minutes on nobody's behalf.
+            # what happens now. Batches not yet posted stay unsent (the reaper queues
+            # them again); those under way are cut off rather than retried for minutes
+            # on nobody's behalf, and are unknown.
             os._exit(0)
         if item is None:
-            break  # asked to stop: finish every batch handed over
+            # Asked to stop: finish every batch handed over.
+            finishing = threading.Thread(target=senders.close, name="finishing")
+            finishing.start()
+            continue
+        if item[0] == "go":
+            _, ticket, allowed = item
+            event, answer = asked.pop(ticket)
+            answer[0] = allowed
+            event.set()
+            continue
         ticket, rows = item
         callback = functools.partial(reply, ticket, [row[0] for row in rows])
-        senders.submit(rows).add_done_callback(callback)
-    senders.close()
+        senders.submit(rows, ticket).add_done_callback(callback)
     transport.close()
     with lock, contextlib.suppress(OSError):
         outbox.send(("bye", _peak_rss_kb()))
