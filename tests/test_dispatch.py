@@ -304,7 +304,9 @@ def test_a_dead_workers_batch_that_was_never_posted_goes_back_to_the_queue(
         claim = ledger.claim(connection, edition_id, list_ids, worker, "outbox", 10, batches=2)
     assert claim is not None
     posted, waiting = claim.batches
-    assert ledger.mark_posted(runtime.engine, posted.batch_id)  # then it crashed
+    assert ledger.mark_posted(runtime.engine, [posted.batch_id]) == {
+        posted.batch_id
+    }  # then it crashed
 
     with transaction(runtime.sessions) as session:
         assert ledger.reap(session, timedelta(hours=1)) == 10
@@ -315,7 +317,7 @@ def test_a_dead_workers_batch_that_was_never_posted_goes_back_to_the_queue(
     assert (tally["unknown"], tally["queued"], tally["sending"]) == (10, 20, 0)
     assert batches[waiting.batch_id].outcome == "worker stopped before posting: rows queued again"
     # Taken over, the batch may not go any more, however late its worker asks.
-    assert not ledger.mark_posted(runtime.engine, waiting.batch_id)
+    assert ledger.mark_posted(runtime.engine, [waiting.batch_id]) == set()
 
     outbox = OutboxTransport(tmp_path / "out")
     tally = send_edition(runtime.sessions, edition_id, outbox, runtime.dispatch_settings())

@@ -756,21 +756,23 @@ def _finish_batch(
     return False, int(edition_id)
 
 
-def mark_posted(engine: Engine, batch_id: int) -> bool:
-    """Say, durably, that the batch goes to the transport now; False if it may not go
-    (the reaper has taken it over: its rows are someone else's again).
+def mark_posted(engine: Engine, batch_ids: Sequence[int]) -> set[int]:
+    """Say, durably, that these batches go to the transport now; returns those that may
+    (the others were taken over by the reaper: their rows are someone else's again).
 
     In a transaction of its own, committed before the first byte is sent: after a
     crash, a batch with no mark certainly never reached the wire, so the reaper puts
     its rows back in the queue instead of making them ``unknown``.
     """
     with engine.begin() as connection:
-        marked = connection.execute(
-            update(BATCHES)
-            .where(BATCHES.c.id == batch_id, BATCHES.c.finished_at.is_(None))
-            .values(posted_at=utcnow())
+        return set(
+            connection.execute(
+                update(BATCHES)
+                .where(BATCHES.c.id.in_(list(batch_ids)), BATCHES.c.finished_at.is_(None))
+                .values(posted_at=utcnow())
+                .returning(BATCHES.c.id)
+            ).scalars()
         )
-    return bool(getattr(marked, "rowcount", 0))
 
 
 def reap(session: Session, timeout: timedelta) -> int:

@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import pickle
+import queue
 import resource
 import signal
 import subprocess
@@ -67,10 +68,10 @@ class SenderUnavailable(RuntimeError):
     or the batch might not be posted any more): nothing of it went out."""
 
 
-# Asked, with the batch's id, just before a batch goes to the transport: True once it
-# is durably marked as posted (``mailer.dispatch.ledger.mark_posted``), False if it may
-# not go. It runs on the parent's side, where the database is.
-Gate = Callable[[int], bool]
+# Asked, with batches' ids, just before they go to the transport: returns those durably
+# marked as posted (``mailer.dispatch.ledger.mark_posted``); the others may not go. It
+# runs on the parent's side, where the database is.
+Gate = Callable[[Sequence[int]], set[int]]
 
 
 class SenderFailed(RuntimeError):
@@ -113,7 +114,7 @@ class SenderThreads:
         ]
         # Asked by the thread that posts, when it is about to: batches waiting for a
         # thread are not marked, so at most ``concurrency`` are posted and unanswered.
-        if self.gate is not None and not self.gate(batch_id):
+        if self.gate is not None and batch_id not in self.gate([batch_id]):
             raise SenderUnavailable("the batch may not be posted: it was taken over")
         return self.transport.send(self.envelope, recipients)
 
@@ -142,9 +143,10 @@ class SenderProcess:
     connections there). A reader thread here resolves each batch's future as its
     results arrive; whoever takes a batch's ticket off the pending list, the reader or
     a failed ``submit``, is the one that resolves it. With a gate, a sender thread
-    there asks up the pipe before it posts a batch, and the reader here asks the gate
-    and answers: so this side knows which batches reached the transport, and if the
-    child dies, only those may have gone out.
+    there asks up the pipe before it posts a batch, and a gatekeeper thread here asks
+    the gate (for every question waiting, together: one commit) and answers: so this
+    side knows which batches reached the transport, and if the child dies, only those
+    may have gone out.
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class SenderProcess:
         self._pending: dict[int, tuple[Future[list[Result]], list[int], int]] = {}
         self._posted: set[int] = set()  # tickets the gate let go
         self.gate = gate
+        self._asking: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         # The claimer submits and the reader answers the child's questions: one writer
         # of the pipe at a time, so that messages never interleave.
@@ -186,6 +189,8 @@ class SenderProcess:
             raise SenderUnavailable(f"the sender process could not start: {exc}") from exc
         self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
         self.reader.start()
+        self.gatekeeper = threading.Thread(target=self._keep_gate, name="sender-gate", daemon=True)
+        self.gatekeeper.start()
 
     def _hand_job(self, job: bytes, timeout: float) -> None:
         # The job (the rendered edition) outgrows the pipe's buffer: written from a
@@ -236,7 +241,7 @@ class SenderProcess:
                     continue
                 ticket, kind, payload = message
                 if kind == "posting":
-                    self._answer_gate(ticket)
+                    self._asking.put(ticket)
                     continue
                 with self._lock:
                     future, ids, _batch_id = self._pending.pop(ticket)
@@ -260,6 +265,8 @@ class SenderProcess:
             # The child is gone (or its answers make no sense): what it held may have
             # gone out.
             code = self.process.wait()
+            self._asking.put(None)
+            self.gatekeeper.join()
             with self._lock:
                 self._gone = f"the sender process exited (code {code})"
                 held = [
@@ -273,22 +280,31 @@ class SenderProcess:
                 else:  # the gate never let it go: it never reached the transport
                     future.set_exception(SenderUnavailable(f"{self._gone} before posting it"))
 
-    def _answer_gate(self, ticket: int) -> None:
-        """The child is about to post this batch: may it?"""
-        with self._lock:
-            pending = self._pending.get(ticket)
-        allowed = False
-        if pending is not None and self.gate is not None:
-            try:
-                allowed = self.gate(pending[2])
-            except Exception:
-                # Unmarked, it must not go (nobody could tell afterwards that it did).
-                log.exception("batch.mark_posted_failed", extra={"batch_id": pending[2]})
-        if allowed:
+    def _keep_gate(self) -> None:
+        """Answer the child's questions (may this batch go?) until the reader stops."""
+        while (first := self._asking.get()) is not None:
+            tickets = [first]
+            # Every question waiting is answered with one commit.
+            while not self._asking.empty():
+                if (ticket := self._asking.get()) is None:
+                    self._asking.put(None)  # stop after these
+                    break
+                tickets.append(ticket)
             with self._lock:
-                self._posted.add(ticket)
-        with self._writing, contextlib.suppress(OSError):
-            self.outbox.send(("go", ticket, allowed))
+                batches = {t: self._pending[t][2] for t in tickets if t in self._pending}
+            allowed: set[int] = set()
+            if batches and self.gate is not None:
+                try:
+                    allowed = self.gate(list(batches.values()))
+                except Exception:
+                    # Unmarked, they must not go (nobody could tell afterwards that they did).
+                    log.exception("batch.mark_posted_failed", extra={"batches": len(batches)})
+            let_go = {t for t, batch_id in batches.items() if batch_id in allowed}
+            with self._lock:
+                self._posted |= let_go
+            for ticket in tickets:
+                with self._writing, contextlib.suppress(OSError):
+                    self.outbox.send(("go", ticket, ticket in let_go))
 
     def close(self, *, cancel: bool = False) -> None:
         """Let the child finish every batch it holds and exit; with ``cancel``, only
@@ -393,13 +409,14 @@ def run_child(read_fd: int, write_fd: int) -> int:
     # answer: tickets waiting, each with its event and the answer.
     asked: dict[int, tuple[threading.Event, list[bool]]] = {}
 
-    def may_post(ticket: int) -> bool:
+    def may_post(tickets: Sequence[int]) -> set[int]:
+        (ticket,) = tickets  # a sender thread asks for its own batch
         event, answer = threading.Event(), [False]
         asked[ticket] = (event, answer)
         with lock:
             outbox.send((ticket, "posting", None))
         event.wait()
-        return answer[0]
+        return {ticket} if answer[0] else set()
 
     try:
         # From the parent that started us, over a pipe only it holds.
