@@ -36,7 +36,7 @@ from mailer.db.models import (
     EditionBriefing,
     EditionStatus,
 )
-from mailer.db.session import transaction
+from mailer.db.session import one_writer, transaction
 from mailer.dispatch import ledger, liveness
 from mailer.dispatch.senders import (
     START_TIMEOUT,
@@ -249,7 +249,7 @@ def _claim_and_hand_over(
         if pipeline.halted:
             break  # the transport is down or refused our credentials
         throttle.wait_for(0)
-        with connection.begin():
+        with one_writer(connection.engine), connection.begin():
             status, claimed = ledger.lock_and_claim(
                 connection,
                 edition_id,
@@ -530,7 +530,7 @@ class _Answered(NamedTuple):
 
 def _record(connection: Connection, edition_id: int, finished: list[_Answered]) -> None:
     """Record finished batches in one transaction (a group commit)."""
-    with connection.begin():
+    with one_writer(connection.engine), connection.begin():
         tallies = [
             ledger.record(connection, batch_id, ids, results, whole=whole)
             for batch_id, ids, results, whole in finished

@@ -67,6 +67,7 @@ from mailer.db.models import (
     Newsletter,
     newsletter_lists,
 )
+from mailer.db.session import one_writer
 from mailer.dispatch import liveness, tallies
 from mailer.dispatch.tallies import moved
 from mailer.transports.base import Outcome, Result
@@ -764,7 +765,7 @@ def mark_posted(engine: Engine, batch_ids: Sequence[int]) -> set[int]:
     crash, a batch with no mark certainly never reached the wire, so the reaper puts
     its rows back in the queue instead of making them ``unknown``.
     """
-    with engine.begin() as connection:
+    with one_writer(engine), engine.begin() as connection:
         return set(
             connection.execute(
                 update(BATCHES)
