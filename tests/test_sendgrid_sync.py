@@ -363,8 +363,13 @@ def test_malformed_items_are_skipped_and_reported(
     good = [item("bounces", f"good{n}@example.org", T0 + n) for n in range(4)]
     # Two good items, the planted ones across a page boundary (page size 5), two more.
     raw_server.state.add("bounces", *good[:2], *planted, *good[2:])
-    # A description of the wrong type costs the words, not the suppression.
+    # A description of the wrong type costs the words, not the suppression; control
+    # characters in one are dropped, as at every other way in.
     raw_server.state.add("blocks", {"created": T0, "email": "odd@example.org", "reason": 7})
+    raw_server.state.add(
+        "blocks",
+        {"created": T0, "email": "ctl@example.org", "reason": "550\x00 no\x07 such\ufffe user"},
+    )
     with client(raw_server, sleeps, page_size=5) as sync:
         got = list(sync.fetch_all(None, T0 + 10))
     assert raw_server.state.offsets("bounces") == [0, 5, 10]
@@ -374,8 +379,10 @@ def test_malformed_items_are_skipped_and_reported(
         "good2@example.org",
         "good3@example.org",
         "odd@example.org",
+        "ctl@example.org",
     ]
-    assert got[-1].reason == "" and got[-1].status is None
+    assert got[-2].reason == "" and got[-2].status is None
+    assert got[-1].reason == "550 no such user"
     assert sync.skipped == [
         f"bounces item 2: 'email' missing or not a string: {compact(planted[0])}",
         f"bounces item 3: 'email' missing or not a string: {compact(planted[1])}",

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from mailer.briefings.sanitize import clean_text
 from mailer.transports import rate_limit
 from subscribers.addresses import InvalidAddress, normalize_email
 
@@ -285,8 +286,9 @@ def _suppression(kind: SuppressionKind, item: object) -> ProviderSuppression:
 
 
 def _text(value: object) -> str:
-    # SendGrid's reasons carry trailing and doubled spaces; PostgreSQL stores no NUL.
-    return " ".join(value.replace("\x00", "").split()) if isinstance(value, str) else ""
+    # SendGrid's reasons carry trailing and doubled spaces, and control characters go
+    # the way they go at every other way in (PostgreSQL stores no NUL).
+    return " ".join(clean_text(value).split()) if isinstance(value, str) else ""
 
 
 def _errors(response: httpx.Response) -> str:
