@@ -20,7 +20,8 @@ from sqlalchemy import select
 from mailer.db.models import Delivery, Edition
 from mailer.dispatch import ledger
 from mailer.dispatch.dispatcher import envelope_for
-from mailer.dispatch.senders import SenderFailed, SenderProcess
+from mailer.dispatch.senders import SenderFailed, SenderProcess, SenderThreads, SenderUnavailable
+from mailer.links import UnsubscribeLinks
 from mailer.runtime import Runtime
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
 from mailer.transports.outbox import OutboxTransport
@@ -215,6 +216,26 @@ def test_a_sender_process_whose_parent_is_gone_exits_and_begins_nothing_more(
     for future in futures:
         with pytest.raises(SenderFailed):
             future.result()
+
+
+def test_a_batch_the_gate_refuses_or_cannot_mark_is_never_posted(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    env = envelope(runtime)
+    outbox = OutboxTransport(tmp_path)
+
+    def failing(_ids: object) -> set[int]:
+        raise OSError("database is locked")
+
+    links = UnsubscribeLinks("https://x.test", SECRET)
+    for gate, why in ((lambda _ids: set(), "taken over"), (failing, "could not be marked")):
+        senders = SenderThreads(outbox, env, links, gate)
+        future = senders.submit(rows(1, 3), 1)
+        # Not unknown: nothing went out, so the rows may be sent again.
+        with pytest.raises(SenderUnavailable, match=why):
+            future.result()
+        senders.close()
+    assert not list(outbox.folder_for(env.edition_id).glob("*.eml"))
 
 
 def crossed(transport: T) -> T:

@@ -114,8 +114,14 @@ class SenderThreads:
         ]
         # Asked by the thread that posts, when it is about to: batches waiting for a
         # thread are not marked, so at most ``concurrency`` are posted and unanswered.
-        if self.gate is not None and batch_id not in self.gate([batch_id]):
-            raise SenderUnavailable("the batch may not be posted: it was taken over")
+        if self.gate is not None:
+            try:
+                allowed = batch_id in self.gate([batch_id])
+            except Exception as exc:
+                # Unmarked, it must not go; and since it did not, it may be sent again.
+                raise SenderUnavailable(f"the batch could not be marked posted: {exc}") from exc
+            if not allowed:
+                raise SenderUnavailable("the batch may not be posted: it was taken over")
         return self.transport.send(self.envelope, recipients)
 
     def close(self, *, cancel: bool = False) -> None:
@@ -169,6 +175,7 @@ class SenderProcess:
         self._posted: set[int] = set()  # tickets the gate let go
         self.gate = gate
         self._asking: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._child_gone = False  # then no question left is let go
         self._lock = threading.Lock()
         # The claimer submits and the reader answers the child's questions: one writer
         # of the pipe at a time, so that messages never interleave.
@@ -187,10 +194,11 @@ class SenderProcess:
             if isinstance(exc, SenderUnavailable) or not isinstance(exc, Exception):
                 raise  # an interrupt stays one
             raise SenderUnavailable(f"the sender process could not start: {exc}") from exc
-        self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
-        self.reader.start()
+        # The gatekeeper first: the reader stops it when the child goes.
         self.gatekeeper = threading.Thread(target=self._keep_gate, name="sender-gate", daemon=True)
         self.gatekeeper.start()
+        self.reader = threading.Thread(target=self._read, name="sender-results", daemon=True)
+        self.reader.start()
 
     def _hand_job(self, job: bytes, timeout: float) -> None:
         # The job (the rendered edition) outgrows the pipe's buffer: written from a
@@ -265,6 +273,7 @@ class SenderProcess:
             # The child is gone (or its answers make no sense): what it held may have
             # gone out.
             code = self.process.wait()
+            self._child_gone = True
             self._asking.put(None)
             self.gatekeeper.join()
             with self._lock:
@@ -293,7 +302,8 @@ class SenderProcess:
             with self._lock:
                 batches = {t: self._pending[t][2] for t in tickets if t in self._pending}
             allowed: set[int] = set()
-            if batches and self.gate is not None:
+            # A dead child posts nothing more: its questions are not marked.
+            if batches and self.gate is not None and not self._child_gone:
                 try:
                     allowed = self.gate(list(batches.values()))
                 except Exception:
@@ -310,7 +320,8 @@ class SenderProcess:
         """Let the child finish every batch it holds and exit; with ``cancel``, only
         those it has begun (the others stay unsent, and their rows become unknown)."""
         if cancel:
-            self.outbox.close()  # end of file: the child stops at once
+            with self._writing:
+                self.outbox.close()  # end of file: the child stops at once
         else:
             # Kept open until the child exits: the reader answers its gate questions.
             with self._writing, contextlib.suppress(OSError):
