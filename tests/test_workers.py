@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,32 @@ def counts(runtime: Runtime, edition_id: int) -> dict[str, int]:
         return ledger.counts(session, edition_id)
 
 
+def killed_when(env: dict[str, str], ready: Callable[[], bool]) -> None:
+    """Start a draining worker and SIGKILL it as soon as ``ready`` (within a minute)."""
+    victim = subprocess.Popen(
+        [*MAILER, "worker", "--drain"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ready():
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+
+def drained(env: dict[str, str]) -> None:
+    """A survivor worker drains what is left, and exits 0."""
+    survivor = subprocess.run(
+        [*MAILER, "worker", "--drain", "--poll-interval", "0.2"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
+
+
 def test_three_workers_share_one_edition_exactly_once(
     runtime: Runtime, sink: SinkServer, tmp_path: Path
 ) -> None:
@@ -109,30 +135,14 @@ def test_a_worker_killed_mid_send_loses_nobody_and_doubles_nobody(
     sink.sink.actions = ["ok", "hang", "hang"]
     sink.sink.hang_seconds = 30
 
-    victim = subprocess.Popen(
-        [*MAILER, "worker", "--drain"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killed_when(
+        env, lambda: len(sink.sink.bodies) == 3 and counts(runtime, edition_id)["sent"] == 1000
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        len(sink.sink.bodies) == 3 and counts(runtime, edition_id)["sent"] == 1000
-    ):
-        time.sleep(0.05)
     assert len(sink.sink.bodies) == 3, "the worker never handed over all three batches"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
     assert counts(runtime, edition_id)["sending"] == 2000
 
-    survivor = subprocess.run(
-        [*MAILER, "worker", "--drain", "--poll-interval", "0.2"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+    drained(env)
 
-    assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
     final = counts(runtime, edition_id)
     assert final["sent"] == 1000 and final["unknown"] == 2000 and final["queued"] == 0
     seen = sink.sink.delivery_ids()
@@ -149,29 +159,13 @@ def test_a_worker_killed_with_batches_claimed_but_not_posted_leaves_only_the_pos
     sink.sink.actions = ["hang"]
     sink.sink.hang_seconds = 30
 
-    victim = subprocess.Popen(
-        [*MAILER, "worker", "--drain"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killed_when(
+        env, lambda: len(sink.sink.bodies) == 1 and counts(runtime, edition_id)["sending"] == 3000
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        len(sink.sink.bodies) == 1 and counts(runtime, edition_id)["sending"] == 3000
-    ):
-        time.sleep(0.05)
     assert counts(runtime, edition_id)["sending"] == 3000, "three batches were never claimed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
 
-    survivor = subprocess.run(
-        [*MAILER, "worker", "--drain", "--poll-interval", "0.2"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+    drained(env)
 
-    assert survivor.returncode == 0, survivor.stderr.decode()[-2000:]
     final = counts(runtime, edition_id)
     # Unknown: at most the transport's concurrency times the batch size, and only
     # the batch that reached the provider.

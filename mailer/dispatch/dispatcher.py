@@ -1,8 +1,9 @@
 """Send an edition: fill the ledger, then claim, hand over and record, batch by batch.
 
 Every step commits before the next begins, so a process killed anywhere
-resumes from the ledger (Invariant 4): queued rows are still queued, and the
-rows of its open batches become ``unknown`` once its claim is taken over.
+resumes from the ledger (Invariant 4): queued rows are still queued, and once
+its claim is taken over the rows of its posted batches become ``unknown`` and those
+of batches it never posted are queued again.
 """
 
 from __future__ import annotations

@@ -177,8 +177,8 @@ class SenderProcess:
         self._asking: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._child_gone = False  # then no question left is let go
         self._lock = threading.Lock()
-        # The claimer submits and the reader answers the child's questions: one writer
-        # of the pipe at a time, so that messages never interleave.
+        # The claimer submits and the gatekeeper answers the child's questions: one
+        # writer of the pipe at a time, so that messages never interleave.
         self._writing = threading.Lock()
         self._tickets = 0
         self._gone: str | None = None
@@ -318,12 +318,13 @@ class SenderProcess:
 
     def close(self, *, cancel: bool = False) -> None:
         """Let the child finish every batch it holds and exit; with ``cancel``, only
-        those it has begun (the others stay unsent, and their rows become unknown)."""
+        those it has begun (the others stay unsent: with a gate they are retried, else
+        their rows become unknown)."""
         if cancel:
             with self._writing:
                 self.outbox.close()  # end of file: the child stops at once
         else:
-            # Kept open until the child exits: the reader answers its gate questions.
+            # Kept open until the child exits: the gatekeeper answers its questions.
             with self._writing, contextlib.suppress(OSError):
                 self.outbox.send(None)
         try:

@@ -1,8 +1,8 @@
 """The service jobs the leading scheduler runs between slots.
 
-Pull sources when their interval has passed, take over the claims of dead
-workers, prune old provider events, fold the lists' kept counts, and the hooks of the
-bounce and event tracking work: sync the provider's suppression lists, reconcile ``unknown``
+Pull sources when their interval has passed, take over the claims of dead workers,
+prune old provider events, fold the lists' kept counts, and the hooks of the bounce
+and event tracking work: sync the provider's suppression lists, reconcile ``unknown``
 deliveries from provider events.
 """
 
