@@ -124,12 +124,17 @@ def set_lists(
                 session, subscriber.id, list_id, "subscribe", now, wording=wording, client=client
             )
     left: list[int] = []
-    if leaving:
-        result = unsubscribe(session, subscriber, leaving, source="preferences", at=now)
-        if result.changed:
-            left = sorted(leaving)
-            for list_id in left:
-                _consent(session, subscriber.id, list_id, "unsubscribe", now, client=client)
+    if leaving and unsubscribe(
+        session.connection(),
+        subscriber.id,
+        subscriber.email,
+        leaving,
+        source="preferences",
+        at=now,
+    ):
+        left = sorted(leaving)
+        for list_id in left:
+            _consent(session, subscriber.id, list_id, "unsubscribe", now, client=client)
     return ListChange(tuple(joined), tuple(left))
 
 
@@ -159,7 +164,14 @@ def leave_everything(
     )
     changed = subscriber.status != SubscriberStatus.UNSUBSCRIBED or bool(active)
     if active:
-        unsubscribe(session, subscriber, active, source="preferences", at=now)
+        unsubscribe(
+            session.connection(),
+            subscriber.id,
+            subscriber.email,
+            active,
+            source="preferences",
+            at=now,
+        )
         session.execute(
             update(Subscription)
             .where(

@@ -20,6 +20,7 @@ import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 _PURPOSE = b"mailer/unsubscribe/v1"
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
@@ -78,8 +79,14 @@ class UnsubscribeSigner:
         return f"{subscriber_id}.{edition_id}.{self.signature(subscriber_id, edition_id)}"
 
 
+@lru_cache(maxsize=8)
+def _signer(key: bytes) -> UnsubscribeSigner:
+    # Its keyed states are made once per key, not on every link checked.
+    return UnsubscribeSigner(key)
+
+
 def sign_unsubscribe(key: bytes, subscriber_id: int, edition_id: int) -> str:
-    return UnsubscribeSigner(key).token(subscriber_id, edition_id)
+    return _signer(key).token(subscriber_id, edition_id)
 
 
 def verify_unsubscribe(keys: Keys, token: str) -> UnsubscribeToken:
@@ -88,7 +95,7 @@ def verify_unsubscribe(keys: Keys, token: str) -> UnsubscribeToken:
         raise TokenError("the link is incomplete or malformed")
     subscriber_id, edition_id = int(match[1]), int(match[2])
     for key in key_ring(keys):
-        expected = UnsubscribeSigner(key).signature(subscriber_id, edition_id)
+        expected = _signer(key).signature(subscriber_id, edition_id)
         if hmac.compare_digest(match[3], expected):
             return UnsubscribeToken(subscriber_id, edition_id)
     raise TokenError("the link's signature does not match")

@@ -6,65 +6,69 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, insert, select, update
 
 from mailer.db.base import utcnow
-from mailer.db.models import Event
+from mailer.db.models import Edition, Event, Newsletter, newsletter_lists
 from mailer.events import tallies as event_tallies
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
 from subscribers.tokens import Keys, verify_unsubscribe
 
-
-@dataclass(frozen=True)
-class UnsubscribeResult:
-    email: str
-    changed: bool  # False when there was nothing left to leave: repeats are harmless
+# The lists a link's newsletter sends to, as the database knows them at that moment.
+ListIds = Sequence[int] | Select[tuple[int]]
 
 
 def unsubscribe(
-    session: Session,
-    subscriber: Subscriber,
-    list_ids: Sequence[int],
+    connection: Connection,
+    subscriber_id: int,
+    email: str,
+    list_ids: ListIds,
     *,
     source: str,
     edition_id: int | None = None,
     record: bool = True,
     at: datetime | None = None,
-) -> UnsubscribeResult:
-    """End the subscriber's active subscriptions to ``list_ids`` and record why.
+) -> bool:
+    """End the subscriber's active subscriptions to ``list_ids`` and record why; whether
+    anything ended (a repeat is harmless and changes nothing).
 
     ``record=False`` when the cause is already an event of its own (a provider's
-    unsubscribe event): one reader leaving is one event, not two.
+    unsubscribe event): one reader leaving is one event, not two. Core statements on the
+    caller's connection: a one-click request is the busiest write readers make, and
+    nothing here needs the ORM's objects (callers holding some do not read these columns
+    back).
     """
     now = at or utcnow()
     # One conditional UPDATE: of two requests at once (two one-click POSTs), only the
     # one that actually moved rows from active records an event, on every database.
-    ended = session.scalars(
-        update(Subscription)
-        .where(
-            Subscription.subscriber_id == subscriber.id,
-            Subscription.list_id.in_(list_ids),
-            Subscription.status == SubscriptionStatus.ACTIVE,
+    ended = (
+        connection.execute(
+            update(Subscription)
+            .where(
+                Subscription.subscriber_id == subscriber_id,
+                Subscription.list_id.in_(list_ids),
+                Subscription.status == SubscriptionStatus.ACTIVE,
+            )
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now)
+            .returning(Subscription.list_id)
         )
-        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now)
-        .returning(Subscription.list_id)
-        .execution_options(synchronize_session="fetch")
-    ).all()
+        .scalars()
+        .all()
+    )
     if ended and record:
-        session.add(
-            Event(
+        connection.execute(
+            insert(Event).values(
                 source=source,
                 kind="unsubscribe",
-                email=subscriber.email,
+                email=email,
                 edition_id=edition_id,
                 payload={"list_ids": sorted(ended)},
                 occurred_at=now,
                 received_at=now,
             )
         )
-        event_tallies.add(session.connection(), [(edition_id, "unsubscribe", now)])
-    return UnsubscribeResult(email=subscriber.email, changed=bool(ended))
+        event_tallies.add(connection, [(edition_id, "unsubscribe", now)])
+    return bool(ended)
 
 
 class UnknownRecipient(LookupError):
@@ -73,34 +77,40 @@ class UnknownRecipient(LookupError):
 
 @dataclass(frozen=True)
 class LinkTarget:
-    subscriber: Subscriber
+    subscriber_id: int
+    email: str
+    newsletter_id: int
     newsletter_name: str
-    list_ids: list[int]
     edition_id: int
 
+    def list_ids(self) -> Select[tuple[int]]:
+        return select(newsletter_lists.c.list_id).where(
+            newsletter_lists.c.newsletter_id == self.newsletter_id
+        )
 
-def resolve(session: Session, key: Keys, token: str) -> LinkTarget:
-    """Who an unsubscribe link speaks for; raises TokenError or UnknownRecipient."""
-    from mailer.db.models import Edition
 
-    claims = verify_unsubscribe(key, token)
-    subscriber = session.get(Subscriber, claims.subscriber_id)
-    edition = session.get(Edition, claims.edition_id)
-    if subscriber is None or edition is None:
+def resolve(connection: Connection, keys: Keys, token: str) -> LinkTarget:
+    """Who an unsubscribe link speaks for, in one query; raises TokenError or
+    UnknownRecipient.
+
+    An edition that started before the subscriber existed cannot have mailed them: the
+    link was another person's, whose row was erased and whose id SQLite gave again (it
+    reuses the highest rowid), and it must not speak for the newcomer.
+    """
+    claims = verify_unsubscribe(keys, token)
+    row = connection.execute(
+        select(Subscriber.email, Newsletter.id, Newsletter.name)
+        .select_from(Subscriber)
+        .join(Edition, Edition.id == claims.edition_id)
+        .join(Newsletter, Newsletter.id == Edition.newsletter_id)
+        .where(
+            Subscriber.id == claims.subscriber_id,
+            Edition.send_started_at >= Subscriber.created_at,
+        )
+    ).first()
+    if row is None:
         raise UnknownRecipient("this link belongs to a subscription that no longer exists")
-    newsletter = edition.newsletter
+    email, newsletter_id, newsletter_name = row
     return LinkTarget(
-        subscriber=subscriber,
-        newsletter_name=newsletter.name,
-        list_ids=[mailing_list.id for mailing_list in newsletter.lists],
-        edition_id=edition.id,
-    )
-
-
-def unsubscribe_by_token(
-    session: Session, key: Keys, token: str, *, source: str
-) -> UnsubscribeResult:
-    target = resolve(session, key, token)
-    return unsubscribe(
-        session, target.subscriber, target.list_ids, source=source, edition_id=target.edition_id
+        claims.subscriber_id, email, newsletter_id, newsletter_name, claims.edition_id
     )

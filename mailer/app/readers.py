@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from markupsafe import escape
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from mailer.accounts import rate_limits
@@ -45,6 +45,7 @@ from mailer.schedule.slots import ScheduleError, parse_timezone
 from mailer.transports import transport_for
 from mailer.transports.base import Envelope, Outcome, Recipient
 from subscribers import erasure, personal_data, preferences, signup
+from subscribers import unsubscribe as leaving
 from subscribers.addresses import InvalidAddress, normalize_email
 from subscribers.models import MailingList, Subscriber, SubscriberStatus, SubscriptionStatus
 from subscribers.tokens import (
@@ -82,6 +83,8 @@ __all__ = [
     "subscribe_api",
     "subscribe_form",
     "undo_unsubscribe",
+    "unsubscribe",
+    "unsubscribe_link",
 ]
 
 log = logging.getLogger(__name__)
@@ -527,6 +530,50 @@ def confirm(runtime: Runtime, token: str, *, client: str) -> ConfirmView:
             tuple(lists[i] for i in done.list_ids if i in lists),
             preferences_url(runtime, subscriber.id),
         )
+
+
+# -- the unsubscribe link -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaveView:
+    newsletter: str
+    email: str  # masked
+    changed: bool  # False for the page, and for a repeat: nothing was left to leave
+
+
+def unsubscribe_link(runtime: Runtime, token: str) -> LeaveView:
+    """What an email's unsubscribe link would do; changes nothing (link scanners GET).
+    One query on a plain connection: it is the page readers open most."""
+    keys = runtime.settings.require_secret_keys()
+    with runtime.engine.connect() as connection:
+        target = _link_target(connection, keys, token)
+    return LeaveView(target.newsletter_name, mask(target.email), changed=False)
+
+
+def unsubscribe(runtime: Runtime, token: str, *, source: str) -> LeaveView:
+    """Leave the lists of the link's newsletter (its button, or an RFC 8058 one-click
+    request): one lookup, then one conditional UPDATE and its event."""
+    keys = runtime.settings.require_secret_keys()
+    with one_writer(runtime.engine), runtime.engine.begin() as connection:
+        target = _link_target(connection, keys, token)
+        changed = leaving.unsubscribe(
+            connection,
+            target.subscriber_id,
+            target.email,
+            target.list_ids(),
+            source=source,
+            edition_id=target.edition_id,
+        )
+    log.info("subscriber.unsubscribed", extra={"source": source, "changed": changed})
+    return LeaveView(target.newsletter_name, mask(target.email), changed=changed)
+
+
+def _link_target(connection: Connection, keys: Keys, token: str) -> leaving.LinkTarget:
+    try:
+        return leaving.resolve(connection, keys, token)
+    except leaving.UnknownRecipient as exc:
+        raise NotFound(str(exc)) from None
 
 
 # -- the preference page --------------------------------------------------------------

@@ -21,6 +21,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("json_serializer", _json_text)
     kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
+        kwargs.setdefault("pool_size", 40)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -413,16 +413,17 @@ def _unsubscribe(session: Session, event: Event, facts: _ChunkFacts) -> int:
                 select(Subscription.list_id).where(Subscription.subscriber_id == subscriber.id)
             )
         )
-    result = unsubscribe(
-        session,
-        subscriber,
+    changed = unsubscribe(
+        session.connection(),
+        subscriber.id,
+        subscriber.email,
         list_ids,
         source=f"{event.source}:{event.kind}",
         edition_id=event.edition_id,
         record=False,  # the provider's event is the record
         at=event.occurred_at,
     )
-    return int(result.changed)
+    return int(changed)
 
 
 def _resubscribe(session: Session, event: Event, facts: _ChunkFacts) -> int:
