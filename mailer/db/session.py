@@ -21,6 +21,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("json_serializer", _json_text)
     kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
+        # As many pooled connections as the web's worker threads (anyio's 40): a smaller
+        # pool opened and closed an overflow connection, PRAGMAs and all, per request.
         kwargs.setdefault("pool_size", 40)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
