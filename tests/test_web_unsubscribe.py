@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from mailer.briefings.folder import pull_folder
 from mailer.config import ConfigError, Settings
@@ -643,3 +643,24 @@ def test_a_post_waiting_for_the_sqlite_lock_does_not_stall_other_requests(
         assert subscription_status(runtime, readers[0]) == [SubscriptionStatus.UNSUBSCRIBED]
     finally:
         runtime.close()
+
+
+def test_a_link_from_before_its_subscriber_existed_speaks_for_nobody(
+    runtime: Runtime, sent: Sent, client: TestClient
+) -> None:
+    # SQLite gives an erased subscriber's id again: the newcomer holding that id joined
+    # after the edition went out, so the old link in the erased person's mailbox is not theirs.
+    path = sent.path(url_of(runtime, sent))
+    with transaction(runtime.sessions) as session:
+        edition = session.get(Edition, sent.edition_id)
+        assert edition is not None and edition.send_started_at is not None
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.email == sent.readers[0])
+            .values(created_at=edition.send_started_at + timedelta(seconds=1))
+        )
+
+    assert client.get(path).status_code == 404
+    answer = client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 404
+    everyone_still_subscribed(runtime, sent.readers)
