@@ -177,8 +177,9 @@ def test_suppressed_unsubscribed_and_bounced_get_nothing(runtime: Runtime) -> No
         session.add(Suppression(email=suppressed, reason="hard bounce", source="test"))
         by_email = {s.email: s for s in session.scalars(select(Subscriber))}
         unsubscribe(
-            session,
-            by_email[left],
+            session.connection(),
+            by_email[left].id,
+            left,
             [s.list_id for s in by_email[left].subscriptions],
             source="test",
         )
@@ -206,7 +207,13 @@ def test_who_unsubscribes_mid_send_gets_nothing_more(runtime: Runtime) -> None:
         with transaction(runtime.sessions) as session:
             leaver = session.scalar(select(Subscriber).where(Subscriber.email == late_leaver))
             assert leaver is not None
-            unsubscribe(session, leaver, [s.list_id for s in leaver.subscriptions], source="test")
+            unsubscribe(
+                session.connection(),
+                leaver.id,
+                leaver.email,
+                [s.list_id for s in leaver.subscriptions],
+                source="test",
+            )
             session.add(Suppression(email=late_suppressed, reason="complaint", source="test"))
 
     transport = Hooked(runtime.settings.outbox_dir, after)
