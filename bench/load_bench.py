@@ -77,10 +77,15 @@ class Measured:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     unexpected: dict[str, int] = field(default_factory=dict)
+    server_cpu: float = 0.0  # CPU seconds the server's processes spent meanwhile
 
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.seconds
+
+    @property
+    def server_cpu_per_answer(self) -> float:
+        return self.server_cpu / len(self.latencies) if self.latencies else float("nan")
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -136,6 +141,22 @@ def start_server(
         time.sleep(0.2)
     server.terminate()
     raise RuntimeError("the server did not become ready")
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user and system) of a process and its children, from /proc."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def hammer(port: int, endpoint: Endpoint, connections: int, seconds: float) -> Measured:
@@ -285,6 +306,8 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> list[Measured]:
                 shutil.which("py-spy") or "py-spy",
                 "record",
                 "--subprocesses",
+                # What holds the interpreter, not threads waiting for it or for SQLite.
+                "--gil",
                 "--pid",
                 str(server.pid),
                 "--format",
@@ -301,7 +324,9 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> list[Measured]:
             if args.only and endpoint.name not in args.only and endpoint.name != "GET /healthz":
                 continue
             connections = args.webhook_connections if endpoint.webhook else args.connections
+            cpu_before = server_cpu(server.pid)
             measured = hammer(port, endpoint, connections, args.seconds)
+            measured.server_cpu = server_cpu(server.pid) - cpu_before
             results.append(measured)
             print_line(measured, results[0].rate)
         webhook = [m for m in results if m.name == "POST /webhooks/sendgrid"]
@@ -340,6 +365,7 @@ def print_line(m: Measured, healthz: float) -> None:
     print(
         f"  {m.name:<26} {m.rate:8.1f}/s  ratio {m.rate / healthz:5.2f}  "
         f"p50 {m.quantile(0.5) * 1000:7.1f} ms  p99 {m.quantile(0.99) * 1000:7.1f} ms  "
+        f"server CPU {m.server_cpu_per_answer * 1000:5.2f} ms  "
         f"({len(m.latencies):,} answers, {m.connections} connections){flag}",
         flush=True,
     )

@@ -75,6 +75,9 @@ def plural(count: int, singular: str, many: str | None = None) -> str:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=PAGES)
     env = templates.env
+    # The pages ship in the package and change only with it: no stat() of each template
+    # (and its parents) on every render to see whether it changed on disk.
+    env.auto_reload = False
     env.filters.update(
         thousands=thousands, duration=duration, until=until, at=at, iso=iso, plural=plural
     )
