@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.config import Settings
-from mailer.db.session import make_engine, make_sessionmaker
+from mailer.db.session import make_engine, make_point_read_engine, make_sessionmaker
 from mailer.dispatch.dispatcher import DispatchSettings
 
 
@@ -18,10 +18,13 @@ class Runtime:
     settings: Settings
     engine: Engine = field(init=False)
     sessions: sessionmaker[Session] = field(init=False)
+    # The web's event loop only: see make_point_read_engine. Connects when first used.
+    point_reads: Engine = field(init=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
+        self.point_reads = make_point_read_engine(self.settings.database_url)
 
     def dispatch_settings(self) -> DispatchSettings:
         return DispatchSettings(
@@ -35,3 +38,4 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.point_reads.dispose()

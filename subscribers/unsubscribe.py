@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Select, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from mailer.db.base import utcnow
 from mailer.db.models import Edition, Event, Newsletter, newsletter_lists
@@ -14,8 +15,43 @@ from mailer.events import tallies as event_tallies
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
 from subscribers.tokens import Keys, verify_unsubscribe
 
-# The lists a link's newsletter sends to, as the database knows them at that moment.
-ListIds = Sequence[int] | Select[tuple[int]]
+
+@dataclass(frozen=True)
+class NewsletterLists:
+    """The lists a newsletter sends to, as the database knows them at that moment."""
+
+    newsletter_id: int
+
+
+ListIds = Sequence[int] | NewsletterLists
+
+_ACTIVE_IN = (
+    Subscription.subscriber_id == bindparam("leaving_id"),
+    Subscription.status == SubscriptionStatus.ACTIVE,
+)
+
+
+def _ending(lists: ColumnElement[bool]) -> ReturningUpdate[tuple[int]]:
+    return (
+        update(Subscription)
+        .where(*_ACTIVE_IN, lists)
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=bindparam("left_at"))
+        .returning(Subscription.list_id)
+    )
+
+
+# Built once, bound per call: on a one-click request, building these statements (and
+# their cache keys, which walk every value) cost more than running them. (A bound
+# parameter of an UPDATE may not take a column's name.)
+_END_LISTS = _ending(Subscription.list_id.in_(bindparam("leaving_lists", expanding=True)))
+_END_NEWSLETTER = _ending(
+    Subscription.list_id.in_(
+        select(newsletter_lists.c.list_id).where(
+            newsletter_lists.c.newsletter_id == bindparam("newsletter_id")
+        )
+    )
+)
+_RECORD = insert(Event)
 
 
 def unsubscribe(
@@ -41,31 +77,28 @@ def unsubscribe(
     now = at or utcnow()
     # One conditional UPDATE: of two requests at once (two one-click POSTs), only the
     # one that actually moved rows from active records an event, on every database.
+    if isinstance(list_ids, NewsletterLists):
+        statement = _END_NEWSLETTER
+        lists: dict[str, object] = {"newsletter_id": list_ids.newsletter_id}
+    else:
+        statement, lists = _END_LISTS, {"leaving_lists": list(list_ids)}
     ended = (
-        connection.execute(
-            update(Subscription)
-            .where(
-                Subscription.subscriber_id == subscriber_id,
-                Subscription.list_id.in_(list_ids),
-                Subscription.status == SubscriptionStatus.ACTIVE,
-            )
-            .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=now)
-            .returning(Subscription.list_id)
-        )
+        connection.execute(statement, {"leaving_id": subscriber_id, "left_at": now, **lists})
         .scalars()
         .all()
     )
     if ended and record:
         connection.execute(
-            insert(Event).values(
-                source=source,
-                kind="unsubscribe",
-                email=email,
-                edition_id=edition_id,
-                payload={"list_ids": sorted(ended)},
-                occurred_at=now,
-                received_at=now,
-            )
+            _RECORD,
+            {
+                "source": source,
+                "kind": "unsubscribe",
+                "email": email,
+                "edition_id": edition_id,
+                "payload": {"list_ids": sorted(ended)},
+                "occurred_at": now,
+                "received_at": now,
+            },
         )
         event_tallies.add(connection, [(edition_id, "unsubscribe", now)])
     return bool(ended)
@@ -83,10 +116,8 @@ class LinkTarget:
     newsletter_name: str
     edition_id: int
 
-    def list_ids(self) -> Select[tuple[int]]:
-        return select(newsletter_lists.c.list_id).where(
-            newsletter_lists.c.newsletter_id == self.newsletter_id
-        )
+    def lists(self) -> NewsletterLists:
+        return NewsletterLists(self.newsletter_id)
 
 
 # Built once: building the statement cost more than running it, on the most-opened page.

@@ -664,3 +664,24 @@ def test_a_link_from_before_its_subscriber_existed_speaks_for_nobody(
     answer = client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 404
     everyone_still_subscribed(runtime, sent.readers)
+
+
+def test_the_link_page_gives_up_on_a_locked_table_instead_of_stalling(
+    runtime: Runtime, sent: Sent, client: TestClient
+) -> None:
+    # GET /u reads on the web's event loop: a lock it met must not hold every other
+    # request of the process behind it. PostgreSQL only: SQLite's readers never wait.
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite readers (WAL) never wait for a lock")
+    path = sent.path(url_of(runtime, sent))
+    with runtime.engine.connect() as other:
+        other.exec_driver_sql("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        answer = client.get(path)
+        waited = time.monotonic() - started
+        other.rollback()
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert "nothing was changed" in answer.text
+    assert waited < 5, f"the read waited {waited:.1f} s for the lock"
+    assert client.get(path).status_code == 200  # the lock gone, the same link works

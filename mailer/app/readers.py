@@ -544,9 +544,10 @@ class LeaveView:
 
 def unsubscribe_link(runtime: Runtime, token: str) -> LeaveView:
     """What an email's unsubscribe link would do; changes nothing (link scanners GET).
-    One query on a plain connection: it is the page readers open most."""
+    One read by key on the point-read connection: the web makes it on its event loop,
+    since it is the page readers open most."""
     keys = runtime.settings.require_secret_keys()
-    with runtime.engine.connect() as connection:
+    with runtime.point_reads.connect() as connection:
         target = _link_target(connection, keys, token)
     return LeaveView(target.newsletter_name, mask(target.email), changed=False)
 
@@ -561,7 +562,7 @@ def unsubscribe(runtime: Runtime, token: str, *, source: str) -> LeaveView:
             connection,
             target.subscriber_id,
             target.email,
-            target.list_ids(),
+            target.lists(),
             source=source,
             edition_id=target.edition_id,
         )

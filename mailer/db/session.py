@@ -27,10 +27,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    return create_engine(_with_driver(url), pool_pre_ping=True, **kwargs)
+
+
+def _with_driver(url: str) -> str:
+    # Plain postgresql:// URLs would pick psycopg2, which we don't ship.
     if url.startswith("postgresql://"):
-        # Plain postgresql:// URLs would pick psycopg2, which we don't ship.
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def make_point_read_engine(url: str) -> Engine:
+    """One connection for the point reads a web process makes on its event loop.
+
+    For the most-opened public link, handing one indexed read to a worker thread cost
+    more than the read itself. Inline, a query holds up every request of the process
+    while it runs, so this engine is for single-row reads by key only, and is made so
+    that nothing else can make it wait: its one connection is nobody else's (no queue
+    for the pool), and a lock it meets makes it fail within a second instead of
+    stalling the process (SQLite's busy timeout; PostgreSQL's lock and statement
+    timeouts, for a migration's table lock).
+    """
+    # Autocommit: a read by key needs no transaction, and on PostgreSQL each BEGIN and
+    # ROLLBACK around it would be a round trip more.
+    single: dict[str, Any] = {
+        "pool_size": 1,
+        "max_overflow": 0,
+        "pool_timeout": 1,
+        "isolation_level": "AUTOCOMMIT",
+    }
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 1}, **single)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # No pre-ping: it would be a round trip more per read. After a database restart the
+    # first read fails, the pool drops the dead connection, and the next one reconnects.
+    options = "-c lock_timeout=1000 -c statement_timeout=2000"
+    return create_engine(
+        _with_driver(url), connect_args={"options": options, "connect_timeout": 2}, **single
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from mailer.db.models import EventTally
 
 EVENT_TALLIES = cast(Table, EventTally.__table__)
+_ADD = insert(EVENT_TALLIES)
 
 
 def hour_of(at: datetime) -> datetime:
@@ -34,7 +35,7 @@ def add(connection: Connection, stored: Iterable[tuple[int | None, str, datetime
     )
     if groups:
         connection.execute(
-            insert(EVENT_TALLIES),
+            _ADD,
             [
                 {"edition_id": edition_id, "hour": hour, "kind": kind, "events": number}
                 for (edition_id, hour, kind), number in sorted(groups.items())

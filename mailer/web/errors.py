@@ -8,9 +8,12 @@ wrong, never a stack trace or a secret.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import OperationalError
 
 from mailer.app.errors import (
     AppError,
@@ -24,6 +27,11 @@ from mailer.app.errors import (
 )
 from mailer.web.auth import Forbidden, SignInRequired, sign_in_url
 from mailer.web.views import is_htmx, page
+
+log = logging.getLogger(__name__)
+
+# What to tell a client whose request met a database that was locked, busy or gone.
+RETRY_AFTER_SECONDS = 5
 
 STATUS = (
     (NotFound, 404, "Not found"),
@@ -93,6 +101,24 @@ def install(app: FastAPI) -> None:
                     response.headers["Retry-After"] = str(max(1, int(retry)))
                 return response
         return problem(request, 400, "That did not work", exc.message)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> Response:
+        # A lock held too long (a migration's, another writer's) or a lost connection:
+        # nothing was changed, and the same request will do later. Not a 500.
+        log.warning(
+            "web.database_unavailable",
+            extra={"path": request.url.path, "error": type(exc.orig).__name__},
+        )
+        response = problem(
+            request,
+            503,
+            "Busy for a moment",
+            "The database is busy or out of reach just now; nothing was changed. "
+            "Try again in a few seconds.",
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

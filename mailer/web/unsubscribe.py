@@ -44,7 +44,10 @@ def _invalid(request: Request, reason: str) -> HTMLResponse:
 
 
 @router.get("/u/{token}", response_class=HTMLResponse)
-def confirm_page(request: Request, token: str) -> HTMLResponse:
+async def confirm_page(request: Request, token: str) -> HTMLResponse:
+    # On the event loop, not a worker thread: one read by key on a connection of its
+    # own that gives up within a second (Runtime.point_reads), which costs less here
+    # than the hand-off to a thread and back did.
     try:
         view = readers.unsubscribe_link(_runtime(request), token)
     except TokenError as exc:
