@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from mailer.db.dialect import conflict_insert
 from subscribers.erased import forget_erasure, was_erased
 from subscribers.models import (
     Consent,
@@ -53,24 +54,56 @@ class SignupOutcome:
     send_confirmation: bool  # a confirmation email is due now (not paced out)
 
 
+_SUPPRESSED = select(Suppression.id).where(Suppression.email == bindparam("address"))
+_KNOWN = select(Subscriber.id, Subscriber.status, Subscriber.name, Subscriber.timezone).where(
+    Subscriber.email == bindparam("address")
+)
+_CURRENT = select(Subscription.list_id, Subscription.status).where(
+    Subscription.subscriber_id == bindparam("reader"),
+    Subscription.list_id.in_(bindparam("lists", expanding=True)),
+)
+_RESTART = (
+    update(Subscription)
+    .where(
+        Subscription.subscriber_id == bindparam("reader"),
+        Subscription.list_id == bindparam("list"),
+    )
+    .values(status=bindparam("new_status"), unsubscribed_at=None)
+)
+
+
 def is_suppressed(session: Session, email: str) -> bool:
-    found = session.scalar(select(Suppression.id).where(Suppression.email == email))
-    return found is not None
+    return session.execute(_SUPPRESSED, {"address": email}).first() is not None
 
 
-def _subscriber(session: Session, email: str, name: str | None, timezone: str | None) -> Subscriber:
-    created = Subscriber(email=email, name=name, timezone=timezone, attributes={})
-    try:
-        # A savepoint: two sign-ups of one new address at once both try to insert it;
-        # the loser takes the winner's row instead of failing the request.
-        with session.begin_nested():
-            session.add(created)
-            session.flush()
-    except IntegrityError:
-        found = session.scalar(select(Subscriber).where(Subscriber.email == email))
-        if found is None:
-            raise
-        return found
+def _subscriber(
+    connection: Connection, email: str, name: str | None, timezone: str | None, now: datetime
+) -> Row[int, str, str | None, str | None]:
+    """(id, status, name, timezone) of the subscriber of ``email``, inserted if new."""
+    known = connection.execute(_KNOWN, {"address": email}).first()
+    if known is not None:
+        return known
+    # Two sign-ups of one new address at once both try to insert it: the loser's insert
+    # does nothing (on PostgreSQL, once the winner has committed) and it reads the
+    # winner's row instead of failing the request.
+    created = connection.execute(
+        conflict_insert(connection.dialect.name)(Subscriber)
+        .values(
+            email=email,
+            name=name,
+            timezone=timezone,
+            attributes={},
+            status=SubscriberStatus.ACTIVE,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[Subscriber.email])
+        .returning(Subscriber.id, Subscriber.status, Subscriber.name, Subscriber.timezone)
+    ).first()
+    if created is None:
+        created = connection.execute(_KNOWN, {"address": email}).first()
+    if created is None:  # the winner's row was deleted in between: nobody to sign up
+        raise LookupError(f"the subscriber of {email} vanished during a sign-up")
     return created
 
 
@@ -87,39 +120,44 @@ def signup(
     client: str,
     now: datetime,
 ) -> SignupOutcome:
-    """Sign ``email`` (normalised, validated) up to ``lists``."""
+    """Sign ``email`` (normalised, validated) up to ``lists``.
+
+    Core statements on the session's connection: the public form is the busiest write
+    readers make, and nothing here needs the ORM's objects.
+    """
     if is_suppressed(session, email):
         return SignupOutcome(None, (), (), False)
-    known = session.scalar(select(Subscriber).where(Subscriber.email == email))
-    if known is not None and known.status in BLOCKED:
-        return SignupOutcome(None, (), (), False)
-    subscriber = known or _subscriber(session, email, name, timezone)
+    connection = session.connection()
+    subscriber = _subscriber(connection, email, name, timezone, now)
     if subscriber.status in BLOCKED:
         return SignupOutcome(None, (), (), False)
     # A form does not overwrite what a confirmed reader set: name and zone are only
     # filled where they were empty.
+    filled: dict[str, Any] = {}
     if name and not subscriber.name:
-        subscriber.name = name
+        filled["name"] = name
     if timezone and not subscriber.timezone:
-        subscriber.timezone = timezone
-    current = {
-        s.list_id: s
-        for s in session.scalars(
-            select(Subscription).where(
-                Subscription.subscriber_id == subscriber.id,
-                Subscription.list_id.in_([m.id for m in lists]),
-            )
+        filled["timezone"] = timezone
+    if filled:
+        connection.execute(
+            update(Subscriber)
+            .where(Subscriber.id == subscriber.id)
+            .values(**filled, updated_at=now)
+        )
+    current: dict[int, str] = {
+        list_id: status
+        for list_id, status in connection.execute(
+            _CURRENT, {"reader": subscriber.id, "lists": [m.id for m in lists]}
         )
     }
     activated: list[int] = []
     pending: list[int] = []
+    joined: list[dict[str, Any]] = []
+    restarted: list[dict[str, Any]] = []
+    consents: list[dict[str, Any]] = []
     for mailing_list in lists:
-        subscription = current.get(mailing_list.id)
-        if (
-            subscription is not None
-            and subscription.status == SubscriptionStatus.ACTIVE
-            and subscriber.status == SubscriberStatus.ACTIVE
-        ):
+        had = current.get(mailing_list.id)
+        if had == SubscriptionStatus.ACTIVE and subscriber.status == SubscriberStatus.ACTIVE:
             continue  # already in: nothing to do, nothing to say
         # Someone who left everything comes back only through a confirmation, even to
         # a single opt-in list: the form cannot tell them from a stranger.
@@ -127,29 +165,44 @@ def signup(
             SubscriberStatus.UNSUBSCRIBED
         )
         status = SubscriptionStatus.ACTIVE if single else SubscriptionStatus.PENDING
-        if subscription is None:
-            session.add(
-                Subscription(subscriber_id=subscriber.id, list_id=mailing_list.id, status=status)
+        if had is None:
+            joined.append(
+                {
+                    "subscriber_id": subscriber.id,
+                    "list_id": mailing_list.id,
+                    "status": status,
+                    "created_at": now,
+                }
             )
         else:
-            subscription.status, subscription.unsubscribed_at = status, None
-        (activated if single else pending).append(mailing_list.id)
-        session.add(
-            Consent(
-                subscriber_id=subscriber.id,
-                list_id=mailing_list.id,
-                kind="subscribe",
-                source=source,
-                wording=wording,
-                client=client[:100],
-                at=now,
+            restarted.append(
+                {"reader": subscriber.id, "list": mailing_list.id, "new_status": status}
             )
+        (activated if single else pending).append(mailing_list.id)
+        consents.append(
+            {
+                "subscriber_id": subscriber.id,
+                "list_id": mailing_list.id,
+                "kind": "subscribe",
+                "source": source,
+                "wording": wording,
+                "client": client[:100],
+                "at": now,
+            }
         )
+    if joined:
+        # A sign-up of the same address at once may have just added one: theirs stands.
+        adding = conflict_insert(connection.dialect.name)(Subscription)
+        connection.execute(adding.on_conflict_do_nothing(), joined)
+    if restarted:
+        connection.execute(_RESTART, restarted)
+    if consents:
+        connection.execute(insert(Consent), consents)
     if activated:
         # Subscribing anew is what lets an erased address back in (single opt-in: the
         # sign-up is the consent).
         forget_erasure(session, key, email)
-    session.flush()
+        session.flush()
     due = bool(pending) and claim_confirmation_slot(session, subscriber.id, now)
     return SignupOutcome(subscriber.id, tuple(activated), tuple(pending), due)
 

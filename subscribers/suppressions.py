@@ -12,10 +12,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.db.base import utcnow
+from mailer.db.dialect import conflict_insert
 from mailer.db.models import Event
 from subscribers.addresses import normalize_email
 from subscribers.models import (
@@ -103,7 +103,7 @@ def suppress_many(session: Session, items: Sequence[NewSuppression]) -> int:
     if not first:
         return 0
     connection = session.connection()
-    insert_fn = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    insert_fn = conflict_insert(connection.dialect.name)
     # ON CONFLICT: an address suppressed at the same moment by another process stays as is.
     added = set(
         session.scalars(

@@ -9,6 +9,7 @@ import email
 import email.policy
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import String, Text, func, inspect, select, text, update
 
+from mailer.app import readers
 from mailer.briefings.api_tokens import create_token
 from mailer.db.base import Base, utcnow
 from mailer.db.models import Delivery, Edition, Newsletter
@@ -477,3 +479,43 @@ def test_archive_only_when_public(runtime: Runtime, site: Site) -> None:
         assert client.get("/archive/daily").status_code == 404
         assert client.get("/archive/nope").status_code == 404
         assert client.get("/subscribe/nope").status_code == 404
+
+
+def test_sign_ups_of_one_new_address_at_once_make_one_reader_and_one_email(
+    runtime: Runtime, site: Site
+) -> None:
+    # The form's write takes no lock on a new address: each of these inserts it, and on
+    # PostgreSQL all but one find it taken once the first commits.
+    ids = list_ids(runtime)
+    with runtime.sessions() as session:
+        slug = session.scalar(select(Newsletter.slug))
+    assert slug is not None
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def sign_up_now(number: int) -> None:
+        start.wait()
+        try:
+            readers.subscribe(
+                runtime,
+                slug,
+                email="twin@example.com",
+                name="Twin",
+                list_ids=[ids["morning"], ids["weekend"]],
+                timezone=None,
+                client=f"192.0.2.{number}",
+            )
+        except BaseException as exc:  # any failure is what this test finds
+            failures.append(exc)
+
+    threads = [threading.Thread(target=sign_up_now, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    with runtime.sessions() as session:
+        rows = session.scalars(select(Subscriber).where(Subscriber.email == "twin@example.com"))
+        assert len(list(rows)) == 1
+    assert statuses(runtime, "twin@example.com") == {"morning": "pending", "weekend": "active"}
+    assert [to_of(m) for m in reader_mail(runtime)] == ["twin@example.com"]

@@ -15,11 +15,11 @@ import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.accounts.models import RequestWindow
 from mailer.db.base import utcnow
+from mailer.db.dialect import conflict_insert
 
 __all__ = ["WINDOW", "take"]
 
@@ -42,9 +42,9 @@ def take(session: Session, key: str, limit: int, now: datetime | None = None) ->
     key = key[:_KEY_LENGTH]
     current = _window_of(now)
     previous = current - WINDOW
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = conflict_insert(session.get_bind().dialect.name)
     statement = insert(RequestWindow).values(key=key, window_start=current, hits=1)
-    hits = session.execute(
+    hits: int = session.execute(
         statement.on_conflict_do_update(
             index_elements=["key", "window_start"],
             set_={"hits": RequestWindow.hits + 1},

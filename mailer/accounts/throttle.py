@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailer.accounts.models import SignInThrottle
 from mailer.db.base import utcnow
+from mailer.db.dialect import conflict_insert
 
 __all__ = [
     "FAILURES_ALLOWED",
@@ -151,7 +151,7 @@ def _stored(row: SignInThrottle) -> State | None:
 
 def _lock_rows(session: Session, keys: Sequence[str], now: datetime) -> dict[str, SignInThrottle]:
     """The keys' rows, created if missing, locked (PostgreSQL) or under the write lock."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = conflict_insert(session.get_bind().dialect.name)
     session.execute(
         insert(SignInThrottle)
         .values([{"key": key, "failures": 0, "last_failure_at": now} for key in keys])

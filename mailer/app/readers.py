@@ -225,11 +225,14 @@ def subscribe(
     honeypot: str = "",
 ) -> SignupAnswer:
     """The public form. Throttled per client (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``)
-    and, by the confirmation pacing, per address."""
+    and, by the confirmation pacing, per address. The form's newsletter and lists, the
+    sign-up and the confirmation's contents are one write transaction; the email goes
+    after its commit."""
     _rate_limited(runtime, client)
     address = _address(email)
     zone = _zone(timezone)
-    with runtime.sessions() as session:
+    now = utcnow()
+    with _one_writer(runtime), transaction(runtime.sessions) as session:
         newsletter = _newsletter(session, slug)
         offered = {m.id: m for m in _public_lists(newsletter)}
         if not offered:
@@ -240,24 +243,25 @@ def subscribe(
                 raise Invalid("pick at least one list", "lists")
             chosen = list(offered.values())
         answer = SignupAnswer(newsletter.name, address, any(m.opt_in != "single" for m in chosen))
-        newsletter_id, source = newsletter.id, f"form:{newsletter.slug}"
-        wording = _wording(newsletter.name, chosen)
-    if honeypot.strip():
-        # A bot filled the field people never see: it gets the same answer, and nothing
-        # is stored or sent.
-        log.info("signup.honeypot", extra={"newsletter": slug})
-        return answer
-    _sign_up(
-        runtime,
-        newsletter_id,
-        address,
-        _name(name),
-        zone,
-        [m.id for m in chosen],
-        source=source,
-        wording=wording,
-        client=client,
-    )
+        if honeypot.strip():
+            # A bot filled the field people never see: it gets the same answer, and
+            # nothing is stored or sent.
+            log.info("signup.honeypot", extra={"newsletter": slug})
+            return answer
+        mail = _sign_up(
+            runtime,
+            session,
+            newsletter,
+            address,
+            _name(name),
+            zone,
+            chosen,
+            source=f"form:{newsletter.slug}",
+            client=client,
+            now=now,
+        )
+    if mail is not None:
+        _post(runtime, mail)
     return answer
 
 
@@ -277,7 +281,7 @@ def subscribe_api(
     _rate_limited(runtime, client)
     address = _address(email)
     zone = _zone(timezone)
-    with runtime.sessions() as session, session.begin():
+    with _one_writer(runtime), transaction(runtime.sessions) as session:
         source = authenticate(session, token)
         if source is None:
             raise NotFound("unknown or revoked token")
@@ -299,19 +303,20 @@ def subscribe_api(
         newsletter = _newsletter_of(session, source.newsletter_id, chosen[0])
         if newsletter is None:
             raise Conflict(f"list {chosen[0].name} belongs to no newsletter")
-        newsletter_id, label = newsletter.id, f"api:{source.name}"
-        wording = _wording(newsletter.name, chosen)
-    _sign_up(
-        runtime,
-        newsletter_id,
-        address,
-        _name(name),
-        zone,
-        [m.id for m in chosen],
-        source=label,
-        wording=wording,
-        client=client,
-    )
+        mail = _sign_up(
+            runtime,
+            session,
+            newsletter,
+            address,
+            _name(name),
+            zone,
+            chosen,
+            source=f"api:{source.name}",
+            client=client,
+            now=utcnow(),
+        )
+    if mail is not None:
+        _post(runtime, mail)
 
 
 def _api_lists(session: Session, newsletter_id: int | None) -> set[int]:
@@ -341,38 +346,38 @@ def _one_writer(runtime: Runtime) -> Iterator[None]:
 
 def _sign_up(
     runtime: Runtime,
-    newsletter_id: int,
+    session: Session,
+    newsletter: Newsletter,
     address: str,
     name: str | None,
     zone: str | None,
-    list_ids: list[int],
+    lists: list[MailingList],
     *,
     source: str,
-    wording: str,
     client: str,
-) -> None:
-    keys = runtime.settings.require_secret_keys()
-    now = utcnow()
-    with _one_writer(runtime), transaction(runtime.sessions) as session:
-        lists = list(session.scalars(select(MailingList).where(MailingList.id.in_(list_ids))))
-        outcome = signup.signup(
-            session,
-            keys,
-            email=address,
-            name=name,
-            timezone=zone,
-            lists=lists,
-            source=source,
-            wording=wording,
-            client=client,
-            now=now,
-        )
+    now: datetime,
+) -> _Mail | None:
+    """Sign up in the caller's write transaction; the confirmation to post after its
+    commit, if one is due."""
+    outcome = signup.signup(
+        session,
+        runtime.settings.require_secret_keys(),
+        email=address,
+        name=name,
+        timezone=zone,
+        lists=lists,
+        source=source,
+        wording=_wording(newsletter.name, lists),
+        client=client,
+        now=now,
+    )
     log.info(
         "signup.received",
         extra={"source": source, "pending": len(outcome.pending), "active": len(outcome.activated)},
     )
-    if outcome.send_confirmation and outcome.subscriber_id is not None:
-        _send_confirmation(runtime, outcome.subscriber_id, newsletter_id, now)
+    if not outcome.send_confirmation or outcome.subscriber_id is None:
+        return None
+    return _confirmation(runtime, session, newsletter, outcome.subscriber_id, address, name, now)
 
 
 # -- the confirmation email -----------------------------------------------------------
@@ -457,6 +462,60 @@ def _deliver(
     return bool(results) and results[0].outcome == Outcome.SENT
 
 
+@dataclass(frozen=True)
+class _Mail:
+    """A reader's email, made in the transaction that called for it and posted after its
+    commit, so that no link is ever sent for a row that is not there."""
+
+    newsletter: Newsletter  # loaded; read after its session closed
+    subscriber_id: int
+    to: str
+    name: str | None
+    subject: str
+    html: str
+    text: str
+    slot_taken_at: datetime  # given back if the email cannot be sent
+
+
+def _confirmation(
+    runtime: Runtime,
+    session: Session,
+    newsletter: Newsletter,
+    subscriber_id: int,
+    to: str,
+    name: str | None,
+    now: datetime,
+) -> _Mail:
+    lists = ", ".join(m.name for m in signup.pending_lists(session, subscriber_id))
+    subject = f"Confirm your subscription to {newsletter.name}"
+    html, text = _message(
+        newsletter,
+        subject,
+        f"Someone, probably you, asked to receive {newsletter.name} ({lists}) at this "
+        "address. Press the button to confirm; the link works for 7 days.",
+        "Confirm my subscription",
+        _confirm_url(runtime, subscriber_id, now),
+        "If it was not you, ignore this email: nothing will be sent to you.",
+    )
+    return _Mail(newsletter, subscriber_id, to, name, subject, html, text, now)
+
+
+def _post(runtime: Runtime, mail: _Mail) -> None:
+    sent = _deliver(
+        runtime,
+        mail.newsletter,
+        mail.subscriber_id,
+        mail.to,
+        mail.name,
+        mail.subject,
+        mail.html,
+        mail.text,
+    )
+    if not sent:
+        with transaction(runtime.sessions) as session:
+            signup.release_confirmation_slot(session, mail.subscriber_id, mail.slot_taken_at)
+
+
 def _send_confirmation(
     runtime: Runtime, subscriber_id: int, newsletter_id: int, now: datetime
 ) -> None:
@@ -465,30 +524,10 @@ def _send_confirmation(
         subscriber = session.get(Subscriber, subscriber_id)
         if newsletter is None or subscriber is None:
             return
-        lists = ", ".join(m.name for m in signup.pending_lists(session, subscriber_id))
-        subject = f"Confirm your subscription to {newsletter.name}"
-        html, text = _message(
-            newsletter,
-            subject,
-            f"Someone, probably you, asked to receive {newsletter.name} ({lists}) at this "
-            "address. Press the button to confirm; the link works for 7 days.",
-            "Confirm my subscription",
-            _confirm_url(runtime, subscriber_id, now),
-            "If it was not you, ignore this email: nothing will be sent to you.",
+        mail = _confirmation(
+            runtime, session, newsletter, subscriber_id, subscriber.email, subscriber.name, now
         )
-        sent = _deliver(
-            runtime,
-            newsletter,
-            subscriber_id,
-            subscriber.email,
-            subscriber.name,
-            subject,
-            html,
-            text,
-        )
-    if not sent:
-        with transaction(runtime.sessions) as session:
-            signup.release_confirmation_slot(session, subscriber_id, now)
+    _post(runtime, mail)
 
 
 # -- confirming -----------------------------------------------------------------------

@@ -51,12 +51,13 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement, ScalarSelect, TextClause
 
 from mailer.db.base import UTCDateTime, utcnow
+from mailer.db.dialect import conflict_insert
 from mailer.db.models import (
     HOLDING_BATCH,
     Batch,
@@ -156,7 +157,7 @@ def fill(session: Session, edition: Edition) -> int:
     ).where(audience_condition(edition.newsletter))
     columns = ["edition_id", "subscriber_id", "email", "status", "attempts", "queued_at"]
     dialect = session.get_bind().dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert_fn = conflict_insert(dialect)
     # Fills of one edition take turns, so an empty ledger stays empty until this
     # statement adds to it.
     lock_edition(session.connection(), edition.id)

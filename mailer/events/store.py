@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, insert, or_, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.bounces.reasons import Verdict, blocked_verdict, classify
 from mailer.db.base import utcnow
+from mailer.db.dialect import conflict_insert
 from mailer.db.models import Batch, Event
 from mailer.dispatch.ledger import DELIVERIES, ids_among, never_claimed
 from mailer.events import tallies
@@ -142,7 +142,7 @@ def insert_new(connection: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert event rows, skipping external ids already stored; return how many were new."""
     if not rows:
         return 0
-    insert_fn = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    insert_fn = conflict_insert(connection.dialect.name)
     statement = (
         insert_fn(EVENTS)
         .on_conflict_do_nothing(index_elements=["external_id"])

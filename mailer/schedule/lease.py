@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Engine, Table, case, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.db.base import UTCDateTime, utcnow
+from mailer.db.dialect import conflict_insert
 from mailer.schedule.models import SchedulerLease
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Lease:
             ).first()
             if renewed is not None:
                 return True
-            insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+            insert = conflict_insert(connection.dialect.name)
             created = connection.execute(
                 insert(LEASES)
                 .values(name=self.name, holder=self.holder, acquired_at=now, expires_at=until)
