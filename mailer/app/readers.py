@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import available_timezones
 
 from markupsafe import escape
@@ -33,7 +33,7 @@ from mailer.accounts import rate_limits
 from mailer.accounts.models import Role
 from mailer.app import audit
 from mailer.app.actors import Actor
-from mailer.app.errors import Conflict, Invalid, NotFound, RateLimited
+from mailer.app.errors import AppError, Conflict, Invalid, NotFound, RateLimited
 from mailer.briefings.api_tokens import authenticate
 from mailer.db.base import utcnow
 from mailer.db.models import Edition, EditionStatus, Newsletter
@@ -89,6 +89,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_NAME = 200
 SUBSCRIBE_WORDING = (
     "Yes, email me {newsletter} ({lists}). I can change my preferences or unsubscribe "
@@ -134,22 +136,6 @@ def mask(email: str) -> str:
     """Enough of the address to recognise it, not enough to harvest from a forwarded link."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
-
-
-# -- rate limit ---------------------------------------------------------------------
-
-
-def _rate_limited(runtime: Runtime, client: str) -> None:
-    """At most ``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE`` sign-ups per client per minute,
-    counted in the database: every web process shares one limit."""
-    limit = runtime.settings.subscribe_per_client_per_minute
-    with one_writer(runtime.engine), transaction(runtime.sessions) as session:
-        wait = rate_limits.take(session, f"signup:{client}", limit)
-    if wait is not None:
-        raise RateLimited(
-            "too many sign-ups from your network in a minute: try again shortly",
-            retry_after=wait,
-        )
 
 
 # -- subscribing ----------------------------------------------------------------------
@@ -225,14 +211,12 @@ def subscribe(
     honeypot: str = "",
 ) -> SignupAnswer:
     """The public form. Throttled per client (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``)
-    and, by the confirmation pacing, per address. The form's newsletter and lists, the
-    sign-up and the confirmation's contents are one write transaction; the email goes
-    after its commit."""
-    _rate_limited(runtime, client)
-    address = _address(email)
-    zone = _zone(timezone)
+    and, by the confirmation pacing, per address."""
     now = utcnow()
-    with _one_writer(runtime), transaction(runtime.sessions) as session:
+
+    def sign_up(session: Session) -> tuple[SignupAnswer, _Mail | None]:
+        address = _address(email)
+        zone = _zone(timezone)
         newsletter = _newsletter(session, slug)
         offered = {m.id: m for m in _public_lists(newsletter)}
         if not offered:
@@ -247,7 +231,7 @@ def subscribe(
             # A bot filled the field people never see: it gets the same answer, and
             # nothing is stored or sent.
             log.info("signup.honeypot", extra={"newsletter": slug})
-            return answer
+            return answer, None
         mail = _sign_up(
             runtime,
             session,
@@ -260,9 +244,9 @@ def subscribe(
             client=client,
             now=now,
         )
-    if mail is not None:
-        _post(runtime, mail)
-    return answer
+        return answer, mail
+
+    return _counted(runtime, client, now, sign_up)
 
 
 def subscribe_api(
@@ -278,10 +262,11 @@ def subscribe_api(
     """``POST /api/subscribers`` for a CMS: lists by name (any list of a newsletter the
     token may speak for; a token bound to no newsletter: any public list). Raises
     PermissionDenied-free ``NotFound`` for an unknown token (the route answers 401)."""
-    _rate_limited(runtime, client)
-    address = _address(email)
-    zone = _zone(timezone)
-    with _one_writer(runtime), transaction(runtime.sessions) as session:
+    now = utcnow()
+
+    def sign_up(session: Session) -> tuple[None, _Mail | None]:
+        address = _address(email)
+        zone = _zone(timezone)
         source = authenticate(session, token)
         if source is None:
             raise NotFound("unknown or revoked token")
@@ -313,10 +298,11 @@ def subscribe_api(
             chosen,
             source=f"api:{source.name}",
             client=client,
-            now=utcnow(),
+            now=now,
         )
-    if mail is not None:
-        _post(runtime, mail)
+        return None, mail
+
+    _counted(runtime, client, now, sign_up)
 
 
 def _api_lists(session: Session, newsletter_id: int | None) -> set[int]:
@@ -342,6 +328,41 @@ def _one_writer(runtime: Runtime) -> Iterator[None]:
     """On SQLite, sign-ups of this process write one at a time (``one_writer``)."""
     with one_writer(runtime.engine):
         yield
+
+
+def _counted(
+    runtime: Runtime,
+    client: str,
+    now: datetime,
+    sign_up: Callable[[Session], tuple[T, _Mail | None]],
+) -> T:
+    """``sign_up`` in one write transaction with its count against the client's limit
+    (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``, kept in the database: every web process
+    shares it), and its confirmation posted after the commit.
+
+    The count commits whatever the request turns out to be, refused, invalid or a bot's
+    (a client that keeps trying stays refused), and so does anything ``sign_up`` wrote
+    before it raised: it refuses before it changes anyone's subscriptions.
+    """
+    refused: AppError | None = None
+    with _one_writer(runtime), transaction(runtime.sessions) as session:
+        limit = runtime.settings.subscribe_per_client_per_minute
+        wait = rate_limits.take(session, f"signup:{client}", limit, now)
+        if wait is not None:
+            refused = RateLimited(
+                "too many sign-ups from your network in a minute: try again shortly",
+                retry_after=wait,
+            )
+        else:
+            try:
+                result, mail = sign_up(session)
+            except AppError as exc:
+                refused = exc
+    if refused is not None:
+        raise refused
+    if mail is not None:
+        _post(runtime, mail)
+    return result
 
 
 def _sign_up(
