@@ -337,6 +337,23 @@ def test_one_client_is_throttled_and_one_address_gets_one_confirmation_per_10_mi
     assert len(same) == 1
 
 
+def test_refused_sign_ups_count_against_the_client_too(runtime: Runtime, site: Site) -> None:
+    # A bot that sends garbage, or fills the honeypot, spends its client's minute as well.
+    ids = list_ids(runtime)
+    limit = runtime.settings.subscribe_per_client_per_minute
+    with site.client() as client:
+        codes = [
+            sign_up(client, f"not an address {n}", ids["morning"]).status_code
+            for n in range(limit - 1)
+        ]
+        codes.append(sign_up(client, "bot@example.com", ids["morning"], website="x").status_code)
+        late = sign_up(client, "real@example.com", ids["morning"])
+    assert codes == [422] * (limit - 1) + [200]
+    assert late.status_code == 429
+    assert subscriber(runtime, "real@example.com") is None
+    assert reader_mail(runtime) == []
+
+
 def test_tampered_expired_and_swapped_tokens_change_nothing(runtime: Runtime, site: Site) -> None:
     ids = list_ids(runtime)
     with site.client() as client:
