@@ -20,7 +20,14 @@ from sqlalchemy import select
 from mailer.db.models import Delivery, Edition
 from mailer.dispatch import ledger
 from mailer.dispatch.dispatcher import envelope_for
-from mailer.dispatch.senders import SenderFailed, SenderProcess, SenderThreads, SenderUnavailable
+from mailer.dispatch.senders import (
+    BatchTakenOver,
+    SenderFailed,
+    SenderProcess,
+    Senders,
+    SenderThreads,
+    SenderUnavailable,
+)
 from mailer.links import UnsubscribeLinks
 from mailer.runtime import Runtime
 from mailer.transports.base import Envelope, Outcome, Recipient, Result
@@ -227,14 +234,24 @@ def test_a_batch_the_gate_refuses_or_cannot_mark_is_never_posted(
     def failing(_ids: object) -> set[int]:
         raise OSError("database is locked")
 
+    def refusing(_ids: object) -> set[int]:
+        return set()  # as when another worker took the batch over
+
     links = UnsubscribeLinks("https://x.test", SECRET)
-    for gate, why in ((lambda _ids: set(), "taken over"), (failing, "could not be marked")):
-        senders = SenderThreads(outbox, env, links, gate)
-        future = senders.submit(rows(1, 3), 1)
-        # Not unknown: nothing went out, so the rows may be sent again.
-        with pytest.raises(SenderUnavailable, match=why):
-            future.result()
-        senders.close()
+    for gate, why, taken_over in ((refusing, "taken over", True), (failing, "marked", False)):
+        made: list[Senders] = [
+            SenderThreads(outbox, env, links, gate),
+            SenderProcess(outbox, env, "https://x.test", SECRET, gate=gate),
+        ]
+        for senders in made:
+            future = senders.submit(rows(1, 3), 1)
+            # Not unknown: nothing went out, so the rows may be sent again; and a batch
+            # taken over is told from a transport that is down (the send stops for it,
+            # but says why).
+            with pytest.raises(SenderUnavailable, match=why) as raised:
+                future.result(timeout=30)
+            assert isinstance(raised.value, BatchTakenOver) is taken_over
+            senders.close()
     assert not list(outbox.folder_for(env.edition_id).glob("*.eml"))
 
 

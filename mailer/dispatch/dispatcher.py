@@ -41,6 +41,7 @@ from mailer.db.session import one_writer, transaction
 from mailer.dispatch import ledger, liveness
 from mailer.dispatch.senders import (
     START_TIMEOUT,
+    BatchTakenOver,
     SenderProcess,
     Senders,
     SenderThreads,
@@ -484,6 +485,15 @@ class _Pipeline:
                 finished.append(_Answered(batch_id, ids, future.result(), whole))
             except TransportUnauthorized as exc:
                 _pause_for(self.connection, self.edition_id, batch_id, ids, str(exc))
+                self.halted = True
+            except BatchTakenOver as exc:
+                # Another worker took the claim over (this one was thought dead): its
+                # rows are queued again and theirs. Nothing to record; stop this run
+                # rather than claim beside the worker that replaced it.
+                log.warning(
+                    "batch.taken_over",
+                    extra={"edition_id": self.edition_id, "batch_id": batch_id, "error": str(exc)},
+                )
                 self.halted = True
             except SenderUnavailable as exc:
                 # Nothing of it went out: queued again, for this send's next run.

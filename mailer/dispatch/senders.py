@@ -68,6 +68,12 @@ class SenderUnavailable(RuntimeError):
     or the batch might not be posted any more): nothing of it went out."""
 
 
+class BatchTakenOver(SenderUnavailable):
+    """The gate refused the batch's posted mark: another worker took it over (this one
+    was thought dead), its rows are queued again and they are that worker's now. Not the
+    transport's fault, and nothing of it went out."""
+
+
 # Asked, with batches' ids, just before they go to the transport: returns those durably
 # marked as posted (``mailer.dispatch.ledger.mark_posted``); the others may not go. It
 # runs on the parent's side, where the database is.
@@ -121,7 +127,7 @@ class SenderThreads:
                 # Unmarked, it must not go; and since it did not, it may be sent again.
                 raise SenderUnavailable(f"the batch could not be marked posted: {exc}") from exc
             if not allowed:
-                raise SenderUnavailable("the batch may not be posted: it was taken over")
+                raise BatchTakenOver("the batch may not be posted: it was taken over")
         return self.transport.send(self.envelope, recipients)
 
     def close(self, *, cancel: bool = False) -> None:
@@ -260,6 +266,8 @@ class SenderProcess:
                     future.set_result([Result(i, Outcome(o), m, e, d) for i, o, m, e, d in payload])
                 elif kind == "unauthorized":
                     future.set_exception(TransportUnauthorized(payload))
+                elif kind == "taken_over":
+                    future.set_exception(BatchTakenOver(payload))
                 elif kind == "unposted":
                     future.set_exception(SenderUnavailable(payload))
                 else:
@@ -302,19 +310,21 @@ class SenderProcess:
             with self._lock:
                 batches = {t: self._pending[t][2] for t in tickets if t in self._pending}
             allowed: set[int] = set()
+            failure: str | None = None  # the marks could not be written (not a refusal)
             # A dead child posts nothing more: its questions are not marked.
             if batches and self.gate is not None and not self._child_gone:
                 try:
                     allowed = self.gate(list(batches.values()))
-                except Exception:
+                except Exception as exc:
                     # Unmarked, they must not go (nobody could tell afterwards that they did).
                     log.exception("batch.mark_posted_failed", extra={"batches": len(batches)})
+                    failure = f"{type(exc).__name__}: {exc}"
             let_go = {t for t, batch_id in batches.items() if batch_id in allowed}
             with self._lock:
                 self._posted |= let_go
             for ticket in tickets:
                 with self._writing, contextlib.suppress(OSError):
-                    self.outbox.send(("go", ticket, ticket in let_go))
+                    self.outbox.send(("go", ticket, ticket in let_go, failure))
 
     def close(self, *, cancel: bool = False) -> None:
         """Let the child finish every batch it holds and exit; with ``cancel``, only
@@ -419,16 +429,21 @@ def run_child(read_fd: int, write_fd: int) -> int:
     lock = threading.Lock()  # one writer of the pipe up at a time
     # With a gate, each sender thread asks the parent before it posts, and waits for the
     # answer: tickets waiting, each with its event and the answer.
-    asked: dict[int, tuple[threading.Event, list[bool]]] = {}
+    asked: dict[int, tuple[threading.Event, list[Any]]] = {}
 
     def may_post(tickets: Sequence[int]) -> set[int]:
         (ticket,) = tickets  # a sender thread asks for its own batch
-        event, answer = threading.Event(), [False]
+        event, answer = threading.Event(), [False, None]
         asked[ticket] = (event, answer)
         with lock:
             outbox.send((ticket, "posting", None))
         event.wait()
-        return {ticket} if answer[0] else set()
+        allowed, failure = answer
+        if failure is not None:
+            # As a gate that raises here: the mark could not be written, which is not
+            # the batch being taken over.
+            raise RuntimeError(failure)
+        return {ticket} if allowed else set()
 
     try:
         # From the parent that started us, over a pipe only it holds.
@@ -446,7 +461,9 @@ def run_child(read_fd: int, write_fd: int) -> int:
             message = (ticket, *_compact(future.result(), ids))
         except TransportUnauthorized as exc:
             message = (ticket, "unauthorized", str(exc))
-        except SenderUnavailable as exc:  # the gate said no: nothing of it went out
+        except BatchTakenOver as exc:  # the gate said no: nothing of it went out
+            message = (ticket, "taken_over", str(exc))
+        except SenderUnavailable as exc:  # it could not be marked: nothing went out
             message = (ticket, "unposted", str(exc))
         except BaseException as exc:  # told to the parent, which decides
             message = (ticket, "failed", f"{type(exc).__name__}: {exc}")
@@ -474,9 +491,9 @@ def run_child(read_fd: int, write_fd: int) -> int:
             finishing.start()
             continue
         if item[0] == "go":
-            _, ticket, allowed = item
+            _, ticket, allowed, failure = item
             event, answer = asked.pop(ticket)
-            answer[0] = allowed
+            answer[:] = [allowed, failure]
             event.set()
             continue
         ticket, rows = item
