@@ -337,6 +337,19 @@ def test_one_client_is_throttled_and_one_address_gets_one_confirmation_per_10_mi
     assert len(same) == 1
 
 
+def test_a_form_sent_back_keeps_the_time_zone_chosen(runtime: Runtime, site: Site) -> None:
+    with site.client() as client:
+        fresh = client.get("/subscribe/daily").text
+        # Two lists offered and none picked: the form comes back, as it was filled in.
+        again = client.post(
+            "/subscribe/daily", data={"email": "zoe@example.com", "timezone": "Asia/Tokyo"}
+        )
+    assert "<option selected>" not in fresh and "<option>Asia/Tokyo</option>" in fresh
+    assert again.status_code == 422
+    assert again.text.count("<option selected>") == 1
+    assert "<option selected>Asia/Tokyo</option>" in again.text
+
+
 def test_refused_sign_ups_count_against_the_client_too(runtime: Runtime, site: Site) -> None:
     # A bot that sends garbage, or fills the honeypot, spends its client's minute as well.
     ids = list_ids(runtime)
