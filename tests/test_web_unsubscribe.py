@@ -667,7 +667,7 @@ def test_a_link_from_before_its_subscriber_existed_speaks_for_nobody(
 
 
 def test_the_link_page_gives_up_on_a_locked_table_instead_of_stalling(
-    runtime: Runtime, sent: Sent, client: TestClient
+    runtime: Runtime, sent: Sent, client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     # GET /u reads on the web's event loop: a lock it met must not hold every other
     # request of the process behind it. PostgreSQL only: SQLite's readers never wait.
@@ -685,3 +685,9 @@ def test_the_link_page_gives_up_on_a_locked_table_instead_of_stalling(
     assert "nothing was changed" in answer.text
     assert waited < 5, f"the read waited {waited:.1f} s for the lock"
     assert client.get(path).status_code == 200  # the lock gone, the same link works
+    # The operator is told what happened, and where, but not the reader's link.
+    (logged,) = [r for r in caplog.records if r.getMessage() == "web.database_unavailable"]
+    assert logged.__dict__["route"] == "/u/{token}"
+    assert "lock timeout" in logged.__dict__["detail"]
+    token = path.rpartition("/")[2]
+    assert all(token not in str(r.__dict__) for r in caplog.records)

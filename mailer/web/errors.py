@@ -72,6 +72,11 @@ def problem(request: Request, status: int, heading: str, message: str) -> Respon
     )
 
 
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "(no route)"))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, _exc: SignInRequired) -> Response:
@@ -106,9 +111,13 @@ def install(app: FastAPI) -> None:
     async def database_unavailable(request: Request, exc: OperationalError) -> Response:
         # A lock held too long (a migration's, another writer's) or a lost connection:
         # nothing was changed, and the same request will do later. Not a 500.
+        # The driver's own first line ("database is locked", "canceling statement due
+        # to lock timeout"), not SQLAlchemy's text, which carries the statement's values.
+        detail = (str(exc.orig).splitlines() or [""])[0][:200]
         log.warning(
             "web.database_unavailable",
-            extra={"path": request.url.path, "error": type(exc.orig).__name__},
+            # The route's pattern, not the path: reader links carry their token in it.
+            extra={"route": _route(request), "error": type(exc.orig).__name__, "detail": detail},
         )
         response = problem(
             request,
