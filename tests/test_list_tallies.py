@@ -93,6 +93,21 @@ def test_a_deleted_lists_id_starts_from_nothing(runtime: Runtime) -> None:
     assert kept(runtime) == counted(runtime)
 
 
+def test_a_fold_drops_what_a_fold_beside_a_deletion_left_for_a_list_that_is_gone(
+    runtime: Runtime,
+) -> None:
+    factories.subscribers(runtime, 3, list_name="kept")
+    with transaction(runtime.sessions) as session:
+        gone = int(session.scalar(select(func.max(ListTally.list_id))) or 0) + 1000
+        # As a fold leaves it when the list's deletion commits between its two halves.
+        session.add(ListTally(list_id=gone, active=7, pending=0, unsubscribed=0))
+    fold(runtime)
+    with runtime.sessions() as session:
+        assert tallies.counts(session, gone) == {}
+    assert kept(runtime) == counted(runtime)
+    assert lists.get_list(runtime, ADMIN, "kept").active == 3
+
+
 def test_folding_beside_writers_loses_nothing(runtime: Runtime) -> None:
     factories.newsletter(runtime, lists=("morning",))
     lists.set_list(runtime, ADMIN, "morning", opt_in="single")
