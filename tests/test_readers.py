@@ -337,6 +337,24 @@ def test_one_client_is_throttled_and_one_address_gets_one_confirmation_per_10_mi
     assert len(same) == 1
 
 
+def test_an_editions_web_copy_is_on_the_web_only_once_it_went_out(
+    runtime: Runtime, site: Site
+) -> None:
+    with runtime.sessions() as session:
+        newsletter_id = session.scalar(select(Newsletter.id))
+    assert newsletter_id is not None
+    factories.subscribers(runtime, 2, list_name="morning")
+    edition_id = factories.edition(runtime, newsletter_id)
+    path = f"/e/{sign_edition_web(KEY, edition_id)}"
+    with site.client() as client:
+        # Its link is known (an editor's preview, say) but the edition is still a draft.
+        assert client.get(path).status_code == 404
+        send(runtime, edition_id)
+        page = client.get(path)
+    assert page.status_code == 200
+    assert "reader00000@example.com" not in page.text and "/u/" not in page.text
+
+
 def test_a_form_sent_back_keeps_the_time_zone_chosen(runtime: Runtime, site: Site) -> None:
     with site.client() as client:
         fresh = client.get("/subscribe/daily").text

@@ -303,7 +303,8 @@ def erase(request: Request, token: str, confirm: Annotated[str, Form()] = "") ->
 
 
 @router.get("/e/{token}", response_class=HTMLResponse)
-def edition_web(request: Request, token: str) -> Response:
+async def edition_web(request: Request, token: str) -> Response:
+    # On the event loop: one read by key on Runtime.point_reads, as GET /u/<token>.
     edition = _attempt(request, lambda: readers.edition_web(_runtime(request), token))
     if isinstance(edition, Response):
         return edition
