@@ -106,6 +106,29 @@ def test_three_conditions_together(runtime: Runtime, people: dict[str, int]) -> 
     )
 
 
+NUMBERS = ["40", " 40 ", "\t7\n", "-2.5", "1.", ".5", "-.5", "007", "10.0", "123456789012"]
+NOT_NUMBERS = ["+5", "1e3", "40 apples", "4 0", "0x10", "1.2.3", "--1", "-", ".", "", " ", "abc"]
+
+
+def test_what_reads_as_a_number_is_the_same_on_both_databases(runtime: Runtime) -> None:
+    values = NUMBERS + NOT_NUMBERS
+    with transaction(runtime.sessions) as session:
+        for i, value in enumerate(values):
+            session.add(Subscriber(email=f"n{i}@example.com", attributes={"v": value}))
+    rule = {"conditions": [{"field": "attributes.v", "op": "gte", "value": -(10**15)}]}
+    with runtime.sessions() as session:
+        emails = session.scalars(select(Subscriber.email).where(compile_rule(rule)))
+        matched = sorted(values[int(e[1 : e.index("@")])] for e in emails)
+    assert matched == sorted(NUMBERS)
+    # Each number compares by its value, not its text: "10.0" is 10, ".5" is a half.
+    between = {"conditions": [{"field": "attributes.v", "op": "between", "value": [0.4, 10]}]}
+    with runtime.sessions() as session:
+        emails = session.scalars(select(Subscriber.email).where(compile_rule(between)))
+        assert sorted(values[int(e[1 : e.index("@")])] for e in emails) == sorted(
+            ["\t7\n", "1.", ".5", "007", "10.0"]
+        )
+
+
 @pytest.mark.ledger_by_hand
 def test_engagement(runtime: Runtime, people: dict[str, int]) -> None:
     day = timedelta(days=1)
