@@ -727,6 +727,8 @@ def pages(seeded: Seeded) -> list[Page]:
         Page("Audit", "/admin/audit", "admin"),
         Page("Subscribers", "/admin/subscribers", "admin"),
         Page("Subscriber search (address)", "/admin/subscribers?q=reader12345", "admin"),
+        # A name no address starts with, held by one subscriber: the whole table is searched.
+        Page("Subscriber search (name)", "/admin/subscribers?q=Reader+999999", "admin"),
         Page(
             "Subscribers (list, deep page)",
             "/admin/subscribers?list=evening&status=active&after=600000",

@@ -54,6 +54,17 @@ class Subscriber(Base):
         back_populates="subscriber", passive_deletes=True
     )
 
+    # A name substring search (``ILIKE '%…%'``) reads this index on PostgreSQL (pg_trgm's
+    # trigrams); SQLite has none and scans the names.
+    __table_args__ = (
+        Index(
+            "ix_subscribers_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
+
 
 class MailingList(Base):
     __tablename__ = "lists"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from mailer.accounts.models import Role
@@ -17,6 +18,8 @@ from mailer.app.errors import Conflict, Invalid, NotFound, PermissionDenied
 from mailer.cli import app as cli
 from mailer.runtime import Runtime
 from subscribers import erased
+from subscribers.models import Subscriber
+from subscribers.segments import contains_text
 from tests import factories
 from tests.test_erasure import tables_holding
 from tests.workspace import csrf_in, page_csrf, serve, signed_in
@@ -53,6 +56,44 @@ def test_search_pages_by_keyset_and_filters(runtime: Runtime) -> None:
         subscribers.search_subscribers(runtime, ADMIN, list_name="nope")
     with pytest.raises(PermissionDenied):
         subscribers.search_subscribers(runtime, EDITOR)
+
+
+def test_a_name_search_folds_case_takes_wildcards_as_text_and_needs_three_letters(
+    runtime: Runtime,
+) -> None:
+    for email, name in [
+        ("ann@example.com", "Ann O'Hara"),
+        ("bo@example.com", "100% Bo_Diddley"),
+        ("cy@example.com", "Cyrus Hannah"),
+        ("dee@example.com", "Dee 100 Bo"),
+    ]:
+        subscribers.add_subscriber(runtime, ADMIN, email=email, name=name)
+
+    def names(query: str) -> list[str | None]:
+        return [r.name for r in subscribers.search_subscribers(runtime, ADMIN, query=query)]
+
+    assert names("ANNA") == ["Cyrus Hannah"]
+    assert names("ANN O") == ["Ann O'Hara"]
+    assert names("o'h") == ["Ann O'Hara"]
+    assert names("0% b") == ["100% Bo_Diddley"]  # '%' and '_' are letters here, not wildcards
+    assert names("o_d") == ["100% Bo_Diddley"]
+    assert names("0 b") == ["Dee 100 Bo"]
+    assert [r.email for r in subscribers.search_subscribers(runtime, ADMIN, query="bo")] == [
+        "bo@example.com"  # an address prefix, whatever its length
+    ]
+    with pytest.raises(Invalid, match="at least 3 characters"):
+        subscribers.search_subscribers(runtime, ADMIN, query="nn")
+
+
+def test_a_name_search_reads_the_trigram_index_on_postgresql(runtime: Runtime) -> None:
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no trigram index: it scans the names")
+    query = select(Subscriber.id).where(contains_text(Subscriber.name, "hannah"))
+    sql = str(query.compile(runtime.engine, compile_kwargs={"literal_binds": True}))
+    with runtime.engine.connect() as connection:
+        connection.execute(text("SET LOCAL enable_seqscan = off"))  # the table is small here
+        plan = "\n".join(connection.execute(text(f"EXPLAIN {sql}")).scalars())
+    assert "ix_subscribers_name_trgm" in plan
 
 
 def test_add_edit_memberships_remove_and_erase(runtime: Runtime) -> None:

@@ -19,7 +19,11 @@ from tests.outboxes import BatchApi
 
 def test_migrations_match_the_models(runtime: Runtime) -> None:
     with runtime.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        opts = {
+            "compare_type": True,
+            "include_object": migrate.for_database(connection.dialect.name),
+        }
+        context = MigrationContext.configure(connection, opts=opts)
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
     assert migrate.is_current(runtime.engine)

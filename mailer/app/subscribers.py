@@ -42,7 +42,7 @@ from subscribers.models import (
     SubscriptionStatus,
     Suppression,
 )
-from subscribers.segments import SegmentRuleError, compile_rule
+from subscribers.segments import SegmentRuleError, compile_rule, contains_text
 
 __all__ = [
     "Delivered",
@@ -292,6 +292,7 @@ def suggest_addresses(runtime: Runtime, actor: Actor, prefix: str, *, limit: int
 # --- Operators: find, look at, add, change, remove and erase one subscriber ---------------
 
 MAX_PAGE = 200
+MIN_NAME_SEARCH = 3  # characters of a name substring search
 RECENT = 20  # deliveries and events shown with a subscriber
 _MAX_NAME = 200  # subscribers.name
 _MEMBERSHIP_STATES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.UNSUBSCRIBED)
@@ -393,9 +394,10 @@ def search_subscribers(
     after_id: int | None = None,
 ) -> list[SubscriberSummary]:
     """A page of subscribers in id order after ``after_id``. ``query`` is an address prefix
-    or, when no address starts with it (and it has no ``@``), a name substring; ``status``
-    is the status on ``list_name`` when a list is given, the subscriber's own status
-    otherwise.
+    or, when no address starts with it (and it has no ``@``), a name substring of at
+    least ``MIN_NAME_SEARCH`` characters, the case of letters aside (on SQLite, of ASCII
+    letters only); ``status`` is the status on ``list_name`` when a list is given, the
+    subscriber's own status otherwise.
 
     Pages are keyset pages (``after_id`` is the last id of the previous one) and nothing
     counts the whole audience, so a page costs the same at a million subscribers.
@@ -423,8 +425,16 @@ def search_subscribers(
             is_prefix = "@" in text or (
                 session.scalar(select(Subscriber.id).where(by_address).limit(1)) is not None
             )
+            if not is_prefix and len(text) < MIN_NAME_SEARCH:
+                # Shorter text has no trigram for PostgreSQL's index to look up: every
+                # name would be read, for a search nobody can page through anyway.
+                raise Invalid(
+                    f"no address starts with {text!r}, and a name search needs at least "
+                    f"{MIN_NAME_SEARCH} characters",
+                    field="q",
+                )
             select_rows = select_rows.where(
-                by_address if is_prefix else Subscriber.name.icontains(text, autoescape=True)
+                by_address if is_prefix else contains_text(Subscriber.name, text)
             )
         if list_name:
             list_id = session.scalar(select(MailingList.id).where(MailingList.name == list_name))

@@ -318,7 +318,9 @@ def export_data(
 
 @app.command()
 def search(
-    query: str | None = typer.Argument(None, help="Address prefix or part of a name."),
+    query: str | None = typer.Argument(
+        None, help="Address prefix, or part of a name (3 characters or more)."
+    ),
     list_name: str | None = typer.Option(None, "--list"),
     status: str | None = typer.Option(None, "--status", help="On --list if given."),
     limit: int = typer.Option(50, "--limit", min=1, max=subscribers.MAX_PAGE),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -46,3 +47,17 @@ def head_revision() -> str | None:
 
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+def for_database(dialect_name: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for a database of ``dialect_name``: leaves out of a
+    comparison with the models what they create on another database only (an index
+    declared with ``ddl_if(dialect=…)``, such as the names' trigram index)."""
+
+    def include(item: object, name: str | None, kind: str, reflected: bool, other: object) -> bool:
+        # DDLIf is what SQLAlchemy keeps of ddl_if(); no public accessor exists.
+        condition = getattr(item, "_ddl_if", None)
+        only_on = getattr(condition, "dialect", None)
+        return only_on is None or only_on == dialect_name
+
+    return include

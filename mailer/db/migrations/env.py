@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from mailer.db.migrate import for_database
 from mailer.db.models import Base
 from mailer.db.session import make_engine
 
@@ -40,6 +41,7 @@ def _run(connection: object) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=for_database(connection.dialect.name),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -73,15 +73,19 @@ def subscriber_list(
     notice: Annotated[str | None, Query(max_length=300)] = None,
 ) -> HTMLResponse:
     runtime = auth.runtime_of(request)
-    rows = subscribers.search_subscribers(
-        runtime,
-        info.actor,
-        query=q or None,
-        list_name=list_name or None,
-        status=status or None,
-        limit=PAGE,
-        after_id=after,
-    )
+    error = None
+    try:
+        rows = subscribers.search_subscribers(
+            runtime,
+            info.actor,
+            query=q or None,
+            list_name=list_name or None,
+            status=status or None,
+            limit=PAGE,
+            after_id=after,
+        )
+    except Invalid as exc:
+        rows, error = [], exc.message
     filters = {k: v for k, v in (("q", q), ("list", list_name), ("status", status)) if v}
     next_page = None
     if len(rows) == PAGE:
@@ -99,6 +103,7 @@ def subscriber_list(
             "first_page": "/admin/subscribers?" + urlencode(filters) if after else None,
             "next_page": next_page,
             "notice": notice,
+            "error": error,
         },
     )
 
