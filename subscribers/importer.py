@@ -54,7 +54,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import logging
 import queue
 import re
@@ -71,6 +70,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer import jsondata
 from mailer.briefings.sanitize import clean_data, clean_text
 from mailer.db.base import utcnow
 from mailer.db.session import transaction
@@ -289,9 +289,9 @@ def _row(line: int, values: list[str], columns: _Columns) -> Row | str:
         raw = values[columns.json_attributes].strip()
         if raw:
             try:
-                parsed = json.loads(raw)
-            except ValueError:
-                return "attributes: not JSON"
+                parsed = jsondata.parse(raw)
+            except ValueError as exc:
+                return f"attributes: {exc}"
             if not isinstance(parsed, dict):
                 return "attributes: must be a JSON object"
             attributes.update(clean_data(parsed))  # \u0000 escapes decode to NUL

@@ -152,6 +152,30 @@ def test_bom_tabs_and_listmonk_attributes(
         assert sub.attributes == {"uuid": "1", "city": "Arden", "n": 2}
 
 
+def test_attributes_nested_too_deep_are_that_rows_error_and_the_rest_imports(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    # 5,000 levels once raised RecursionError out of the whole import.
+    def nested(levels: int) -> str:
+        return ('{""a"":' * levels + "1" + "}" * levels).join('""')
+
+    data = (
+        "email,name,attributes\n"
+        'ok@example.com,Ok,"{""plan"": ""pro""}"\n'  # line 2
+        f"deep@example.com,Deep,{nested(5000)}\n"  # line 3
+        f"deeper@example.com,Deeper,{nested(17)}\n"  # line 4
+        f"fine@example.com,Fine,{nested(15)}\n"  # line 5
+        'nan@example.com,NaN,"{""n"": NaN}"\n'  # line 6
+    )
+    report = app.import_file(runtime, ADMIN, write(tmp_path, data.encode()), "morning")
+    errors = {e["line"]: e["reason"] for e in report["errors"]}
+    assert set(errors) == {3, 4, 6}
+    assert "not JSON" in errors[3] and "not JSON" in errors[6]
+    assert errors[4] == "attributes: nested deeper than 16 levels"
+    assert all(len(reason) < 300 for reason in errors.values())  # no echo of the input
+    assert set(members(runtime, "morning")) == {"ok@example.com", "fine@example.com"}
+
+
 def test_a_dry_run_writes_nothing(runtime: Runtime, tmp_path: Path) -> None:
     path = write(tmp_path, b"email,name\na@example.com,A\nbad,B\nb@example.com,\n")
     report = app.import_file(runtime, ADMIN, path, "morning", dry_run=True)

@@ -450,6 +450,13 @@ def test_the_api_signs_up_with_a_token(runtime: Runtime, site: Site) -> None:
         assert wrong.status_code == 422
         zone = client.post("/api/subscribers", json={**body, "timezone": "Mars/Base"}, headers=auth)
         assert zone.status_code == 422
+        # Nesting a recursive parser cannot take is a 422 that names it, not a 500.
+        deep = '{"email": "d@example.com", "attributes": ' + '{"a":' * 2000 + "1" + "}" * 2001
+        nested = client.post("/api/subscribers", content=deep, headers=auth)
+        assert nested.status_code == 422 and "not JSON" in nested.text
+        shallow = '{"email": "d@example.com", "x": ' + "[" * 20 + "]" * 20 + "}"
+        too_deep = client.post("/api/subscribers", content=shallow, headers=auth)
+        assert too_deep.status_code == 422 and "nested deeper than 16" in too_deep.text
     assert statuses(runtime, "api@example.com") == {"weekend": "active"}
 
 

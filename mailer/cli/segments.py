@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mailer import jsondata
 from mailer.app import segments
 from mailer.app.actors import Actor
 from mailer.app.errors import AppError
@@ -30,9 +31,9 @@ def _rule(rule: str | None, rule_file: Path | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return jsondata.parse(text)
     except ValueError as exc:
-        fail(f"the rule is not JSON: {exc}")
+        fail(f"the rule is {exc}")
 
 
 def _show(info: segments.SegmentInfo, as_json: bool) -> None:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from mailer import jsondata
 from mailer.app import subscribers
 from mailer.app.actors import Actor
 from mailer.app.errors import AppError
@@ -162,7 +163,7 @@ def _attributes(pairs: list[str]) -> dict[str, Any] | None:
         if not sep or not key.strip():
             fail(f"--attribute {pair!r}: give key=value")
         try:
-            attributes[key.strip()] = json.loads(value)
+            attributes[key.strip()] = jsondata.parse(value)
         except ValueError:
             attributes[key.strip()] = value
     return attributes

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from mailer.briefings.sanitize import clean_data
+from mailer.jsondata import excess
 
 KNOWN_EVENTS = frozenset(
     {
@@ -110,7 +111,7 @@ def parse_events(
     rejected: list[Rejected] = []
     seen: set[str] = set()
     for index, item in enumerate(data):
-        oversized = _oversized(item)
+        oversized = excess(item, max_depth=MAX_EVENT_DEPTH, max_chars=MAX_EVENT_CHARS)
         if oversized is not None:
             rejected.append(Rejected(index, f"item {index}: {oversized}", _excerpt_of(item)))
             continue
@@ -123,37 +124,6 @@ def parse_events(
             seen.add(result.event_id)
             events.append(result)
     return events, rejected
-
-
-def _oversized(item: Any) -> str | None:
-    """What makes an item too deep or too large to keep, or None.
-
-    One walk, level by level (no recursion, whatever the nesting), counting the
-    characters of keys and strings: a cheap measure of size, next to the parse.
-    """
-    level, depth, size = [item], 0, 0
-    while level:
-        depth += 1
-        if depth > MAX_EVENT_DEPTH:
-            return f"nested deeper than {MAX_EVENT_DEPTH} levels"
-        deeper = []
-        for value in level:
-            if isinstance(value, dict):
-                size += sum(map(len, value))
-                children: Any = value.values()
-            elif isinstance(value, list):
-                children = value
-            else:
-                continue
-            for child in children:
-                if isinstance(child, str):
-                    size += len(child)
-                elif isinstance(child, dict | list):
-                    deeper.append(child)
-        if size > MAX_EVENT_CHARS:
-            return f"larger than {MAX_EVENT_CHARS:,} characters"
-        level = deeper
-    return None
 
 
 _EXCERPT = reprlib.Repr()

@@ -13,7 +13,6 @@ with ``Retry-After`` while a client that kept failing waits.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from mailer import jsondata
 from mailer.app import credentials, readers
 from mailer.app.errors import AuthenticationFailed, Invalid, NotFound, RateLimited, Throttled
 from mailer.briefings.parser import BriefingError
@@ -138,9 +138,9 @@ async def add_subscriber(request: Request) -> JSONResponse:
     token, _source_id = known
     body = await request.body()
     try:
-        fields = readers.subscribe_payload(json.loads(body))
-    except ValueError:
-        return _unprocessable([{"loc": ["body"], "msg": "not JSON", "type": "json_invalid"}])
+        fields = readers.subscribe_payload(jsondata.parse(body))
+    except ValueError as exc:
+        return _unprocessable([{"loc": ["body"], "msg": str(exc), "type": "json_invalid"}])
     except Invalid as exc:
         return _unprocessable(
             [{"loc": ["body", exc.field or ""], "msg": exc.message, "type": "value_error"}]

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
+from mailer import jsondata
 from mailer.app import lists, segments, subscribers
 from mailer.app.errors import Invalid
 from mailer.web import auth
@@ -51,9 +52,9 @@ def _json_object(field: str, text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = jsondata.parse(text)
     except ValueError as exc:
-        raise Invalid(f"{field}: not JSON ({exc})", field=field) from exc
+        raise Invalid(f"{field}: {exc}", field=field) from exc
     if not isinstance(value, dict):
         raise Invalid(f"{field}: give a JSON object", field=field)
     return value
