@@ -77,6 +77,26 @@ def test_audience_pages_in_a_browser(runtime: Runtime, tmp_path: Path) -> None:
         assert len(driver.find_elements(By.CSS_SELECTOR, "[data-subscriber]")) == 10
         shoot(driver, shots, "subscribers")
 
+        # A name, whatever its case; then text too short for a name search, said so.
+        box = driver.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys("READER 11")
+        driver.find_element(By.ID, "search").click()
+        wait(lambda: "q=READER" in driver.current_url, what="the name search")
+        names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-subscriber] td")]
+        assert "Reader 11" in names and "Reader 110" in names
+        box = driver.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys("zq")
+        driver.find_element(By.ID, "search").click()
+        flash = wait(
+            lambda: driver.find_element(By.ID, "flash").text or None, what="the message"
+        )
+        assert "at least 3 characters" in flash
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-subscriber]")
+        shoot(driver, shots, "search-too-short")
+        driver.get(site.server.url + "/admin/subscribers?q=reader0001")
+
         driver.find_element(By.CSS_SELECTOR, "[data-subscriber] a").click()
         wait(lambda: driver.find_elements(By.ID, "subscriber-email"), what="the subscriber")
         shoot(driver, shots, "subscriber")
