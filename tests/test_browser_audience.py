@@ -89,9 +89,7 @@ def test_audience_pages_in_a_browser(runtime: Runtime, tmp_path: Path) -> None:
         box.clear()
         box.send_keys("zq")
         driver.find_element(By.ID, "search").click()
-        flash = wait(
-            lambda: driver.find_element(By.ID, "flash").text or None, what="the message"
-        )
+        flash = wait(lambda: driver.find_element(By.ID, "flash").text or None, what="the message")
         assert "at least 3 characters" in flash
         assert not driver.find_elements(By.CSS_SELECTOR, "[data-subscriber]")
         shoot(driver, shots, "search-too-short")
