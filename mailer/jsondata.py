@@ -9,6 +9,7 @@ error) and refuses what nests deeper than a caller's bound before anything walks
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -49,8 +50,8 @@ def excess(value: Any, *, max_depth: int, max_chars: int | None = None) -> str |
 
 
 def parse(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
-    """The value ``text`` holds; ValueError (saying what is wrong) if it is not JSON or
-    nests deeper than ``max_depth``."""
+    """The value ``text`` holds; ValueError (saying what is wrong) if it is not JSON,
+    nests deeper than ``max_depth`` or holds a whole number beyond 64 bits."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -58,4 +59,32 @@ def parse(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     problem = excess(value, max_depth=max_depth)
     if problem is not None:
         raise ValueError(problem)
+    if _has_huge_float(value):
+        # orjson reads a whole number beyond 64 bits as a float, silently rounded, and
+        # no JSON column could store it exactly: tell it from a real float (1e30) by
+        # reading the text again, which is safe now that its depth is known.
+        json.loads(text, parse_int=_whole_number)
     return value
+
+
+def _whole_number(digits: str) -> int:
+    number = int(digits)
+    if not -(2**63) <= number < 2**63:
+        shown = digits if len(digits) <= 30 else digits[:30] + "…"
+        raise ValueError(f"the whole number {shown} is too large: write it as a string")
+    return number
+
+
+def _has_huge_float(value: Any) -> bool:
+    level = [value]
+    while level:
+        deeper: list[Any] = []
+        for item in level:
+            if isinstance(item, float) and abs(item) >= 2**63:
+                return True
+            if isinstance(item, dict):
+                deeper.extend(item.values())
+            elif isinstance(item, list):
+                deeper.extend(item)
+        level = deeper
+    return False

@@ -16,10 +16,12 @@ both ends included), on ``attributes.<key>`` and ``subscribed_at``:
 
 - a number (``{"field": "attributes.age", "op": "gte", "value": 18}``) compares the
   attribute as a decimal number: an optional minus, digits with an optional fraction
-  (``40``, ``-2.5``, ``1.``, ``.5``), spaces around allowed. An attribute that is not
-  one (``"n/a"``, ``"40 apples"``, ``"1e3"``, empty, missing) matches no comparison, and
-  never breaks the query: on PostgreSQL a regular expression guards the cast, on SQLite
-  the value must equal its own ``CAST`` (see ``_as_number``);
+  (``40``, ``-2.5``, ``1.``, ``.5``), spaces around allowed, at most 100 characters. An
+  attribute that is not one (``"n/a"``, ``"40 apples"``, ``"1e3"``, empty, missing)
+  matches no comparison, and never breaks the query: on PostgreSQL a regular expression
+  guards the cast, on SQLite the value must equal its own ``CAST`` (see ``_as_number``).
+  Still read differently: a JSON ``true``/``false`` is 1/0 on SQLite and no number on
+  PostgreSQL;
 - a date, ``"2025-01-31"`` (or a date-time, of which the date counts), or a relative one,
   ``{"days_ago": 30}``, compares the attribute's first ten characters as a date when they
   look like ``YYYY-MM-DD`` (ISO 8601 sorts as text), and never matches otherwise;
@@ -91,7 +93,12 @@ MAX_TEXT = 1000  # characters of a text value or an attribute's key
 # that a database's binding refuses (SQLite's integers stop at 2**63).
 MAX_NUMBER = 10**15
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_PG_NUMBER = r"^\s*-?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$"
+# White space spelled out: PostgreSQL's \s also matches Unicode spaces, which its numeric
+# input refuses (the cast would fail the whole query).
+_PG_NUMBER = r"^[ \t\n\r]*-?([0-9]+(\.[0-9]*)?|\.[0-9]+)[ \t\n\r]*$"
+# Longer text is no number a person compares with: PostgreSQL's numeric refuses some
+# (a fraction of 16,384 digits), and SQLite would read them only roughly.
+MAX_NUMBER_TEXT = 100
 _PG_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _SQLITE_NOT_NUMBER = "*[^0-9.\t\n\r -]*"
 _SQLITE_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
@@ -313,7 +320,8 @@ def _attribute_compare(where: str, column: Any, op: str, value: Any) -> ColumnEl
 def _as_number(column: Any) -> Any:
     """The attribute as a number where it is one, else NULL (which compares false)."""
     text = func.trim(cast(column, String()))
-    pg = case((text.regexp_match(_PG_NUMBER), cast(text, Numeric())), else_=None)
+    short = func.length(column) <= MAX_NUMBER_TEXT
+    pg = case((and_(short, text.regexp_match(_PG_NUMBER)), cast(text, Numeric())), else_=None)
     # SQLite's CAST reads "40 apples" and "abc" as 40 and 0, but its comparison with a
     # NUMERIC operand turns text into a number only when the whole text is one (a decimal
     # literal, white space around allowed): so a value equal to its own CAST is a number,
@@ -321,7 +329,9 @@ def _as_number(column: Any) -> Any:
     # keeps out what that also reads and PostgreSQL's pattern does not: "+5", "1e3".
     number = cast(column, Numeric())
     looks_numeric = and_(
-        not_(column.op("GLOB", is_comparison=True)(_SQLITE_NOT_NUMBER)), column == number
+        not_(column.op("GLOB", is_comparison=True)(_SQLITE_NOT_NUMBER)),
+        short,
+        column == number,
     )
     lite = case((looks_numeric, number), else_=None)
     return per_dialect(pg, lite)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event
 from typer.testing import CliRunner
 
 from mailer.accounts.models import Role
@@ -18,8 +18,6 @@ from mailer.app.errors import Conflict, Invalid, NotFound, PermissionDenied
 from mailer.cli import app as cli
 from mailer.runtime import Runtime
 from subscribers import erased
-from subscribers.models import Subscriber
-from subscribers.segments import contains_text
 from tests import factories
 from tests.test_erasure import tables_holding
 from tests.workspace import csrf_in, page_csrf, serve, signed_in
@@ -66,6 +64,9 @@ def test_a_name_search_folds_case_takes_wildcards_as_text_and_needs_three_letter
         ("bo@example.com", "100% Bo_Diddley"),
         ("cy@example.com", "Cyrus Hannah"),
         ("dee@example.com", "Dee 100 Bo"),
+        ("lloyd@example.com", "Lloyd Webber"),  # "o_d" read as a pattern would match
+        ("ab@example.com", "A/B Testers"),
+        ("win@example.com", "C:\\Users\\Win"),
     ]:
         subscribers.add_subscriber(runtime, ADMIN, email=email, name=name)
 
@@ -78,6 +79,8 @@ def test_a_name_search_folds_case_takes_wildcards_as_text_and_needs_three_letter
     assert names("0% b") == ["100% Bo_Diddley"]  # '%' and '_' are letters here, not wildcards
     assert names("o_d") == ["100% Bo_Diddley"]
     assert names("0 b") == ["Dee 100 Bo"]
+    assert names("a/b t") == ["A/B Testers"]  # '/' is the escape character of our LIKE
+    assert names(":\\users\\") == ["C:\\Users\\Win"]
     assert [r.email for r in subscribers.search_subscribers(runtime, ADMIN, query="bo")] == [
         "bo@example.com"  # an address prefix, whatever its length
     ]
@@ -88,11 +91,25 @@ def test_a_name_search_folds_case_takes_wildcards_as_text_and_needs_three_letter
 def test_a_name_search_reads_the_trigram_index_on_postgresql(runtime: Runtime) -> None:
     if runtime.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no trigram index: it scans the names")
-    query = select(Subscriber.id).where(contains_text(Subscriber.name, "hannah"))
-    sql = str(query.compile(runtime.engine, compile_kwargs={"literal_binds": True}))
+    subscribers.add_subscriber(runtime, ADMIN, email="cy@example.com", name="Cyrus Hannah")
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "ILIKE" in statement:
+            sent.append((statement, params))
+
+    event.listen(runtime.engine, "before_cursor_execute", record)
+    try:
+        found = subscribers.search_subscribers(runtime, ADMIN, query="hannah")
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", record)
+    assert [r.name for r in found] == ["Cyrus Hannah"]
+    ((statement, params),) = sent  # the search's own statement, as it went to the server
     with runtime.engine.connect() as connection:
-        connection.execute(text("SET LOCAL enable_seqscan = off"))  # the table is small here
-        plan = "\n".join(connection.execute(text(f"EXPLAIN {sql}")).scalars())
+        # The table is small here: without these the planner reads it, or its id order.
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        connection.exec_driver_sql("SET LOCAL enable_indexscan = off")
+        plan = "\n".join(r[0] for r in connection.exec_driver_sql("EXPLAIN " + statement, params))
     assert "ix_subscribers_name_trgm" in plan
 
 

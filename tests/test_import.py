@@ -164,16 +164,24 @@ def test_attributes_nested_too_deep_are_that_rows_error_and_the_rest_imports(
         'ok@example.com,Ok,"{""plan"": ""pro""}"\n'  # line 2
         f"deep@example.com,Deep,{nested(5000)}\n"  # line 3
         f"deeper@example.com,Deeper,{nested(17)}\n"  # line 4
-        f"fine@example.com,Fine,{nested(15)}\n"  # line 5
+        f"fine@example.com,Fine,{nested(16)}\n"  # line 5
         'nan@example.com,NaN,"{""n"": NaN}"\n'  # line 6
+        'big@example.com,Big,"{""acct"": 123456789012345678901234}"\n'  # line 7
+        'float@example.com,Float,"{""n"": 1e30}"\n'  # line 8
     )
     report = app.import_file(runtime, ADMIN, write(tmp_path, data.encode()), "morning")
     errors = {e["line"]: e["reason"] for e in report["errors"]}
-    assert set(errors) == {3, 4, 6}
+    assert set(errors) == {3, 4, 6, 7}
     assert "not JSON" in errors[3] and "not JSON" in errors[6]
     assert errors[4] == "attributes: nested deeper than 16 levels"
+    # orjson would have stored it as a float, rounded: refused instead.
+    assert "123456789012345678901234 is too large" in errors[7]
     assert all(len(reason) < 300 for reason in errors.values())  # no echo of the input
-    assert set(members(runtime, "morning")) == {"ok@example.com", "fine@example.com"}
+    assert set(members(runtime, "morning")) == {
+        "ok@example.com",
+        "fine@example.com",
+        "float@example.com",
+    }
 
 
 def test_a_dry_run_writes_nothing(runtime: Runtime, tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ def for_database(dialect_name: str) -> Callable[..., bool]:
         # DDLIf is what SQLAlchemy keeps of ddl_if(); no public accessor exists.
         condition = getattr(item, "_ddl_if", None)
         only_on = getattr(condition, "dialect", None)
-        return only_on is None or only_on == dialect_name
+        if only_on is None:
+            return True
+        return dialect_name in ((only_on,) if isinstance(only_on, str) else only_on)
 
     return include
