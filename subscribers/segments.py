@@ -20,8 +20,7 @@ both ends included), on ``attributes.<key>`` and ``subscribed_at``:
   attribute that is not one (``"n/a"``, ``"40 apples"``, ``"1e3"``, empty, missing)
   matches no comparison, and never breaks the query: on PostgreSQL a regular expression
   guards the cast, on SQLite the value must equal its own ``CAST`` (see ``_as_number``).
-  Still read differently: a JSON ``true``/``false`` is 1/0 on SQLite and no number on
-  PostgreSQL;
+  A JSON number is one as it is; ``true`` and ``false`` are none;
 - a date, ``"2025-01-31"`` (or a date-time, of which the date counts), or a relative one,
   ``{"days_ago": 30}``, compares the attribute's first ten characters as a date when they
   look like ``YYYY-MM-DD`` (ISO 8601 sorts as text), and never matches otherwise;
@@ -164,9 +163,10 @@ def _condition(where: str, condition: Any) -> ColumnElement[bool]:
             raise SegmentRuleError(where, f"subscribed_at takes op {sorted(COMPARE_OPS)}")
         return _compare(where, op, value, lambda v: _moment(where, v), Subscriber.created_at)
     if field.startswith("attributes.") and len(field) > 11:
-        column: Any = Subscriber.attributes[_key(where, field)].as_string()
+        key = _key(where, field)
+        column: Any = Subscriber.attributes[key].as_string()
         if op in COMPARE_OPS:
-            return _attribute_compare(where, column, op, value)
+            return _attribute_compare(where, key, column, op, value)
     elif field in TEXT_FIELDS:
         column = TEXT_FIELDS[field]
         if op in COMPARE_OPS:
@@ -299,13 +299,15 @@ def _moment(where: str, value: Any) -> datetime:
     raise SegmentRuleError(where, 'a date is an ISO 8601 string ("2025-01-31") or {"days_ago": N}')
 
 
-def _attribute_compare(where: str, column: Any, op: str, value: Any) -> ColumnElement[bool]:
+def _attribute_compare(
+    where: str, key: str, column: Any, op: str, value: Any
+) -> ColumnElement[bool]:
     _, values = _bounds(where, op, value)
     numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
     if all(numbers):
         if not all(-MAX_NUMBER <= v <= MAX_NUMBER for v in values):  # NaN fails this too
             raise SegmentRuleError(where, f"a number from -{MAX_NUMBER:,} to {MAX_NUMBER:,}")
-        return _compare(where, op, value, lambda v: literal(v, Numeric()), _as_number(column))
+        return _compare(where, op, value, lambda v: literal(v, Numeric()), _as_number(key, column))
     if any(numbers):
         raise SegmentRuleError(where, "compare with numbers or with dates, not both")
 
@@ -317,23 +319,37 @@ def _attribute_compare(where: str, column: Any, op: str, value: Any) -> ColumnEl
     return _compare(where, op, value, lambda v: literal(day(v), String()), _as_date(column))
 
 
-def _as_number(column: Any) -> Any:
-    """The attribute as a number where it is one, else NULL (which compares false)."""
+def _as_number(key: str, column: Any) -> Any:
+    """The attribute as a number where it is one, else NULL (which compares false):
+    a JSON number, or text that is a decimal number."""
     text = func.trim(cast(column, String()))
     short = func.length(column) <= MAX_NUMBER_TEXT
+    # PostgreSQL: ->> gives a JSON number's text in plain digits, true as "true".
     pg = case((and_(short, text.regexp_match(_PG_NUMBER)), cast(text, Numeric())), else_=None)
-    # SQLite's CAST reads "40 apples" and "abc" as 40 and 0, but its comparison with a
-    # NUMERIC operand turns text into a number only when the whole text is one (a decimal
-    # literal, white space around allowed): so a value equal to its own CAST is a number,
-    # in one test where four GLOBs and a trim of the value took twice as long. The GLOB
-    # keeps out what that also reads and PostgreSQL's pattern does not: "+5", "1e3".
-    number = cast(column, Numeric())
-    looks_numeric = and_(
-        not_(column.op("GLOB", is_comparison=True)(_SQLITE_NOT_NUMBER)),
-        short,
-        column == number,
+    # SQLite: what json_extract gives says a JSON string ('text') from a number; true and
+    # false come as 1 and 0 ('integer'), which only json_type, a second parse and too
+    # dear for every row, tells from a JSON integer (the key holds no quote: see _key).
+    # For text, SQLite's CAST reads "40 apples" and "abc" as 40 and 0, but its comparison
+    # with a NUMERIC operand turns text into a number only when the whole text is one (a
+    # decimal literal, white space around allowed): so a value equal to its own CAST is a
+    # number, in one test where four GLOBs and a trim of the value took twice as long.
+    # The GLOB keeps out what that also reads and PostgreSQL's pattern does not: "+5", "1e3".
+    path = f'$."{key}"'
+    raw = func.json_extract(Subscriber.attributes, path, type_=String())
+    stored = func.typeof(raw)
+    number = cast(raw, Numeric())
+    text_number = and_(
+        stored == "text",
+        not_(raw.op("GLOB", is_comparison=True)(_SQLITE_NOT_NUMBER)),
+        func.length(raw) <= MAX_NUMBER_TEXT,
+        raw == number,
     )
-    lite = case((looks_numeric, number), else_=None)
+    json_integer = and_(
+        stored == "integer", func.json_type(Subscriber.attributes, path) == "integer"
+    )
+    lite = case(
+        (text_number, number), (stored == "real", number), (json_integer, number), else_=None
+    )
     return per_dialect(pg, lite)
 
 
