@@ -67,6 +67,7 @@ def test_a_name_search_folds_case_takes_wildcards_as_text_and_needs_three_letter
         ("lloyd@example.com", "Lloyd Webber"),  # "o_d" read as a pattern would match
         ("ab@example.com", "A/B Testers"),
         ("win@example.com", "C:\\Users\\Win"),
+        ("wang@example.com", "王五"),
     ]:
         subscribers.add_subscriber(runtime, ADMIN, email=email, name=name)
 
@@ -86,6 +87,8 @@ def test_a_name_search_folds_case_takes_wildcards_as_text_and_needs_three_letter
     ]
     with pytest.raises(Invalid, match="at least 3 characters"):
         subscribers.search_subscribers(runtime, ADMIN, query="nn")
+    # A name of two characters in a script whose names are that short is searched.
+    assert names("王五") == ["王五"]
 
 
 def test_a_name_search_reads_the_trigram_index_on_postgresql(runtime: Runtime) -> None:

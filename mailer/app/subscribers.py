@@ -394,10 +394,10 @@ def search_subscribers(
     after_id: int | None = None,
 ) -> list[SubscriberSummary]:
     """A page of subscribers in id order after ``after_id``. ``query`` is an address prefix
-    or, when no address starts with it (and it has no ``@``), a name substring of at
-    least ``MIN_NAME_SEARCH`` characters, the case of letters aside (on SQLite, of ASCII
-    letters only); ``status`` is the status on ``list_name`` when a list is given, the
-    subscriber's own status otherwise.
+    or, when no address starts with it (and it has no ``@``), a name substring (of at
+    least ``MIN_NAME_SEARCH`` characters when all ASCII), the case of letters aside (on
+    SQLite, of ASCII letters only); ``status`` is the status on ``list_name`` when a list
+    is given, the subscriber's own status otherwise.
 
     Pages are keyset pages (``after_id`` is the last id of the previous one) and nothing
     counts the whole audience, so a page costs the same at a million subscribers.
@@ -425,9 +425,11 @@ def search_subscribers(
             is_prefix = "@" in text or (
                 session.scalar(select(Subscriber.id).where(by_address).limit(1)) is not None
             )
-            if not is_prefix and len(text) < MIN_NAME_SEARCH:
+            if not is_prefix and len(text) < MIN_NAME_SEARCH and text.isascii():
                 # Shorter text has no trigram for PostgreSQL's index to look up: every
-                # name would be read, for a search nobody can page through anyway.
+                # name would be read, for a search nobody can page through anyway. Not
+                # so in scripts whose names are one or two characters (王五, 김민): those
+                # are searched at any length, at the cost of that read.
                 raise Invalid(
                     f"no address starts with {text!r}, and a name search needs at least "
                     f"{MIN_NAME_SEARCH} characters",
