@@ -10,6 +10,7 @@ error) and refuses what nests deeper than a caller's bound before anything walks
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -59,12 +60,15 @@ def parse(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     problem = excess(value, max_depth=max_depth)
     if problem is not None:
         raise ValueError(problem)
-    if _has_huge_float(value):
-        # orjson reads a whole number beyond 64 bits as a float, silently rounded, and
-        # no JSON column could store it exactly: tell it from a real float (1e30) by
-        # reading the text again, which is safe now that its depth is known.
+    if _LONG_DIGITS.search(text if isinstance(text, bytes) else text.encode()):
+        # orjson reads a whole number beyond 64 bits (19 digits or more) as a float,
+        # silently rounded, which no JSON column could store exactly: the text is read
+        # again to find one, which is safe now that its depth is known.
         json.loads(text, parse_int=_whole_number)
     return value
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def _whole_number(digits: str) -> int:
@@ -73,18 +77,3 @@ def _whole_number(digits: str) -> int:
         shown = digits if len(digits) <= 30 else digits[:30] + "…"
         raise ValueError(f"the whole number {shown} is too large: write it as a string")
     return number
-
-
-def _has_huge_float(value: Any) -> bool:
-    level = [value]
-    while level:
-        deeper: list[Any] = []
-        for item in level:
-            if isinstance(item, float) and abs(item) >= 2**63:
-                return True
-            if isinstance(item, dict):
-                deeper.extend(item.values())
-            elif isinstance(item, list):
-                deeper.extend(item)
-        level = deeper
-    return False
