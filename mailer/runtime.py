@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.config import Settings
+from mailer.db.group_commit import Apply, GroupCommit
 from mailer.db.session import make_engine, make_point_read_engine, make_sessionmaker
 from mailer.dispatch.dispatcher import DispatchSettings
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -20,11 +26,22 @@ class Runtime:
     sessions: sessionmaker[Session] = field(init=False)
     # The web's event loop only: see make_point_read_engine. Connects when first used.
     point_reads: Engine = field(init=False)
+    _writers: dict[str, GroupCommit[Any, Any]] = field(init=False, default_factory=dict)
+    _writers_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.point_reads = make_point_read_engine(self.settings.database_url)
+
+    def group_commit(self, name: str, apply: Apply[T, R]) -> GroupCommit[T, R]:
+        """This process's group-commit writer for one kind of write (mailer.db.group_commit),
+        made on first use and stopped by ``close``."""
+        with self._writers_lock:
+            writer = self._writers.get(name)
+            if writer is None:
+                writer = self._writers[name] = GroupCommit(self.engine, apply, name=name)
+            return writer
 
     def dispatch_settings(self) -> DispatchSettings:
         return DispatchSettings(
@@ -37,5 +54,9 @@ class Runtime:
         )
 
     def close(self) -> None:
+        with self._writers_lock:
+            writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            writer.close()
         self.engine.dispose()
         self.point_reads.dispose()

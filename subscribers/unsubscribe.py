@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -31,7 +33,7 @@ _ACTIVE_IN = (
 )
 
 
-def _ending(lists: ColumnElement[bool]) -> ReturningUpdate[tuple[int]]:
+def _ending(lists: ColumnElement[bool]) -> ReturningUpdate[Any]:
     return (
         update(Subscription)
         .where(*_ACTIVE_IN, lists)
@@ -82,26 +84,129 @@ def unsubscribe(
         lists: dict[str, object] = {"newsletter_id": list_ids.newsletter_id}
     else:
         statement, lists = _END_LISTS, {"leaving_lists": list(list_ids)}
-    ended = (
+    ended: Sequence[int] = (
         connection.execute(statement, {"leaving_id": subscriber_id, "left_at": now, **lists})
         .scalars()
         .all()
     )
     if ended and record:
-        connection.execute(
-            _RECORD,
-            {
-                "source": source,
-                "kind": "unsubscribe",
-                "email": email,
-                "edition_id": edition_id,
-                "payload": {"list_ids": sorted(ended)},
-                "occurred_at": now,
-                "received_at": now,
-            },
-        )
+        connection.execute(_RECORD, _event(source, email, edition_id, ended, now))
         event_tallies.add(connection, [(edition_id, "unsubscribe", now)])
     return bool(ended)
+
+
+def _event(
+    source: str, email: str, edition_id: int | None, ended: Sequence[int], now: datetime
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "kind": "unsubscribe",
+        "email": email,
+        "edition_id": edition_id,
+        "payload": {"list_ids": sorted(ended)},
+        "occurred_at": now,
+        "received_at": now,
+    }
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """A verified unsubscribe link's claims, and what posted it (``link``, ``one-click``)."""
+
+    subscriber_id: int
+    edition_id: int
+    source: str
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    target: LinkTarget
+    changed: bool
+
+
+_NEWSLETTER_OF_EDITIONS = (
+    select(Edition.id, Edition.send_started_at, Newsletter.id, Newsletter.name)
+    .join(Newsletter, Newsletter.id == Edition.newsletter_id)
+    .where(Edition.id.in_(bindparam("edition_ids", expanding=True)))
+)
+_READERS = select(Subscriber.id, Subscriber.email, Subscriber.created_at).where(
+    Subscriber.id.in_(bindparam("subscriber_ids", expanding=True))
+)
+_END_READERS_OF_NEWSLETTER = (
+    update(Subscription)
+    .where(
+        Subscription.subscriber_id.in_(bindparam("leaving_ids", expanding=True)),
+        Subscription.status == SubscriptionStatus.ACTIVE,
+        Subscription.list_id.in_(
+            select(newsletter_lists.c.list_id).where(
+                newsletter_lists.c.newsletter_id == bindparam("newsletter_id")
+            )
+        ),
+    )
+    .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=bindparam("left_at"))
+    .returning(Subscription.subscriber_id, Subscription.list_id)
+)
+
+
+def unsubscribe_links(
+    connection: Connection, requests: Sequence[LinkRequest], *, at: datetime | None = None
+) -> list[LinkOutcome | UnknownRecipient]:
+    """What ``resolve`` and ``unsubscribe`` do for one link, for many links at once (a
+    group of one-click requests): two reads and one UPDATE per newsletter, whatever the
+    number of links, and the events in one INSERT. Per request, in order, its outcome or
+    the UnknownRecipient it stands for. A reader twice in the group (a double click)
+    leaves once: the first request changed something, the second did not.
+    """
+    now = at or utcnow()
+    editions = {
+        edition_id: (started, newsletter_id, name)
+        for edition_id, started, newsletter_id, name in connection.execute(
+            _NEWSLETTER_OF_EDITIONS, {"edition_ids": sorted({r.edition_id for r in requests})}
+        )
+    }
+    readers = {
+        subscriber_id: (email, created)
+        for subscriber_id, email, created in connection.execute(
+            _READERS, {"subscriber_ids": sorted({r.subscriber_id for r in requests})}
+        )
+    }
+    targets: list[LinkTarget | None] = []
+    leaving: dict[int, set[int]] = defaultdict(set)  # newsletter id: subscriber ids
+    for request in requests:
+        edition = editions.get(request.edition_id)
+        reader = readers.get(request.subscriber_id)
+        # As in resolve: an edition that started before the reader existed never mailed them.
+        if edition is None or reader is None or edition[0] is None or edition[0] < reader[1]:
+            targets.append(None)
+            continue
+        _, newsletter_id, name = edition
+        targets.append(
+            LinkTarget(request.subscriber_id, reader[0], newsletter_id, name, request.edition_id)
+        )
+        leaving[newsletter_id].add(request.subscriber_id)
+    ended: dict[tuple[int, int], list[int]] = defaultdict(list)  # (newsletter, reader): lists
+    for newsletter_id, subscriber_ids in sorted(leaving.items()):
+        for subscriber_id, list_id in connection.execute(
+            _END_READERS_OF_NEWSLETTER,
+            {"leaving_ids": sorted(subscriber_ids), "newsletter_id": newsletter_id, "left_at": now},
+        ):
+            ended[(newsletter_id, subscriber_id)].append(list_id)
+    outcomes: list[LinkOutcome | UnknownRecipient] = []
+    events = []
+    for request, target in zip(requests, targets, strict=True):
+        if target is None:
+            outcomes.append(
+                UnknownRecipient("this link belongs to a subscription that no longer exists")
+            )
+            continue
+        lists = ended.pop((target.newsletter_id, target.subscriber_id), None)
+        if lists:
+            events.append(_event(request.source, target.email, target.edition_id, lists, now))
+        outcomes.append(LinkOutcome(target, changed=bool(lists)))
+    if events:
+        connection.execute(_RECORD, events)
+        event_tallies.add(connection, [(e["edition_id"], "unsubscribe", now) for e in events])
+    return outcomes
 
 
 class UnknownRecipient(LookupError):

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -691,3 +692,122 @@ def test_the_link_page_gives_up_on_a_locked_table_instead_of_stalling(
     assert "lock timeout" in logged.__dict__["detail"]
     token = path.rpartition("/")[2]
     assert all(token not in str(r.__dict__) for r in caplog.records)
+
+
+# ---------------------------------------------------------------- many at once
+
+
+def _hold_writes(runtime: Runtime) -> Callable[[], None]:
+    """Block every write to subscriptions from elsewhere (as a long send's batch would);
+    the returned function lets them go."""
+    if runtime.engine.dialect.name == "sqlite":
+        database = runtime.engine.url.database
+        assert database is not None
+        raw = sqlite3.connect(database, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+
+        def release_sqlite() -> None:
+            raw.execute("ROLLBACK")
+            raw.close()
+
+        return release_sqlite
+    connection = runtime.engine.connect()
+    connection.exec_driver_sql("LOCK TABLE subscriptions IN SHARE MODE")
+
+    def release_postgres() -> None:
+        connection.rollback()
+        connection.close()
+
+    return release_postgres
+
+
+def test_one_click_posts_arriving_together_are_written_together_each_once(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    newsletter_id = factories.newsletter(runtime)
+    readers = factories.subscribers(runtime, 25)
+    edition_id = factories.edition(runtime, newsletter_id)
+    send(runtime, edition_id)
+    paths = [
+        urlsplit(list_unsubscribe_url(outbox_message(runtime, edition_id, reader))).path
+        for reader in readers
+    ]
+    # A double click of the first reader's button, and the link of a reader since erased.
+    forget(runtime, readers.pop())
+    posts = [*paths[:-1], paths[0], paths[-1]]
+
+    answers: dict[int, int] = {}
+    with LiveServer() as server:
+        server.start(create_app(runtime=runtime))
+
+        def post(index: int) -> None:
+            request = urllib.request.Request(  # noqa: S310 - our own local server
+                server.url + posts[index], data=b"List-Unsubscribe=One-Click", method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                    answers[index] = response.status
+            except urllib.error.HTTPError as error:
+                answers[index] = error.code
+
+        release = _hold_writes(runtime)
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(posts))]
+        try:
+            with caplog.at_level("INFO", logger="mailer.app.readers"):
+                for thread in threads:
+                    thread.start()
+                time.sleep(1.0)  # every request is in: one being written, the rest queued
+                everyone_still_subscribed(runtime, readers)
+                release()
+                for thread in threads:
+                    thread.join(30)
+        finally:
+            for thread in threads:
+                thread.join(30)
+
+    assert answers == {**{i: 200 for i in range(len(posts) - 1)}, len(posts) - 1: 404}
+    for reader in readers:
+        assert subscription_status(runtime, reader) == [SubscriptionStatus.UNSUBSCRIBED]
+    events = unsubscribe_events(runtime)
+    assert sorted(e.email for e in events) == sorted(readers)  # the double click left once
+    groups = [r.__dict__ for r in caplog.records if r.getMessage() == "subscribers.unsubscribed"]
+    assert sum(g["requests"] for g in groups) == len(posts)
+    assert sum(g["changed"] for g in groups) == len(readers)
+    # Those that waited behind the lock were written in one transaction, not one each.
+    assert len(groups) < len(posts) / 2, groups
+
+
+def test_a_group_of_links_leaves_each_reader_once_and_names_the_unknown(
+    runtime: Runtime, sent: Sent
+) -> None:
+    from subscribers.unsubscribe import LinkOutcome, LinkRequest, unsubscribe_links
+
+    with runtime.sessions() as session:
+        rows = session.execute(select(Subscriber.email, Subscriber.id))
+        ids = {email: id_ for email, id_ in rows}
+    first, second, gone = (ids[address] for address in sent.readers)
+    forget(runtime, sent.readers[2])
+    requests = [
+        LinkRequest(first, sent.edition_id, "one-click"),
+        LinkRequest(first, sent.edition_id, "link"),  # the same reader again, same group
+        LinkRequest(second, sent.edition_id, "link"),
+        LinkRequest(gone, sent.edition_id, "one-click"),
+        LinkRequest(second, sent.edition_id + 1000, "one-click"),  # no such edition
+    ]
+    with runtime.engine.begin() as connection:
+        outcomes = unsubscribe_links(connection, requests)
+
+    changed = [o.changed if isinstance(o, LinkOutcome) else type(o).__name__ for o in outcomes]
+    assert changed == [True, False, True, "UnknownRecipient", "UnknownRecipient"]
+    assert [o.target.email for o in outcomes[:3] if isinstance(o, LinkOutcome)] == [
+        sent.readers[0],
+        sent.readers[0],
+        sent.readers[1],
+    ]
+    events = sorted((e.email, e.source, e.edition_id) for e in unsubscribe_events(runtime))
+    assert events == [
+        (sent.readers[0], "one-click", sent.edition_id),
+        (sent.readers[1], "link", sent.edition_id),
+    ]
+    assert subscription_status(runtime, sent.readers[0]) == [SubscriptionStatus.UNSUBSCRIBED]
+    assert subscription_status(runtime, sent.readers[1]) == [SubscriptionStatus.UNSUBSCRIBED]

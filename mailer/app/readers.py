@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -612,22 +613,35 @@ def unsubscribe_link(runtime: Runtime, token: str) -> LeaveView:
     return LeaveView(target.newsletter_name, mask(target.email), changed=False)
 
 
-def unsubscribe(runtime: Runtime, token: str, *, source: str) -> LeaveView:
+def unsubscribe(runtime: Runtime, token: str, *, source: str) -> Future[LeaveView]:
     """Leave the lists of the link's newsletter (its button, or an RFC 8058 one-click
-    request): one lookup, then one conditional UPDATE and its event."""
-    keys = runtime.settings.require_secret_keys()
-    with one_writer(runtime.engine), runtime.engine.begin() as connection:
-        target = _link_target(connection, keys, token)
-        changed = leaving.unsubscribe(
-            connection,
-            target.subscriber_id,
-            target.email,
-            target.lists(),
-            source=source,
-            edition_id=target.edition_id,
-        )
-    log.info("subscriber.unsubscribed", extra={"source": source, "changed": changed})
-    return LeaveView(target.newsletter_name, mask(target.email), changed=changed)
+    request). Raises TokenError for a link we did not sign; otherwise the future holds
+    the answer once the change has committed, or raises NotFound for a link whose reader
+    or edition is gone.
+
+    One-click requests come in bursts (a mailbox provider's button, a list-wide
+    complaint): the process's requests waiting at one moment are written together, in
+    one transaction, by one writer thread (``mailer.db.group_commit``).
+    """
+    claims = verify_unsubscribe(runtime.settings.require_secret_keys(), token)
+    writer = runtime.group_commit("unsubscribe", _unsubscribe_group)
+    return writer.submit(leaving.LinkRequest(claims.subscriber_id, claims.edition_id, source))
+
+
+def _unsubscribe_group(
+    connection: Connection, requests: Sequence[leaving.LinkRequest]
+) -> list[LeaveView | Exception]:
+    outcomes = leaving.unsubscribe_links(connection, requests)
+    views: list[LeaveView | Exception] = []
+    for outcome in outcomes:
+        if isinstance(outcome, leaving.UnknownRecipient):
+            views.append(NotFound(str(outcome)))
+        else:
+            target = outcome.target
+            views.append(LeaveView(target.newsletter_name, mask(target.email), outcome.changed))
+    changed = sum(1 for view in views if isinstance(view, LeaveView) and view.changed)
+    log.info("subscribers.unsubscribed", extra={"requests": len(requests), "changed": changed})
+    return views
 
 
 def _link_target(connection: Connection, keys: Keys, token: str) -> leaving.LinkTarget:

@@ -14,9 +14,10 @@ not come from a mailbox provider's button or ours is not a reader's choice.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from starlette.concurrency import run_in_threadpool
 
 from mailer.app import readers
 from mailer.app.errors import NotFound
@@ -82,9 +83,12 @@ async def unsubscribe(request: Request, token: str) -> HTMLResponse:
             request, "the request did not ask to unsubscribe (List-Unsubscribe=One-Click)"
         )
     try:
-        # Blocking database work goes to a worker thread: on the event loop, one request
-        # waiting for SQLite's write lock (up to its 30 s timeout) would stall every other.
-        view = await run_in_threadpool(readers.unsubscribe, runtime, token, source=source)
+        # Written with the other requests of this moment by the process's writer thread
+        # (the loop never waits for a database lock). Shielded: a request given up on
+        # after it was queued is still written, as the reader asked.
+        view = await asyncio.shield(
+            asyncio.wrap_future(readers.unsubscribe(runtime, token, source=source))
+        )
     except TokenError as exc:
         return _invalid(request, str(exc))
     except NotFound as exc:
