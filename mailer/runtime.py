@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -14,6 +15,9 @@ from mailer.config import Settings
 from mailer.db.group_commit import Apply, GroupCommit
 from mailer.db.session import make_engine, make_point_read_engine, make_sessionmaker
 from mailer.dispatch.dispatcher import DispatchSettings
+
+# As many as the transport calls one process may usefully have in flight.
+HELPER_THREADS = 8
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,6 +32,7 @@ class Runtime:
     point_reads: Engine = field(init=False)
     _writers: dict[str, GroupCommit[Any, Any]] = field(init=False, default_factory=dict)
     _writers_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _helpers: ThreadPoolExecutor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url)
@@ -53,10 +58,23 @@ class Runtime:
             sender_process=self.settings.sender_process,
         )
 
+    def helpers(self) -> ThreadPoolExecutor:
+        """A few threads for slow work that follows a commit (posting a reader's email),
+        so that a writer never waits on a transport. Made on first use."""
+        with self._writers_lock:
+            if self._helpers is None:
+                self._helpers = ThreadPoolExecutor(HELPER_THREADS, thread_name_prefix="helper")
+            return self._helpers
+
     def close(self) -> None:
         with self._writers_lock:
             writers, self._writers = list(self._writers.values()), {}
+        # The writers first: what they commit on the way out may still hand work over.
         for writer in writers:
             writer.close()
+        with self._writers_lock:
+            helpers, self._helpers = self._helpers, None
+        if helpers is not None:
+            helpers.shutdown(wait=True)
         self.engine.dispose()
         self.point_reads.dispose()

@@ -539,9 +539,11 @@ def test_archive_only_when_public(runtime: Runtime, site: Site) -> None:
 def test_sign_ups_of_one_new_address_at_once_make_one_reader_and_one_email(
     runtime: Runtime, site: Site
 ) -> None:
-    # The form's write takes no lock on a new address: each of these inserts it, and on
-    # PostgreSQL all but one find it taken once the first commits.
+    # The form's write takes no lock on a new address: each of these web processes (a
+    # runtime each, so a writer each) inserts it, and on PostgreSQL all but one find it
+    # taken once the first commits.
     ids = list_ids(runtime)
+    processes = [Runtime(runtime.settings) for _ in range(4)]
     with runtime.sessions() as session:
         slug = session.scalar(select(Newsletter.slug))
     assert slug is not None
@@ -552,14 +554,14 @@ def test_sign_ups_of_one_new_address_at_once_make_one_reader_and_one_email(
         start.wait()
         try:
             readers.subscribe(
-                runtime,
+                processes[number],
                 slug,
                 email="twin@example.com",
                 name="Twin",
                 list_ids=[ids["morning"], ids["weekend"]],
                 timezone=None,
                 client=f"192.0.2.{number}",
-            )
+            ).result(30)
         except BaseException as exc:  # any failure is what this test finds
             failures.append(exc)
 
@@ -568,6 +570,8 @@ def test_sign_ups_of_one_new_address_at_once_make_one_reader_and_one_email(
         thread.start()
     for thread in threads:
         thread.join(30)
+    for process in processes:
+        process.close()
     assert failures == []
     with runtime.sessions() as session:
         rows = session.scalars(select(Subscriber).where(Subscriber.email == "twin@example.com"))

@@ -14,6 +14,7 @@ answer, and any email they cause is sent, or not, out of sight.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from zoneinfo import available_timezones
 
 from markupsafe import escape
@@ -200,6 +201,26 @@ def _wording(newsletter: str, lists: Sequence[MailingList]) -> str:
     return SUBSCRIBE_WORDING.format(newsletter=newsletter, lists=", ".join(m.name for m in lists))
 
 
+@dataclass(frozen=True)
+class _FormSignup:
+    slug: str
+    email: str
+    name: str | None
+    list_ids: tuple[int, ...]
+    timezone: str | None
+    client: str
+    honeypot: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class _Signed(Generic[T]):
+    """A sign-up's result, and its confirmation to post once the sign-up has committed."""
+
+    result: T
+    mail: _Mail | None
+
+
 def subscribe(
     runtime: Runtime,
     slug: str,
@@ -210,44 +231,123 @@ def subscribe(
     timezone: str | None,
     client: str,
     honeypot: str = "",
-) -> SignupAnswer:
+) -> Future[SignupAnswer]:
     """The public form. Throttled per client (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``)
-    and, by the confirmation pacing, per address."""
-    now = utcnow()
+    and, by the confirmation pacing, per address. The future holds the answer once the
+    sign-up has committed and its confirmation has been handed to the transport, or
+    raises RateLimited, Invalid or NotFound.
 
-    def sign_up(session: Session) -> tuple[SignupAnswer, _Mail | None]:
-        address = _address(email)
-        zone = _zone(timezone)
-        newsletter = _newsletter(session, slug)
-        offered = {m.id: m for m in _public_lists(newsletter)}
-        if not offered:
-            raise NotFound(f"{newsletter.name} takes no sign-ups on the web")
-        chosen = [offered[i] for i in dict.fromkeys(list_ids) if i in offered]
-        if not chosen:
-            if len(offered) != 1:
-                raise Invalid("pick at least one list", "lists")
-            chosen = list(offered.values())
-        answer = SignupAnswer(newsletter.name, address, any(m.opt_in != "single" for m in chosen))
-        if honeypot.strip():
-            # A bot filled the field people never see: it gets the same answer, and
-            # nothing is stored or sent.
-            log.info("signup.honeypot", extra={"newsletter": slug})
-            return answer, None
-        mail = _sign_up(
-            runtime,
-            session,
-            newsletter,
-            address,
-            _name(name),
-            zone,
-            chosen,
-            source=f"form:{newsletter.slug}",
-            client=client,
-            now=now,
-        )
-        return answer, mail
+    Sign-ups come in bursts (a newsletter mentioned somewhere): the process's sign-ups
+    waiting at one moment are written together, in one transaction, by one writer
+    thread (``mailer.db.group_commit``), the form's newsletter read once for them all.
+    """
+    request = _FormSignup(slug, email, name, tuple(list_ids), timezone, client, honeypot, utcnow())
+    writer = runtime.group_commit("signup", functools.partial(_signup_group, runtime))
+    return _posted_after(runtime, writer.submit(request))
 
-    return _counted(runtime, client, now, sign_up)
+
+def _signup_group(
+    runtime: Runtime, connection: Connection, requests: Sequence[_FormSignup]
+) -> list[_Signed[SignupAnswer] | Exception]:
+    forms: dict[str, Newsletter | AppError] = {}
+
+    def newsletter_of(session: Session, slug: str) -> Newsletter:
+        found = forms.get(slug)
+        if found is None:
+            try:
+                found = _newsletter(session, slug)
+            except AppError as exc:
+                found = exc
+            forms[slug] = found
+        if isinstance(found, AppError):
+            raise found
+        return found
+
+    with Session(bind=connection, expire_on_commit=False) as session:
+        results: list[_Signed[SignupAnswer] | Exception] = []
+        for request in requests:
+            result, mail = _count_then(
+                runtime,
+                session,
+                request.client,
+                request.now,
+                functools.partial(_form_signup, runtime, request, newsletter_of),
+            )
+            results.append(result if isinstance(result, AppError) else _Signed(result, mail))
+        session.flush()
+    return results
+
+
+def _form_signup(
+    runtime: Runtime,
+    request: _FormSignup,
+    newsletter_of: Callable[[Session, str], Newsletter],
+    session: Session,
+) -> tuple[SignupAnswer, _Mail | None]:
+    address = _address(request.email)
+    zone = _zone(request.timezone)
+    newsletter = newsletter_of(session, request.slug)
+    offered = {m.id: m for m in _public_lists(newsletter)}
+    if not offered:
+        raise NotFound(f"{newsletter.name} takes no sign-ups on the web")
+    chosen = [offered[i] for i in dict.fromkeys(request.list_ids) if i in offered]
+    if not chosen:
+        if len(offered) != 1:
+            raise Invalid("pick at least one list", "lists")
+        chosen = list(offered.values())
+    answer = SignupAnswer(newsletter.name, address, any(m.opt_in != "single" for m in chosen))
+    if request.honeypot.strip():
+        # A bot filled the field people never see: it gets the same answer, and
+        # nothing is stored or sent.
+        log.info("signup.honeypot", extra={"newsletter": request.slug})
+        return answer, None
+    mail = _sign_up(
+        runtime,
+        session,
+        newsletter,
+        address,
+        _name(request.name),
+        zone,
+        chosen,
+        source=f"form:{newsletter.slug}",
+        client=request.client,
+        now=request.now,
+    )
+    return answer, mail
+
+
+def _posted_after(runtime: Runtime, written: Future[_Signed[T]]) -> Future[T]:
+    """The result of ``written``, settled once its confirmation (if any) is posted: on
+    one of the process's helper threads, so that the writer never waits on a
+    transport (SendGrid's API, an SMTP server)."""
+    answered: Future[T] = Future()
+    answered.set_running_or_notify_cancel()
+
+    def post(signed: _Signed[T]) -> None:
+        try:
+            if signed.mail is not None:
+                _post(runtime, signed.mail)
+        except BaseException as exc:
+            answered.set_exception(exc)
+        else:
+            answered.set_result(signed.result)
+
+    def on_written(done: Future[_Signed[T]]) -> None:
+        error = done.exception()
+        if error is not None:
+            answered.set_exception(error)
+            return
+        signed = done.result()
+        if signed.mail is None:
+            answered.set_result(signed.result)
+            return
+        try:
+            runtime.helpers().submit(post, signed)
+        except RuntimeError:  # the helpers are shutting down with the process
+            post(signed)
+
+    written.add_done_callback(on_written)
+    return answered
 
 
 def subscribe_api(
@@ -337,33 +437,46 @@ def _counted(
     now: datetime,
     sign_up: Callable[[Session], tuple[T, _Mail | None]],
 ) -> T:
-    """``sign_up`` in one write transaction with its count against the client's limit
-    (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``, kept in the database: every web process
-    shares it), and its confirmation posted after the commit.
-
-    The count commits whatever the request turns out to be, refused, invalid or a bot's
-    (a client that keeps trying stays refused), and so does anything ``sign_up`` wrote
-    before it raised: it refuses before it changes anyone's subscriptions.
-    """
-    refused: AppError | None = None
+    """``sign_up`` in a write transaction of its own with its count (``_count_then``),
+    and its confirmation posted after the commit."""
     with _one_writer(runtime), transaction(runtime.sessions) as session:
-        limit = runtime.settings.subscribe_per_client_per_minute
-        wait = rate_limits.take(session, f"signup:{client}", limit, now)
-        if wait is not None:
-            refused = RateLimited(
-                "too many sign-ups from your network in a minute: try again shortly",
-                retry_after=wait,
-            )
-        else:
-            try:
-                result, mail = sign_up(session)
-            except AppError as exc:
-                refused = exc
-    if refused is not None:
-        raise refused
+        result, mail = _count_then(runtime, session, client, now, sign_up)
+    if isinstance(result, AppError):
+        raise result
     if mail is not None:
         _post(runtime, mail)
     return result
+
+
+def _count_then(
+    runtime: Runtime,
+    session: Session,
+    client: str,
+    now: datetime,
+    sign_up: Callable[[Session], tuple[T, _Mail | None]],
+) -> tuple[T | AppError, _Mail | None]:
+    """Count the request against the client's limit
+    (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``, kept in the database: every web process
+    shares it), then, if it is within it, ``sign_up`` in the caller's transaction.
+
+    The count commits with the transaction whatever the request turns out to be,
+    refused, invalid or a bot's (a client that keeps trying stays refused), and so does
+    anything ``sign_up`` wrote before it raised: it refuses before it changes anyone's
+    subscriptions. A refusal is returned, not raised, for the caller to raise after
+    the commit.
+    """
+    limit = runtime.settings.subscribe_per_client_per_minute
+    wait = rate_limits.take(session, f"signup:{client}", limit, now)
+    if wait is not None:
+        refused = RateLimited(
+            "too many sign-ups from your network in a minute: try again shortly",
+            retry_after=wait,
+        )
+        return refused, None
+    try:
+        return sign_up(session)
+    except AppError as exc:
+        return exc, None
 
 
 def _sign_up(

@@ -9,12 +9,14 @@ so these forms need no session and set no cookie.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from mailer.app import readers
 from mailer.app.errors import AppError, Invalid, NotFound, RateLimited
@@ -79,7 +81,7 @@ def subscribe_form(request: Request, slug: str) -> Response:
 
 
 @router.post("/subscribe/{slug}", response_class=HTMLResponse)
-def subscribe(
+async def subscribe(
     request: Request,
     slug: str,
     email: Annotated[str, Form()] = "",
@@ -89,19 +91,26 @@ def subscribe(
     website: Annotated[str, Form()] = "",
 ) -> Response:
     runtime = _runtime(request)
+    signed = readers.subscribe(
+        runtime,
+        slug,
+        email=email,
+        name=name,
+        list_ids=lists or [],
+        timezone=timezone,
+        client=client_of(request),
+        honeypot=website,
+    )
     try:
-        answer = readers.subscribe(
-            runtime,
-            slug,
-            email=email,
-            name=name,
-            list_ids=lists or [],
-            timezone=timezone,
-            client=client_of(request),
-            honeypot=website,
-        )
+        # Written with the other sign-ups of this moment by the process's writer thread
+        # (the loop never waits for the database). Shielded: a sign-up given up on after
+        # it was queued is still written and confirmed.
+        answer = await asyncio.shield(asyncio.wrap_future(signed))
     except Invalid as exc:
-        form = _attempt(request, lambda: readers.subscribe_form(runtime, slug))
+        # The form again, with what was typed: a read, in a worker thread.
+        form = await run_in_threadpool(
+            _attempt, request, lambda: readers.subscribe_form(runtime, slug)
+        )
         if isinstance(form, Response):
             return form
         values = {"email": email, "name": name, "lists": lists or [], "timezone": timezone}
