@@ -15,6 +15,7 @@ there).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,39 +73,80 @@ _RESTART = (
 )
 
 
+_CLAIM_SLOT = (
+    update(Subscriber)
+    .where(
+        Subscriber.id == bindparam("reader"),
+        or_(
+            Subscriber.confirmation_sent_at.is_(None),
+            Subscriber.confirmation_sent_at <= bindparam("paced_until"),
+        ),
+    )
+    .values(confirmation_sent_at=bindparam("now"))
+    .returning(Subscriber.id)
+)
+_PENDING_NAMES = (
+    select(MailingList.name)
+    .join(Subscription, Subscription.list_id == MailingList.id)
+    .where(
+        Subscription.subscriber_id == bindparam("reader"),
+        Subscription.status == SubscriptionStatus.PENDING,
+    )
+    .order_by(MailingList.name)
+)
+
+
+@functools.cache
+def _add_reader(dialect: str) -> Any:
+    """The insert of a new address, built once per database."""
+    return (
+        conflict_insert(dialect)(Subscriber)
+        .values(
+            email=bindparam("address"),
+            name=bindparam("name"),
+            timezone=bindparam("timezone"),
+            attributes={},
+            status=SubscriberStatus.ACTIVE,
+            created_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .on_conflict_do_nothing(index_elements=[Subscriber.email])
+        .returning(Subscriber.id, Subscriber.status, Subscriber.name, Subscriber.timezone)
+    )
+
+
+@functools.cache
+def _join(dialect: str) -> Any:
+    return conflict_insert(dialect)(Subscription).on_conflict_do_nothing()
+
+
+_AGREE = insert(Consent)
+
+
 def is_suppressed(session: Session, email: str) -> bool:
-    return session.execute(_SUPPRESSED, {"address": email}).first() is not None
+    session.flush()  # as the ORM would before a query: a suppression just added counts
+    return session.connection().execute(_SUPPRESSED, {"address": email}).first() is not None
 
 
 def _subscriber(
     connection: Connection, email: str, name: str | None, timezone: str | None, now: datetime
-) -> Row[int, str, str | None, str | None]:
-    """(id, status, name, timezone) of the subscriber of ``email``, inserted if new."""
-    known = connection.execute(_KNOWN, {"address": email}).first()
-    if known is not None:
-        return known
-    # Two sign-ups of one new address at once both try to insert it: the loser's insert
-    # does nothing (on PostgreSQL, once the winner has committed) and it reads the
-    # winner's row instead of failing the request.
+) -> tuple[Row[int, str, str | None, str | None], bool]:
+    """(id, status, name, timezone) of the subscriber of ``email``, inserted if new, and
+    whether it was."""
+    # The insert first: most sign-ups are of new addresses, for which this is the one
+    # statement. Two sign-ups of one new address at once both try it: the loser's does
+    # nothing (on PostgreSQL, once the winner has committed) and it reads the winner's
+    # row instead of failing the request.
     created = connection.execute(
-        conflict_insert(connection.dialect.name)(Subscriber)
-        .values(
-            email=email,
-            name=name,
-            timezone=timezone,
-            attributes={},
-            status=SubscriberStatus.ACTIVE,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[Subscriber.email])
-        .returning(Subscriber.id, Subscriber.status, Subscriber.name, Subscriber.timezone)
+        _add_reader(connection.dialect.name),
+        {"address": email, "name": name, "timezone": timezone, "now": now},
     ).first()
-    if created is None:
-        created = connection.execute(_KNOWN, {"address": email}).first()
-    if created is None:  # the winner's row was deleted in between: nobody to sign up
+    if created is not None:
+        return created, True
+    known = connection.execute(_KNOWN, {"address": email}).first()
+    if known is None:  # the winner's row was deleted in between: nobody to sign up
         raise LookupError(f"the subscriber of {email} vanished during a sign-up")
-    return created
+    return known, False
 
 
 def signup(
@@ -128,7 +170,7 @@ def signup(
     if is_suppressed(session, email):
         return SignupOutcome(None, (), (), False)
     connection = session.connection()
-    subscriber = _subscriber(connection, email, name, timezone, now)
+    subscriber, new = _subscriber(connection, email, name, timezone, now)
     if subscriber.status in BLOCKED:
         return SignupOutcome(None, (), (), False)
     # A form does not overwrite what a confirmed reader set: name and zone are only
@@ -144,12 +186,16 @@ def signup(
             .where(Subscriber.id == subscriber.id)
             .values(**filled, updated_at=now)
         )
-    current: dict[int, str] = {
-        list_id: status
-        for list_id, status in connection.execute(
-            _CURRENT, {"reader": subscriber.id, "lists": [m.id for m in lists]}
-        )
-    }
+    current: dict[int, str] = (
+        {}  # a new reader is in no list yet
+        if new
+        else {
+            list_id: status
+            for list_id, status in connection.execute(
+                _CURRENT, {"reader": subscriber.id, "lists": [m.id for m in lists]}
+            )
+        }
+    )
     activated: list[int] = []
     pending: list[int] = []
     joined: list[dict[str, Any]] = []
@@ -192,12 +238,11 @@ def signup(
         )
     if joined:
         # A sign-up of the same address at once may have just added one: theirs stands.
-        adding = conflict_insert(connection.dialect.name)(Subscription)
-        connection.execute(adding.on_conflict_do_nothing(), joined)
+        connection.execute(_join(connection.dialect.name), joined)
     if restarted:
         connection.execute(_RESTART, restarted)
     if consents:
-        connection.execute(insert(Consent), consents)
+        connection.execute(_AGREE, consents)
     if activated:
         # Subscribing anew is what lets an erased address back in (single opt-in: the
         # sign-up is the consent).
@@ -212,20 +257,12 @@ def claim_confirmation_slot(session: Session, subscriber_id: int, now: datetime)
 
     One conditional UPDATE, so of many sign-ups of one address at once exactly one
     sends, on either database."""
-    taken = session.execute(
-        update(Subscriber)
-        .where(
-            Subscriber.id == subscriber_id,
-            or_(
-                Subscriber.confirmation_sent_at.is_(None),
-                Subscriber.confirmation_sent_at <= now - CONFIRMATION_INTERVAL,
-            ),
-        )
-        .values(confirmation_sent_at=now)
-        .returning(Subscriber.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    return taken is not None
+    session.flush()
+    taken = session.connection().execute(
+        _CLAIM_SLOT,
+        {"reader": subscriber_id, "paced_until": now - CONFIRMATION_INTERVAL, "now": now},
+    )
+    return taken.first() is not None
 
 
 def release_confirmation_slot(session: Session, subscriber_id: int, at: datetime) -> None:
@@ -243,6 +280,11 @@ class Confirmed:
     subscriber_id: int
     email: str
     list_ids: tuple[int, ...]  # what this click confirmed (empty: nothing was pending)
+
+
+def pending_list_names(session: Session, subscriber_id: int) -> list[str]:
+    """The names of the lists waiting for this reader's confirming click, A to Z."""
+    return list(session.connection().execute(_PENDING_NAMES, {"reader": subscriber_id}).scalars())
 
 
 def pending_lists(session: Session, subscriber_id: int) -> list[MailingList]:

@@ -11,10 +11,12 @@ Unlike ``throttle`` (failures of a credential), this counts every request, good 
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from mailer.accounts.models import RequestWindow
@@ -32,6 +34,25 @@ def _window_of(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0)
 
 
+_WINDOWS = cast(Table, RequestWindow.__table__)
+_PREVIOUS = select(_WINDOWS.c.hits).where(
+    _WINDOWS.c.key == bindparam("key"), _WINDOWS.c.window_start == bindparam("previous")
+)
+_FORGET = delete(_WINDOWS).where(_WINDOWS.c.window_start < bindparam("previous"))
+
+
+@functools.cache
+def _count(dialect: str) -> Any:
+    """The upsert that counts one hit, built once per database (building it, and its
+    cache key, cost more than running it on a sign-up)."""
+    statement = conflict_insert(dialect)(_WINDOWS).values(
+        key=bindparam("key"), window_start=bindparam("current"), hits=1
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["key", "window_start"], set_={"hits": _WINDOWS.c.hits + 1}
+    ).returning(_WINDOWS.c.hits)
+
+
 def take(session: Session, key: str, limit: int, now: datetime | None = None) -> float | None:
     """Count one request under ``key``; the seconds to wait if that is over ``limit``.
 
@@ -42,25 +63,12 @@ def take(session: Session, key: str, limit: int, now: datetime | None = None) ->
     key = key[:_KEY_LENGTH]
     current = _window_of(now)
     previous = current - WINDOW
-    insert = conflict_insert(session.get_bind().dialect.name)
-    statement = insert(RequestWindow).values(key=key, window_start=current, hits=1)
-    hits: int = session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["key", "window_start"],
-            set_={"hits": RequestWindow.hits + 1},
-        ).returning(RequestWindow.hits)
-    ).scalar_one()
+    connection = session.connection()
+    values = {"key": key, "current": current, "previous": previous}
+    hits: int = connection.execute(_count(connection.dialect.name), values).scalar_one()
     if hits == 1:
-        session.execute(
-            delete(RequestWindow)
-            .where(RequestWindow.window_start < previous)
-            .execution_options(synchronize_session=False)
-        )
-    before = session.scalar(
-        select(RequestWindow.hits).where(
-            RequestWindow.key == key, RequestWindow.window_start == previous
-        )
-    )
+        connection.execute(_FORGET, values)
+    before: int | None = connection.execute(_PREVIOUS, values).scalar()
     elapsed = (now - current) / WINDOW
     estimate = (before or 0) * (1 - elapsed) + hits
     if estimate <= limit:

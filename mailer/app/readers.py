@@ -621,7 +621,7 @@ def _confirmation(
     name: str | None,
     now: datetime,
 ) -> _Mail:
-    lists = ", ".join(m.name for m in signup.pending_lists(session, subscriber_id))
+    lists = ", ".join(signup.pending_list_names(session, subscriber_id))
     subject = f"Confirm your subscription to {newsletter.name}"
     html, text = _message(
         newsletter,
@@ -688,7 +688,7 @@ def confirmation(runtime: Runtime, token: str) -> ConfirmView:
     """What a confirmation link would confirm; changes nothing (link scanners GET)."""
     with runtime.sessions() as session:
         subscriber = _confirm_target(runtime, session, token)
-        lists = tuple(m.name for m in signup.pending_lists(session, subscriber.id))
+        lists = tuple(signup.pending_list_names(session, subscriber.id))
         return ConfirmView(mask(subscriber.email), lists, preferences_url(runtime, subscriber.id))
 
 
