@@ -53,16 +53,13 @@ class SignupOutcome:
     activated: tuple[int, ...]  # single opt-in lists now active
     pending: tuple[int, ...]  # double opt-in lists waiting for the click
     send_confirmation: bool  # a confirmation email is due now (not paced out)
+    # When it is: every list of theirs waiting for the click, A to Z, for the email, and
+    # the slot's time (``release_confirmation_slot`` if the email cannot be sent).
+    pending_names: tuple[str, ...] = ()
+    slot_taken_at: datetime | None = None
 
 
 _SUPPRESSED = select(Suppression.id).where(Suppression.email == bindparam("address"))
-_KNOWN = select(Subscriber.id, Subscriber.status, Subscriber.name, Subscriber.timezone).where(
-    Subscriber.email == bindparam("address")
-)
-_CURRENT = select(Subscription.list_id, Subscription.status).where(
-    Subscription.subscriber_id == bindparam("reader"),
-    Subscription.list_id.in_(bindparam("lists", expanding=True)),
-)
 _RESTART = (
     update(Subscription)
     .where(
@@ -73,6 +70,37 @@ _RESTART = (
 )
 
 
+_SUPPRESSED_ANY = select(Suppression.email).where(
+    Suppression.email.in_(bindparam("addresses", expanding=True))
+)
+_KNOWN_ANY = select(
+    Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.name, Subscriber.timezone
+).where(Subscriber.email.in_(bindparam("addresses", expanding=True)))
+_CURRENT_ANY = select(Subscription.subscriber_id, Subscription.list_id, Subscription.status).where(
+    Subscription.subscriber_id.in_(bindparam("readers", expanding=True)),
+    Subscription.list_id.in_(bindparam("lists", expanding=True)),
+)
+_CLAIM_SLOTS = (
+    update(Subscriber)
+    .where(
+        Subscriber.id.in_(bindparam("readers", expanding=True)),
+        or_(
+            Subscriber.confirmation_sent_at.is_(None),
+            Subscriber.confirmation_sent_at <= bindparam("paced_until"),
+        ),
+    )
+    .values(confirmation_sent_at=bindparam("now"))
+    .returning(Subscriber.id)
+)
+_PENDING_NAMES_ANY = (
+    select(Subscription.subscriber_id, MailingList.name)
+    .join(MailingList, MailingList.id == Subscription.list_id)
+    .where(
+        Subscription.subscriber_id.in_(bindparam("readers", expanding=True)),
+        Subscription.status == SubscriptionStatus.PENDING,
+    )
+    .order_by(Subscription.subscriber_id, MailingList.name)
+)
 _CLAIM_SLOT = (
     update(Subscriber)
     .where(
@@ -97,21 +125,14 @@ _PENDING_NAMES = (
 
 
 @functools.cache
-def _add_reader(dialect: str) -> Any:
-    """The insert of a new address, built once per database."""
+def _add_readers(dialect: str) -> Any:
+    """The insert of new addresses (one row per parameter set), built once per database."""
     return (
         conflict_insert(dialect)(Subscriber)
-        .values(
-            email=bindparam("address"),
-            name=bindparam("name"),
-            timezone=bindparam("timezone"),
-            attributes={},
-            status=SubscriberStatus.ACTIVE,
-            created_at=bindparam("now"),
-            updated_at=bindparam("now"),
-        )
         .on_conflict_do_nothing(index_elements=[Subscriber.email])
-        .returning(Subscriber.id, Subscriber.status, Subscriber.name, Subscriber.timezone)
+        .returning(
+            Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.name, Subscriber.timezone
+        )
     )
 
 
@@ -128,25 +149,18 @@ def is_suppressed(session: Session, email: str) -> bool:
     return session.connection().execute(_SUPPRESSED, {"address": email}).first() is not None
 
 
-def _subscriber(
-    connection: Connection, email: str, name: str | None, timezone: str | None, now: datetime
-) -> tuple[Row[int, str, str | None, str | None], bool]:
-    """(id, status, name, timezone) of the subscriber of ``email``, inserted if new, and
-    whether it was."""
-    # The insert first: most sign-ups are of new addresses, for which this is the one
-    # statement. Two sign-ups of one new address at once both try it: the loser's does
-    # nothing (on PostgreSQL, once the winner has committed) and it reads the winner's
-    # row instead of failing the request.
-    created = connection.execute(
-        _add_reader(connection.dialect.name),
-        {"address": email, "name": name, "timezone": timezone, "now": now},
-    ).first()
-    if created is not None:
-        return created, True
-    known = connection.execute(_KNOWN, {"address": email}).first()
-    if known is None:  # the winner's row was deleted in between: nobody to sign up
-        raise LookupError(f"the subscriber of {email} vanished during a sign-up")
-    return known, False
+@dataclass(frozen=True)
+class Signup:
+    """One sign-up to make: a normalised, validated address and the lists it asked for."""
+
+    email: str
+    name: str | None
+    timezone: str | None
+    lists: Sequence[MailingList]
+    source: str
+    wording: str
+    client: str
+    now: datetime
 
 
 def signup(
@@ -162,80 +176,132 @@ def signup(
     client: str,
     now: datetime,
 ) -> SignupOutcome:
-    """Sign ``email`` (normalised, validated) up to ``lists``.
+    """Sign ``email`` (normalised, validated) up to ``lists``."""
+    one = Signup(email, name, timezone, lists, source, wording, client, now)
+    return sign_up_all(session, key, [one])[0]
 
-    Core statements on the session's connection: the public form is the busiest write
-    readers make, and nothing here needs the ORM's objects.
+
+def sign_up_all(session: Session, key: Keys, signups: Sequence[Signup]) -> list[SignupOutcome]:
+    """Make ``signups`` in the caller's transaction, in order; an outcome each.
+
+    A group of sign-ups (the web's, written together) costs a few statements whatever
+    its size: Core statements on the session's connection, each over the whole group,
+    since the public form is the busiest write readers make. An address twice in the
+    group is signed up twice, the second time seeing what the first did: the group is
+    made in rounds with each address at most once.
     """
-    if is_suppressed(session, email):
-        return SignupOutcome(None, (), (), False)
+    outcomes: list[SignupOutcome | None] = [None] * len(signups)
+    rounds: list[list[int]] = []
+    times: dict[str, int] = {}
+    for index, wanted in enumerate(signups):
+        earlier = times.get(wanted.email, 0)
+        times[wanted.email] = earlier + 1
+        if earlier == len(rounds):
+            rounds.append([])
+        rounds[earlier].append(index)
+    for indexes in rounds:
+        made = _round(session, key, [signups[i] for i in indexes])
+        for index, outcome in zip(indexes, made, strict=True):
+            outcomes[index] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+_NOBODY = SignupOutcome(None, (), (), False)
+
+
+def _round(session: Session, key: Keys, signups: Sequence[Signup]) -> list[SignupOutcome]:
+    """``sign_up_all`` for sign-ups of distinct addresses."""
+    session.flush()  # as the ORM would before these statements
     connection = session.connection()
-    subscriber, new = _subscriber(connection, email, name, timezone, now)
-    if subscriber.status in BLOCKED:
-        return SignupOutcome(None, (), (), False)
-    # A form does not overwrite what a confirmed reader set: name and zone are only
-    # filled where they were empty.
-    filled: dict[str, Any] = {}
-    if name and not subscriber.name:
-        filled["name"] = name
-    if timezone and not subscriber.timezone:
-        filled["timezone"] = timezone
-    if filled:
-        connection.execute(
-            update(Subscriber)
-            .where(Subscriber.id == subscriber.id)
-            .values(**filled, updated_at=now)
-        )
-    current: dict[int, str] = (
-        {}  # a new reader is in no list yet
-        if new
-        else {
-            list_id: status
-            for list_id, status in connection.execute(
-                _CURRENT, {"reader": subscriber.id, "lists": [m.id for m in lists]}
-            )
-        }
+    suppressed = set(
+        connection.execute(_SUPPRESSED_ANY, {"addresses": [s.email for s in signups]}).scalars()
     )
-    activated: list[int] = []
-    pending: list[int] = []
+    live = [s for s in signups if s.email not in suppressed]
+    readers: dict[str, Row[int, str, str, str | None, str | None]] = {}
+    if live:
+        # New addresses first, in one INSERT: most sign-ups are of new addresses. Two
+        # sign-ups of one new address at once (two web processes) both try it: the
+        # loser's does nothing (on PostgreSQL, once the winner has committed) and it
+        # reads the winner's row instead of failing.
+        for row in connection.execute(
+            _add_readers(connection.dialect.name),
+            [
+                {
+                    "email": s.email,
+                    "name": s.name,
+                    "timezone": s.timezone,
+                    "attributes": {},
+                    "status": SubscriberStatus.ACTIVE,
+                    "created_at": s.now,
+                    "updated_at": s.now,
+                }
+                for s in live
+            ],
+        ):
+            readers[row.email] = row
+    new = set(readers)
+    known = [s.email for s in live if s.email not in new]
+    if known:
+        for row in connection.execute(_KNOWN_ANY, {"addresses": known}):
+            readers[row.email] = row
+    current: dict[tuple[int, int], str] = {}
+    ids_known = [readers[e].id for e in known if e in readers]
+    if ids_known:
+        asked = sorted({m.id for s in live for m in s.lists})
+        for reader_id, list_id, status in connection.execute(
+            _CURRENT_ANY, {"readers": ids_known, "lists": asked}
+        ):
+            current[(reader_id, list_id)] = status
+    outcomes: dict[str, SignupOutcome] = {}
     joined: list[dict[str, Any]] = []
     restarted: list[dict[str, Any]] = []
     consents: list[dict[str, Any]] = []
-    for mailing_list in lists:
-        had = current.get(mailing_list.id)
-        if had == SubscriptionStatus.ACTIVE and subscriber.status == SubscriberStatus.ACTIVE:
-            continue  # already in: nothing to do, nothing to say
-        # Someone who left everything comes back only through a confirmation, even to
-        # a single opt-in list: the form cannot tell them from a stranger.
-        single = mailing_list.opt_in == OptIn.SINGLE and subscriber.status != (
-            SubscriberStatus.UNSUBSCRIBED
-        )
-        status = SubscriptionStatus.ACTIVE if single else SubscriptionStatus.PENDING
-        if had is None:
-            joined.append(
+    for wanted in live:
+        reader = readers.get(wanted.email)
+        if reader is None:  # the winner's row was deleted in between: nobody to sign up
+            raise LookupError(f"the subscriber of {wanted.email} vanished during a sign-up")
+        if reader.status in BLOCKED:
+            continue
+        if wanted.email not in new:
+            _fill(connection, reader, wanted)
+        activated: list[int] = []
+        pending: list[int] = []
+        for mailing_list in wanted.lists:
+            had = current.get((reader.id, mailing_list.id))
+            if had == SubscriptionStatus.ACTIVE and reader.status == SubscriberStatus.ACTIVE:
+                continue  # already in: nothing to do, nothing to say
+            # Someone who left everything comes back only through a confirmation, even
+            # to a single opt-in list: the form cannot tell them from a stranger.
+            single = mailing_list.opt_in == OptIn.SINGLE and reader.status != (
+                SubscriberStatus.UNSUBSCRIBED
+            )
+            status = SubscriptionStatus.ACTIVE if single else SubscriptionStatus.PENDING
+            if had is None:
+                joined.append(
+                    {
+                        "subscriber_id": reader.id,
+                        "list_id": mailing_list.id,
+                        "status": status,
+                        "created_at": wanted.now,
+                    }
+                )
+            else:
+                restarted.append(
+                    {"reader": reader.id, "list": mailing_list.id, "new_status": status}
+                )
+            (activated if single else pending).append(mailing_list.id)
+            consents.append(
                 {
-                    "subscriber_id": subscriber.id,
+                    "subscriber_id": reader.id,
                     "list_id": mailing_list.id,
-                    "status": status,
-                    "created_at": now,
+                    "kind": "subscribe",
+                    "source": wanted.source,
+                    "wording": wanted.wording,
+                    "client": wanted.client[:100],
+                    "at": wanted.now,
                 }
             )
-        else:
-            restarted.append(
-                {"reader": subscriber.id, "list": mailing_list.id, "new_status": status}
-            )
-        (activated if single else pending).append(mailing_list.id)
-        consents.append(
-            {
-                "subscriber_id": subscriber.id,
-                "list_id": mailing_list.id,
-                "kind": "subscribe",
-                "source": source,
-                "wording": wording,
-                "client": client[:100],
-                "at": now,
-            }
-        )
+        outcomes[wanted.email] = SignupOutcome(reader.id, tuple(activated), tuple(pending), False)
     if joined:
         # A sign-up of the same address at once may have just added one: theirs stands.
         connection.execute(_join(connection.dialect.name), joined)
@@ -243,13 +309,81 @@ def signup(
         connection.execute(_RESTART, restarted)
     if consents:
         connection.execute(_AGREE, consents)
-    if activated:
-        # Subscribing anew is what lets an erased address back in (single opt-in: the
-        # sign-up is the consent).
-        forget_erasure(session, key, email)
+    if any(o.activated for o in outcomes.values()):
+        for wanted in live:
+            outcome = outcomes.get(wanted.email)
+            if outcome is not None and outcome.activated:
+                # Subscribing anew is what lets an erased address back in (single
+                # opt-in: the sign-up is the consent).
+                forget_erasure(session, key, wanted.email)
         session.flush()
-    due = bool(pending) and claim_confirmation_slot(session, subscriber.id, now)
-    return SignupOutcome(subscriber.id, tuple(activated), tuple(pending), due)
+    _claim_slots(connection, live, outcomes, new)
+    return [outcomes.get(s.email, _NOBODY) for s in signups]
+
+
+def _fill(
+    connection: Connection, reader: Row[int, str, str, str | None, str | None], wanted: Signup
+) -> None:
+    """A form does not overwrite what a confirmed reader set: name and zone are only
+    filled where they were empty."""
+    filled: dict[str, Any] = {}
+    if wanted.name and not reader.name:
+        filled["name"] = wanted.name
+    if wanted.timezone and not reader.timezone:
+        filled["timezone"] = wanted.timezone
+    if filled:
+        connection.execute(
+            update(Subscriber)
+            .where(Subscriber.id == reader.id)
+            .values(**filled, updated_at=wanted.now)
+        )
+
+
+def _claim_slots(
+    connection: Connection,
+    live: Sequence[Signup],
+    outcomes: dict[str, SignupOutcome],
+    new: set[str],
+) -> None:
+    """Take the confirmation slot (``claim_confirmation_slot``) of every reader left
+    pending, in one UPDATE, and name their pending lists for the email."""
+    waiting = {e: o for e, o in outcomes.items() if o.pending and o.subscriber_id is not None}
+    if not waiting:
+        return
+    now = max(s.now for s in live if s.email in waiting)
+    taken = set(
+        connection.execute(
+            _CLAIM_SLOTS,
+            {
+                "readers": sorted(o.subscriber_id for o in waiting.values() if o.subscriber_id),
+                "paced_until": now - CONFIRMATION_INTERVAL,
+                "now": now,
+            },
+        ).scalars()
+    )
+    names: dict[int, list[str]] = {}
+    known = sorted(o.subscriber_id for e, o in waiting.items() if e not in new and o.subscriber_id)
+    if known and taken:
+        for reader_id, name in connection.execute(_PENDING_NAMES_ANY, {"readers": known}):
+            names.setdefault(reader_id, []).append(name)
+    by_id = {m.id: m.name for s in live for m in s.lists}
+    for email, outcome in waiting.items():
+        if outcome.subscriber_id not in taken:
+            continue
+        # A new reader's pending lists are the ones just asked for.
+        pending_names = (
+            sorted(by_id[i] for i in outcome.pending)
+            if email in new
+            else names.get(outcome.subscriber_id, [])
+        )
+        outcomes[email] = SignupOutcome(
+            outcome.subscriber_id,
+            outcome.activated,
+            outcome.pending,
+            True,
+            tuple(pending_names),
+            now,
+        )
 
 
 def claim_confirmation_slot(session: Session, subscriber_id: int, now: datetime) -> bool:

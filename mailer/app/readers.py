@@ -265,25 +265,36 @@ def _signup_group(
 
     with Session(bind=connection, expire_on_commit=False) as session:
         results: list[_Signed[SignupAnswer] | Exception] = []
+        todo: list[tuple[int, _Todo]] = []
         for request in requests:
-            result, mail = _count_then(
+            answer, wanted = _count_then(
                 runtime,
                 session,
                 request.client,
                 request.now,
-                functools.partial(_form_signup, runtime, request, newsletter_of),
+                functools.partial(_form_signup, request, newsletter_of),
             )
-            results.append(result if isinstance(result, AppError) else _Signed(result, mail))
+            if isinstance(answer, AppError):
+                results.append(answer)
+                continue
+            if wanted is not None:
+                todo.append((len(results), wanted))
+            results.append(_Signed(answer, None))
+        mails = _sign_up_all(runtime, session, [wanted for _, wanted in todo])
+        for (index, _), mail in zip(todo, mails, strict=True):
+            done = results[index]
+            assert isinstance(done, _Signed)
+            results[index] = _Signed(done.result, mail)
         session.flush()
     return results
 
 
 def _form_signup(
-    runtime: Runtime,
     request: _FormSignup,
     newsletter_of: Callable[[Session, str], Newsletter],
     session: Session,
-) -> tuple[SignupAnswer, _Mail | None]:
+) -> tuple[SignupAnswer, _Todo | None]:
+    """The form's request checked: its answer, and the sign-up to make (None: a bot's)."""
     address = _address(request.email)
     zone = _zone(request.timezone)
     newsletter = newsletter_of(session, request.slug)
@@ -301,9 +312,7 @@ def _form_signup(
         # nothing is stored or sent.
         log.info("signup.honeypot", extra={"newsletter": request.slug})
         return answer, None
-    mail = _sign_up(
-        runtime,
-        session,
+    wanted = _todo(
         newsletter,
         address,
         _name(request.name),
@@ -313,7 +322,7 @@ def _form_signup(
         client=request.client,
         now=request.now,
     )
-    return answer, mail
+    return answer, wanted
 
 
 def _posted_after(runtime: Runtime, written: Future[_Signed[T]]) -> Future[T]:
@@ -365,7 +374,7 @@ def subscribe_api(
     PermissionDenied-free ``NotFound`` for an unknown token (the route answers 401)."""
     now = utcnow()
 
-    def sign_up(session: Session) -> tuple[None, _Mail | None]:
+    def check(session: Session) -> tuple[None, _Todo]:
         address = _address(email)
         zone = _zone(timezone)
         source = authenticate(session, token)
@@ -389,9 +398,7 @@ def subscribe_api(
         newsletter = _newsletter_of(session, source.newsletter_id, chosen[0])
         if newsletter is None:
             raise Conflict(f"list {chosen[0].name} belongs to no newsletter")
-        mail = _sign_up(
-            runtime,
-            session,
+        wanted = _todo(
             newsletter,
             address,
             _name(name),
@@ -401,9 +408,9 @@ def subscribe_api(
             client=client,
             now=now,
         )
-        return None, mail
+        return None, wanted
 
-    _counted(runtime, client, now, sign_up)
+    _counted(runtime, client, now, check)
 
 
 def _api_lists(session: Session, newsletter_id: int | None) -> set[int]:
@@ -435,12 +442,15 @@ def _counted(
     runtime: Runtime,
     client: str,
     now: datetime,
-    sign_up: Callable[[Session], tuple[T, _Mail | None]],
+    sign_up: Callable[[Session], tuple[T, _Todo | None]],
 ) -> T:
     """``sign_up`` in a write transaction of its own with its count (``_count_then``),
     and its confirmation posted after the commit."""
+    mail = None
     with _one_writer(runtime), transaction(runtime.sessions) as session:
-        result, mail = _count_then(runtime, session, client, now, sign_up)
+        result, wanted = _count_then(runtime, session, client, now, sign_up)
+        if wanted is not None and not isinstance(result, AppError):
+            [mail] = _sign_up_all(runtime, session, [wanted])
     if isinstance(result, AppError):
         raise result
     if mail is not None:
@@ -453,17 +463,16 @@ def _count_then(
     session: Session,
     client: str,
     now: datetime,
-    sign_up: Callable[[Session], tuple[T, _Mail | None]],
-) -> tuple[T | AppError, _Mail | None]:
+    check: Callable[[Session], tuple[T, _Todo | None]],
+) -> tuple[T | AppError, _Todo | None]:
     """Count the request against the client's limit
     (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``, kept in the database: every web process
-    shares it), then, if it is within it, ``sign_up`` in the caller's transaction.
+    shares it), then, if it is within it, ``check`` it: its answer and the sign-up to
+    make in the caller's transaction.
 
     The count commits with the transaction whatever the request turns out to be,
-    refused, invalid or a bot's (a client that keeps trying stays refused), and so does
-    anything ``sign_up`` wrote before it raised: it refuses before it changes anyone's
-    subscriptions. A refusal is returned, not raised, for the caller to raise after
-    the commit.
+    refused, invalid or a bot's (a client that keeps trying stays refused). A refusal
+    is returned, not raised, for the caller to raise after the commit.
     """
     limit = runtime.settings.subscribe_per_client_per_minute
     wait = rate_limits.take(session, f"signup:{client}", limit, now)
@@ -474,14 +483,20 @@ def _count_then(
         )
         return refused, None
     try:
-        return sign_up(session)
+        return check(session)
     except AppError as exc:
         return exc, None
 
 
-def _sign_up(
-    runtime: Runtime,
-    session: Session,
+@dataclass(frozen=True)
+class _Todo:
+    """A checked sign-up to make, and the newsletter whose form or API it came through."""
+
+    newsletter: Newsletter
+    signup: signup.Signup
+
+
+def _todo(
     newsletter: Newsletter,
     address: str,
     name: str | None,
@@ -491,28 +506,46 @@ def _sign_up(
     source: str,
     client: str,
     now: datetime,
-) -> _Mail | None:
-    """Sign up in the caller's write transaction; the confirmation to post after its
-    commit, if one is due."""
-    outcome = signup.signup(
-        session,
-        runtime.settings.require_secret_keys(),
-        email=address,
-        name=name,
-        timezone=zone,
-        lists=lists,
-        source=source,
-        wording=_wording(newsletter.name, lists),
-        client=client,
-        now=now,
+) -> _Todo:
+    wording = _wording(newsletter.name, lists)
+    return _Todo(
+        newsletter, signup.Signup(address, name, zone, lists, source, wording, client, now)
     )
-    log.info(
-        "signup.received",
-        extra={"source": source, "pending": len(outcome.pending), "active": len(outcome.activated)},
-    )
-    if not outcome.send_confirmation or outcome.subscriber_id is None:
-        return None
-    return _confirmation(runtime, session, newsletter, outcome.subscriber_id, address, name, now)
+
+
+def _sign_up_all(runtime: Runtime, session: Session, todo: Sequence[_Todo]) -> list[_Mail | None]:
+    """Make the sign-ups in the caller's write transaction; per sign-up, the
+    confirmation to post after its commit, if one is due."""
+    if not todo:
+        return []
+    keys = runtime.settings.require_secret_keys()
+    outcomes = signup.sign_up_all(session, keys, [t.signup for t in todo])
+    mails: list[_Mail | None] = []
+    for wanted, outcome in zip(todo, outcomes, strict=True):
+        log.info(
+            "signup.received",
+            extra={
+                "source": wanted.signup.source,
+                "pending": len(outcome.pending),
+                "active": len(outcome.activated),
+            },
+        )
+        if not outcome.send_confirmation or outcome.subscriber_id is None:
+            mails.append(None)
+            continue
+        assert outcome.slot_taken_at is not None
+        mails.append(
+            _confirmation(
+                runtime,
+                wanted.newsletter,
+                outcome.subscriber_id,
+                wanted.signup.email,
+                wanted.signup.name,
+                outcome.pending_names,
+                outcome.slot_taken_at,
+            )
+        )
+    return mails
 
 
 # -- the confirmation email -----------------------------------------------------------
@@ -614,14 +647,15 @@ class _Mail:
 
 def _confirmation(
     runtime: Runtime,
-    session: Session,
     newsletter: Newsletter,
     subscriber_id: int,
     to: str,
     name: str | None,
+    pending: Sequence[str],
     now: datetime,
 ) -> _Mail:
-    lists = ", ".join(signup.pending_list_names(session, subscriber_id))
+    """The confirmation email naming the ``pending`` lists; ``now`` is its slot's time."""
+    lists = ", ".join(pending)
     subject = f"Confirm your subscription to {newsletter.name}"
     html, text = _message(
         newsletter,
@@ -659,8 +693,9 @@ def _send_confirmation(
         subscriber = session.get(Subscriber, subscriber_id)
         if newsletter is None or subscriber is None:
             return
+        pending = signup.pending_list_names(session, subscriber_id)
         mail = _confirmation(
-            runtime, session, newsletter, subscriber_id, subscriber.email, subscriber.name, now
+            runtime, newsletter, subscriber_id, subscriber.email, subscriber.name, pending, now
         )
     _post(runtime, mail)
 
