@@ -77,7 +77,9 @@ def seed(url: str) -> int:
     return list_id
 
 
-def start_server(url: str, work: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    url: str, work: Path, log_path: Path, workers: int
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env |= {
@@ -92,7 +94,7 @@ def start_server(url: str, work: Path, log_path: Path) -> tuple[subprocess.Popen
         "MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE": "100000000",
     }
     command = [sys.executable, "-m", "mailer", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--no-scheduler", "--no-worker"]
+    command += ["--port", str(port), "--no-scheduler", "--no-worker", "--workers", str(workers)]
     with log_path.open("wb") as log:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 30
@@ -179,7 +181,7 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> tuple[float, int]
     url = args.database_url or f"sqlite:///{work / f'bench-{run}.db'}"
     list_id = seed(url)
     outbox = work / "outbox"
-    server, port = start_server(url, work, work / f"server-{run}.log")
+    server, port = start_server(url, work, work / f"server-{run}.log", args.workers)
     try:
         addresses = [f"run{run}-reader{i}@example{i % 89}.com" for i in range(args.requests)]
         # Warm the server's code paths (not timed, not counted).
@@ -212,6 +214,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--workers", type=int, default=1, help="web processes (serve --workers)")
     args = parser.parse_args()
     rates = []
     for run in range(1, args.runs + 1):
@@ -226,7 +229,8 @@ def main() -> None:
     runs = ", ".join(f"{r:,.0f}" for r in rates)
     print(
         f"{statistics.median(rates):,.0f} sign-ups/s (runs: {runs}), "
-        f"{args.concurrency} concurrent clients, each with its row, consent and confirmation"
+        f"{args.concurrency} concurrent clients, {args.workers} web process(es), "
+        "each sign-up with its row, consent and confirmation"
     )
 
 

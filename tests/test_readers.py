@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import String, Text, func, inspect, select, text, update
 
+from mailer.accounts import rate_limits
 from mailer.app import readers
 from mailer.briefings.api_tokens import create_token
 from mailer.db.base import Base, utcnow
@@ -335,6 +336,24 @@ def test_one_client_is_throttled_and_one_address_gets_one_confirmation_per_10_mi
             assert sign_up(client, "same@example.com", ids["morning"]).status_code == 200
     same = [m for m in reader_mail(runtime) if to_of(m) == "same@example.com"]
     assert len(same) == 1
+
+
+def test_requests_counted_together_are_counted_as_one_after_another(runtime: Runtime) -> None:
+    # A group of sign-ups counts its requests in one upsert per network and minute; each
+    # must get what counting it alone, in order, would have given it.
+    start = datetime(2026, 12, 4, 10, 0, 50, tzinfo=UTC)
+    requests = [
+        (key, start + timedelta(seconds=second))
+        for second in range(0, 20, 2)  # across a minute's boundary
+        for key in ("signup:192.0.2.1", "signup:192.0.2.2", "signup:192.0.2.1")
+    ]
+    with transaction(runtime.sessions) as session:
+        together = rate_limits.take_all(session, requests, 12)
+    with transaction(runtime.sessions) as session:
+        alone = [rate_limits.take(session, f"again:{key}", 12, at) for key, at in requests]
+    assert together == alone
+    assert together[:3] == [None, None, None]
+    assert any(wait is not None for wait in together), "the limit was never reached"
 
 
 def test_an_editions_web_copy_is_on_the_web_only_once_it_went_out(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from mailer.accounts.models import RequestWindow
 from mailer.db.base import utcnow
 from mailer.db.dialect import conflict_insert
 
-__all__ = ["WINDOW", "take"]
+__all__ = ["WINDOW", "take", "take_all"]
 
 WINDOW = timedelta(minutes=1)
 # The key column's width (models.RequestWindow.key).
@@ -43,13 +44,14 @@ _FORGET = delete(_WINDOWS).where(_WINDOWS.c.window_start < bindparam("previous")
 
 @functools.cache
 def _count(dialect: str) -> Any:
-    """The upsert that counts one hit, built once per database (building it, and its
-    cache key, cost more than running it on a sign-up)."""
+    """The upsert that counts a key's hits in a minute, built once per database
+    (building it, and its cache key, cost more than running it on a sign-up)."""
     statement = conflict_insert(dialect)(_WINDOWS).values(
-        key=bindparam("key"), window_start=bindparam("current"), hits=1
+        key=bindparam("key"), window_start=bindparam("current"), hits=bindparam("hits")
     )
     return statement.on_conflict_do_update(
-        index_elements=["key", "window_start"], set_={"hits": _WINDOWS.c.hits + 1}
+        index_elements=["key", "window_start"],
+        set_={"hits": _WINDOWS.c.hits + statement.excluded.hits},
     ).returning(_WINDOWS.c.hits)
 
 
@@ -59,18 +61,36 @@ def take(session: Session, key: str, limit: int, now: datetime | None = None) ->
     Runs in the caller's transaction (a write: one upsert, and on a key's first request
     in a minute a delete of the minutes nobody needs any more).
     """
-    now = now or utcnow()
-    key = key[:_KEY_LENGTH]
-    current = _window_of(now)
-    previous = current - WINDOW
+    return take_all(session, [(key, now or utcnow())], limit)[0]
+
+
+def take_all(
+    session: Session, requests: Sequence[tuple[str, datetime]], limit: int
+) -> list[float | None]:
+    """``take`` for many requests (key, when) at once, as if one after the other: per
+    request, the seconds to wait or None. One upsert per key and minute, however many
+    requests it counts (a group of sign-ups from one network)."""
+    counted: dict[tuple[str, datetime], list[int]] = {}
+    for index, (key, now) in enumerate(requests):
+        counted.setdefault((key[:_KEY_LENGTH], _window_of(now)), []).append(index)
     connection = session.connection()
-    values = {"key": key, "current": current, "previous": previous}
-    hits: int = connection.execute(_count(connection.dialect.name), values).scalar_one()
-    if hits == 1:
-        connection.execute(_FORGET, values)
-    before: int | None = connection.execute(_PREVIOUS, values).scalar()
+    upsert = _count(connection.dialect.name)
+    waits: list[float | None] = [None] * len(requests)
+    for (key, current), indexes in counted.items():
+        values = {"key": key, "current": current, "previous": current - WINDOW}
+        total: int = connection.execute(upsert, {**values, "hits": len(indexes)}).scalar_one()
+        if total == len(indexes):  # the key's first requests in this minute
+            connection.execute(_FORGET, values)
+        before: int | None = connection.execute(_PREVIOUS, values).scalar()
+        first = total - len(indexes)
+        for number, index in enumerate(indexes, start=1):
+            waits[index] = _wait(first + number, before or 0, requests[index][1], current, limit)
+    return waits
+
+
+def _wait(hits: int, before: int, now: datetime, current: datetime, limit: int) -> float | None:
     elapsed = (now - current) / WINDOW
-    estimate = (before or 0) * (1 - elapsed) + hits
+    estimate = before * (1 - elapsed) + hits
     if estimate <= limit:
         return None
     # Until the estimate falls back to the limit as the minute before slides out of view

@@ -266,13 +266,12 @@ def _signup_group(
     with Session(bind=connection, expire_on_commit=False) as session:
         results: list[_Signed[SignupAnswer] | Exception] = []
         todo: list[tuple[int, _Todo]] = []
-        for request in requests:
-            answer, wanted = _count_then(
-                runtime,
-                session,
-                request.client,
-                request.now,
-                functools.partial(_form_signup, request, newsletter_of),
+        counted = _count(runtime, session, [(r.client, r.now) for r in requests])
+        for request, refused in zip(requests, counted, strict=True):
+            answer, wanted = (
+                (refused, None)
+                if refused is not None
+                else _checked(session, functools.partial(_form_signup, request, newsletter_of))
             )
             if isinstance(answer, AppError):
                 results.append(answer)
@@ -444,11 +443,12 @@ def _counted(
     now: datetime,
     sign_up: Callable[[Session], tuple[T, _Todo | None]],
 ) -> T:
-    """``sign_up`` in a write transaction of its own with its count (``_count_then``),
-    and its confirmation posted after the commit."""
+    """``sign_up`` (a check, then the sign-up to make) in a write transaction of its own
+    with its count (``_count``), and its confirmation posted after the commit."""
     mail = None
     with _one_writer(runtime), transaction(runtime.sessions) as session:
-        result, wanted = _count_then(runtime, session, client, now, sign_up)
+        [refused] = _count(runtime, session, [(client, now)])
+        result, wanted = (refused, None) if refused is not None else _checked(session, sign_up)
         if wanted is not None and not isinstance(result, AppError):
             [mail] = _sign_up_all(runtime, session, [wanted])
     if isinstance(result, AppError):
@@ -458,30 +458,34 @@ def _counted(
     return result
 
 
-def _count_then(
-    runtime: Runtime,
-    session: Session,
-    client: str,
-    now: datetime,
-    check: Callable[[Session], tuple[T, _Todo | None]],
-) -> tuple[T | AppError, _Todo | None]:
-    """Count the request against the client's limit
+def _count(
+    runtime: Runtime, session: Session, requests: Sequence[tuple[str, datetime]]
+) -> list[RateLimited | None]:
+    """Count requests (client, when) against the client's limit
     (``MAILER_SUBSCRIBE_PER_CLIENT_PER_MINUTE``, kept in the database: every web process
-    shares it), then, if it is within it, ``check`` it: its answer and the sign-up to
-    make in the caller's transaction.
+    shares it), in the caller's transaction; per request, its refusal or None.
 
     The count commits with the transaction whatever the request turns out to be,
     refused, invalid or a bot's (a client that keeps trying stays refused). A refusal
     is returned, not raised, for the caller to raise after the commit.
     """
     limit = runtime.settings.subscribe_per_client_per_minute
-    wait = rate_limits.take(session, f"signup:{client}", limit, now)
-    if wait is not None:
-        refused = RateLimited(
+    waits = rate_limits.take_all(session, [(f"signup:{c}", at) for c, at in requests], limit)
+    return [
+        None
+        if wait is None
+        else RateLimited(
             "too many sign-ups from your network in a minute: try again shortly",
             retry_after=wait,
         )
-        return refused, None
+        for wait in waits
+    ]
+
+
+def _checked(
+    session: Session, check: Callable[[Session], tuple[T, _Todo | None]]
+) -> tuple[T | AppError, _Todo | None]:
+    """``check``'s answer and sign-up to make, or the AppError it raised."""
     try:
         return check(session)
     except AppError as exc:
