@@ -49,8 +49,10 @@ class OutboxTransport:
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
         if envelope.test_send:
             folder = self.test_folder_for(envelope.edition_id)
-            # Test sends carry no delivery id of their own: each send gets a fresh prefix.
-            prefix = f"{utcnow():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}-"
+            # Test sends carry no delivery id of their own: each send gets a fresh prefix,
+            # to the microsecond so that a folder listed by name lists them in order (a
+            # sign-up's two confirmations can be a few milliseconds apart).
+            prefix = f"{utcnow():%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(3)}-"
         else:
             folder, prefix = self.folder_for(envelope.edition_id), ""
         try:
