@@ -172,7 +172,12 @@ def hammer(port: int, endpoint: Endpoint, connections: int, seconds: float) -> M
         unexpected: dict[str, int] = {}
         start.wait()
         while time.monotonic() < deadline[0]:
-            method, path, body, headers = endpoint.make()
+            try:
+                method, path, body, headers = endpoint.make()
+            except StopIteration:  # the signed batches made beforehand are all posted
+                with lock:
+                    result.unexpected["ran out of requests (raise --webhook-batches)"] = 1
+                break
             began = time.perf_counter()
             try:
                 connection.request(method, path, body=body, headers=headers)
@@ -294,16 +299,20 @@ def one_run(args: argparse.Namespace, run: int, work: Path) -> list[Measured]:
     engine.dispose()
     secret = secrets.token_urlsafe(32)
     key = new_private_key()
-    # Enough signed batches for the webhook's seconds at any plausible rate.
+    # Signed batches for the webhook's seconds (--webhook-batches: more than it can post).
     rng = random.Random(run)
     bodies = [orjson.dumps(make_events(ledger, 1000, rng)) for _ in range(args.webhook_batches)]
+    # py-spy is installed beside this interpreter when it is not on the PATH (a venv).
+    spy_command = shutil.which("py-spy") or shutil.which("py-spy", path=Path(sys.executable).parent)
+    if args.profile and spy_command is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
     server, port, log_path = start_server(url, secret, key, work, args.workers)
     spy = None
-    if args.profile:
+    if args.profile and spy_command:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         spy = subprocess.Popen(
             [
-                shutil.which("py-spy") or "py-spy",
+                spy_command,
                 "record",
                 "--subprocesses",
                 # What holds the interpreter, not threads waiting for it or for SQLite.
