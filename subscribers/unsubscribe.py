@@ -6,9 +6,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from mailer.db.base import utcnow
@@ -124,27 +124,33 @@ class LinkOutcome:
     changed: bool
 
 
+# Core tables, not the ORM's entities: executing an ORM select costs its own set-up on
+# every call, more than these reads by key.
+_EDITIONS = cast(Table, Edition.__table__)
+_NEWSLETTERS = cast(Table, Newsletter.__table__)
+_SUBSCRIBERS = cast(Table, Subscriber.__table__)
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 _NEWSLETTER_OF_EDITIONS = (
-    select(Edition.id, Edition.send_started_at, Newsletter.id, Newsletter.name)
-    .join(Newsletter, Newsletter.id == Edition.newsletter_id)
-    .where(Edition.id.in_(bindparam("edition_ids", expanding=True)))
+    select(_EDITIONS.c.id, _EDITIONS.c.send_started_at, _NEWSLETTERS.c.id, _NEWSLETTERS.c.name)
+    .join(_NEWSLETTERS, _NEWSLETTERS.c.id == _EDITIONS.c.newsletter_id)
+    .where(_EDITIONS.c.id.in_(bindparam("edition_ids", expanding=True)))
 )
-_READERS = select(Subscriber.id, Subscriber.email, Subscriber.created_at).where(
-    Subscriber.id.in_(bindparam("subscriber_ids", expanding=True))
+_READERS = select(_SUBSCRIBERS.c.id, _SUBSCRIBERS.c.email, _SUBSCRIBERS.c.created_at).where(
+    _SUBSCRIBERS.c.id.in_(bindparam("subscriber_ids", expanding=True))
 )
 _END_READERS_OF_NEWSLETTER = (
-    update(Subscription)
+    update(_SUBSCRIPTIONS)
     .where(
-        Subscription.subscriber_id.in_(bindparam("leaving_ids", expanding=True)),
-        Subscription.status == SubscriptionStatus.ACTIVE,
-        Subscription.list_id.in_(
+        _SUBSCRIPTIONS.c.subscriber_id.in_(bindparam("leaving_ids", expanding=True)),
+        _SUBSCRIPTIONS.c.status == SubscriptionStatus.ACTIVE,
+        _SUBSCRIPTIONS.c.list_id.in_(
             select(newsletter_lists.c.list_id).where(
                 newsletter_lists.c.newsletter_id == bindparam("newsletter_id")
             )
         ),
     )
     .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=bindparam("left_at"))
-    .returning(Subscription.subscriber_id, Subscription.list_id)
+    .returning(_SUBSCRIPTIONS.c.subscriber_id, _SUBSCRIPTIONS.c.list_id)
 )
 
 

@@ -103,9 +103,8 @@ async def subscribe(
     )
     try:
         # Written with the other sign-ups of this moment by the process's writer thread
-        # (the loop never waits for the database). Shielded: a sign-up given up on after
-        # it was queued is still written and confirmed.
-        answer = await asyncio.shield(asyncio.wrap_future(signed))
+        # (the loop never waits for the database), and answered once committed.
+        answer = await asyncio.wrap_future(signed)
     except Invalid as exc:
         # The form again, with what was typed: a read, in a worker thread.
         form = await run_in_threadpool(

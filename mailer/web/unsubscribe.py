@@ -84,11 +84,8 @@ async def unsubscribe(request: Request, token: str) -> HTMLResponse:
         )
     try:
         # Written with the other requests of this moment by the process's writer thread
-        # (the loop never waits for a database lock). Shielded: a request given up on
-        # after it was queued is still written, as the reader asked.
-        view = await asyncio.shield(
-            asyncio.wrap_future(readers.unsubscribe(runtime, token, source=source))
-        )
+        # (the loop never waits for a database lock), and answered once committed.
+        view = await asyncio.wrap_future(readers.unsubscribe(runtime, token, source=source))
     except TokenError as exc:
         return _invalid(request, str(exc))
     except NotFound as exc:
