@@ -97,8 +97,10 @@ class FormRefused(ValueError):
 
 
 async def read_form(request: Request) -> FormData:
-    """The request's form within its path's ``FormRule``. Call it only once the caller
-    is known (a session, a signed link): a file part is spooled to disk as it is read.
+    """The request's form within its path's ``FormRule``. On a path whose rule takes
+    multipart, call it only once the caller is known (a session, a signed link): a file
+    part is spooled to disk as it is read. Elsewhere multipart never gets this far
+    (``RefuseMultipart``).
 
     Raises FormRefused; a body over the route's limit stays the framework's 413.
     """

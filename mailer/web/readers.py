@@ -17,11 +17,13 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from mailer.app import readers
 from mailer.app.errors import AppError, Invalid, NotFound, RateLimited
 from mailer.runtime import Runtime
 from mailer.web.auth import client_of
+from mailer.web.limits import MAX_ID, FormRefused, read_form
 from mailer.web.security import EDITION_WEB_HEADERS
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,15 @@ def _problem(request: Request, exc: AppError | readers.TokenError) -> HTMLRespon
     )
 
 
+def _field(form: FormData, key: str) -> str:
+    value = form.get(key, "")
+    return value if isinstance(value, str) else ""
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and 0 < int(value) <= MAX_ID
+
+
 def _attempt(request: Request, action: Callable[[], T]) -> T | HTMLResponse:
     try:
         return action()
@@ -81,22 +92,30 @@ def subscribe_form(request: Request, slug: str) -> Response:
 
 
 @router.post("/subscribe/{slug}", response_class=HTMLResponse)
-async def subscribe(
-    request: Request,
-    slug: str,
-    email: Annotated[str, Form()] = "",
-    name: Annotated[str, Form()] = "",
-    lists: Annotated[list[int] | None, Form()] = None,
-    timezone: Annotated[str, Form()] = "",
-    website: Annotated[str, Form()] = "",
-) -> Response:
+async def subscribe(request: Request, slug: str) -> Response:
+    # The form read here rather than by FastAPI's Form parameters, whose validation was
+    # an eighth of a sign-up's CPU. A list value that is not an id names no list.
     runtime = _runtime(request)
+    try:
+        posted = await read_form(request)
+    except FormRefused:
+        return _page(
+            request,
+            "reader_error.html",
+            400,
+            heading="That did not work",
+            message="the request was not a form we accept",
+        )
+    email, name, timezone, website = (
+        _field(posted, key) for key in ("email", "name", "timezone", HONEYPOT)
+    )
+    lists = [int(v) for v in posted.getlist("lists") if isinstance(v, str) and _is_id(v)]
     signed = readers.subscribe(
         runtime,
         slug,
         email=email,
         name=name,
-        list_ids=lists or [],
+        list_ids=lists,
         timezone=timezone,
         client=client_of(request),
         honeypot=website,
@@ -112,7 +131,7 @@ async def subscribe(
         )
         if isinstance(form, Response):
             return form
-        values = {"email": email, "name": name, "lists": lists or [], "timezone": timezone}
+        values = {"email": email, "name": name, "lists": lists, "timezone": timezone}
         return _page(request, "subscribe.html", 422, form=form, error=exc.message, values=values)
     except AppError as exc:
         return _problem(request, exc)
