@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.config import Settings
-from mailer.db.group_commit import Apply, GroupCommit
+from mailer.db.group_commit import Apply, Closed, GroupCommit
 from mailer.db.session import make_engine, make_point_read_engine, make_sessionmaker
 from mailer.dispatch.dispatcher import DispatchSettings
 
@@ -33,6 +33,7 @@ class Runtime:
     _writers: dict[str, GroupCommit[Any, Any]] = field(init=False, default_factory=dict)
     _writers_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _helpers: ThreadPoolExecutor | None = field(init=False, default=None)
+    _closed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url)
@@ -43,6 +44,8 @@ class Runtime:
         """This process's group-commit writer for one kind of write (mailer.db.group_commit),
         made on first use and stopped by ``close``."""
         with self._writers_lock:
+            if self._closed:
+                raise Closed("the runtime is closed: its process is shutting down")
             writer = self._writers.get(name)
             if writer is None:
                 writer = self._writers[name] = GroupCommit(self.engine, apply, name=name)
@@ -62,12 +65,15 @@ class Runtime:
         """A few threads for slow work that follows a commit (posting a reader's email),
         so that a writer never waits on a transport. Made on first use."""
         with self._writers_lock:
+            if self._closed:
+                raise Closed("the runtime is closed: its process is shutting down")
             if self._helpers is None:
                 self._helpers = ThreadPoolExecutor(HELPER_THREADS, thread_name_prefix="helper")
             return self._helpers
 
     def close(self) -> None:
         with self._writers_lock:
+            self._closed = True
             writers, self._writers = list(self._writers.values()), {}
         # The writers first: what they commit on the way out may still hand work over.
         for writer in writers:

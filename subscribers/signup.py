@@ -216,7 +216,9 @@ def _round(session: Session, key: Keys, signups: Sequence[Signup]) -> list[Signu
     suppressed = set(
         connection.execute(_SUPPRESSED_ANY, {"addresses": [s.email for s in signups]}).scalars()
     )
-    live = [s for s in signups if s.email not in suppressed]
+    # By address: the rows this locks (new and known readers) in one order in every
+    # transaction, so that two web processes' groups never wait for each other in a ring.
+    live = sorted((s for s in signups if s.email not in suppressed), key=lambda s: s.email)
     readers: dict[str, Row[int, str, str, str | None, str | None]] = {}
     if live:
         # New addresses first, in one INSERT: most sign-ups are of new addresses. Two
@@ -304,8 +306,10 @@ def _round(session: Session, key: Keys, signups: Sequence[Signup]) -> list[Signu
         outcomes[wanted.email] = SignupOutcome(reader.id, tuple(activated), tuple(pending), False)
     if joined:
         # A sign-up of the same address at once may have just added one: theirs stands.
+        joined.sort(key=lambda row: (row["subscriber_id"], row["list_id"]))
         connection.execute(_join(connection.dialect.name), joined)
     if restarted:
+        restarted.sort(key=lambda row: (row["reader"], row["list"]))
         connection.execute(_RESTART, restarted)
     if consents:
         connection.execute(_AGREE, consents)

@@ -119,3 +119,20 @@ def test_a_runtime_stops_its_writers_when_closed(probe: Runtime) -> None:
     probe.close()
     with pytest.raises(Closed):
         writer.submit(4)
+
+
+def test_an_item_is_written_even_if_its_caller_gives_up(probe: Runtime) -> None:
+    # A one-click request cancelled as its server stops: the reader asked, so it is written.
+    recorder = Recorder()
+    recorder.go_on.clear()
+    writer = GroupCommit(probe.engine, recorder, name="probe")
+    try:
+        first = writer.submit(1)
+        assert recorder.first_group_in.wait(10)
+        queued = writer.submit(2)
+        assert not queued.cancel()  # running from the start: nobody can take it back
+        recorder.go_on.set()
+        assert first.result(10) == 2 and queued.result(10) == 4
+    finally:
+        writer.close()
+    assert stored(probe) == [1, 2]

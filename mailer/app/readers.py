@@ -351,7 +351,7 @@ def _posted_after(runtime: Runtime, written: Future[_Signed[T]]) -> Future[T]:
             return
         try:
             runtime.helpers().submit(post, signed)
-        except RuntimeError:  # the helpers are shutting down with the process
+        except RuntimeError:  # the helpers are shutting down with the process (Closed too)
             post(signed)
 
     written.add_done_callback(on_written)

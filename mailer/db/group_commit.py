@@ -22,7 +22,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 
@@ -56,12 +56,18 @@ class GroupCommit(Generic[T, R]):
         self._closed = False
 
     def submit(self, item: T) -> Future[R]:
-        """Queue one item; its future holds ``apply``'s result once the group committed."""
+        """Queue one item; its future holds ``apply``'s result once the group committed.
+
+        Once queued, an item is written whatever becomes of its caller: the future is
+        running from the start, so a caller that gives up (a request cancelled as its
+        server stops) cannot take back what a reader asked for.
+        """
         future: Future[R] = Future()
+        future.set_running_or_notify_cancel()
         with self._lock:
             if self._closed:
                 raise Closed(f"{self._name}: the writer is closed")
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 # Started by the first item, so that a process that never writes (a
                 # forked worker, a command) has no thread of it.
                 self._thread = threading.Thread(
@@ -85,27 +91,35 @@ class GroupCommit(Generic[T, R]):
     def _run(self) -> None:
         closing = False
         while not closing:
-            entry = self._queue.get()
-            if entry is _CLOSE:
+            group, closing = self._take()
+            if not group:
                 return
-            group = [entry]
-            while len(group) < self._most:
-                try:
-                    entry = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if entry is _CLOSE:
-                    closing = True
-                    break
-                group.append(entry)
-            self._write(group)  # type: ignore[arg-type]
+            try:
+                self._write(group)
+            except BaseException as exc:  # never a caller left waiting on a dead thread
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                log.exception("group_commit.crashed", extra={"writer": self._name})
+
+    def _take(self) -> tuple[list[tuple[T, Future[R]]], bool]:
+        """Every item waiting, up to ``most`` (waiting for the first), and whether the
+        writer was closed behind them."""
+        group: list[tuple[T, Future[R]]] = []
+        entry = self._queue.get()
+        while entry is not _CLOSE:
+            group.append(cast("tuple[T, Future[R]]", entry))
+            if len(group) >= self._most:
+                return group, False
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                return group, False
+        return group, True
 
     def _write(self, group: list[tuple[T, Future[R]]]) -> None:
-        # Marked running first: a caller that gave up before this moment is not written;
-        # once written, nobody can cancel the answer of a commit that happened.
-        group = [(item, future) for item, future in group if future.set_running_or_notify_cancel()]
-        if not group:
-            return
         try:
             results = self._transaction([item for item, _ in group])
         except Exception as exc:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from mailer.config import Settings
 from mailer.db.migrate import is_current
@@ -37,10 +40,22 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """The app, on ``runtime`` (whose owner closes it) or on a runtime of its own, which
+    it closes when the server stops (the web processes of ``serve --workers``): its group
+    writers finish what they hold first."""
+    owned = runtime is None
     runtime = runtime or Runtime(settings or Settings())
     # Refuse to start without a signing key rather than serve links we cannot check.
     runtime.settings.require_secret_key()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            await run_in_threadpool(runtime.close)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="mailer",
         docs_url=None,
         redoc_url=None,
