@@ -59,7 +59,6 @@ class SignupOutcome:
     slot_taken_at: datetime | None = None
 
 
-_SUPPRESSED = select(Suppression.id).where(Suppression.email == bindparam("address"))
 _RESTART = (
     update(Subscription)
     .where(
@@ -70,13 +69,13 @@ _RESTART = (
 )
 
 
-_SUPPRESSED_ANY = select(Suppression.email).where(
+_SUPPRESSED = select(Suppression.email).where(
     Suppression.email.in_(bindparam("addresses", expanding=True))
 )
-_KNOWN_ANY = select(
+_KNOWN = select(
     Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.name, Subscriber.timezone
 ).where(Subscriber.email.in_(bindparam("addresses", expanding=True)))
-_CURRENT_ANY = select(Subscription.subscriber_id, Subscription.list_id, Subscription.status).where(
+_CURRENT = select(Subscription.subscriber_id, Subscription.list_id, Subscription.status).where(
     Subscription.subscriber_id.in_(bindparam("readers", expanding=True)),
     Subscription.list_id.in_(bindparam("lists", expanding=True)),
 )
@@ -92,7 +91,7 @@ _CLAIM_SLOTS = (
     .values(confirmation_sent_at=bindparam("now"))
     .returning(Subscriber.id)
 )
-_PENDING_NAMES_ANY = (
+_PENDING_NAMES = (
     select(Subscription.subscriber_id, MailingList.name)
     .join(MailingList, MailingList.id == Subscription.list_id)
     .where(
@@ -100,27 +99,6 @@ _PENDING_NAMES_ANY = (
         Subscription.status == SubscriptionStatus.PENDING,
     )
     .order_by(Subscription.subscriber_id, MailingList.name)
-)
-_CLAIM_SLOT = (
-    update(Subscriber)
-    .where(
-        Subscriber.id == bindparam("reader"),
-        or_(
-            Subscriber.confirmation_sent_at.is_(None),
-            Subscriber.confirmation_sent_at <= bindparam("paced_until"),
-        ),
-    )
-    .values(confirmation_sent_at=bindparam("now"))
-    .returning(Subscriber.id)
-)
-_PENDING_NAMES = (
-    select(MailingList.name)
-    .join(Subscription, Subscription.list_id == MailingList.id)
-    .where(
-        Subscription.subscriber_id == bindparam("reader"),
-        Subscription.status == SubscriptionStatus.PENDING,
-    )
-    .order_by(MailingList.name)
 )
 
 
@@ -146,7 +124,8 @@ _AGREE = insert(Consent)
 
 def is_suppressed(session: Session, email: str) -> bool:
     session.flush()  # as the ORM would before a query: a suppression just added counts
-    return session.connection().execute(_SUPPRESSED, {"address": email}).first() is not None
+    found = session.connection().execute(_SUPPRESSED, {"addresses": [email]})
+    return found.first() is not None
 
 
 @dataclass(frozen=True)
@@ -214,7 +193,7 @@ def _round(session: Session, key: Keys, signups: Sequence[Signup]) -> list[Signu
     session.flush()  # as the ORM would before these statements
     connection = session.connection()
     suppressed = set(
-        connection.execute(_SUPPRESSED_ANY, {"addresses": [s.email for s in signups]}).scalars()
+        connection.execute(_SUPPRESSED, {"addresses": [s.email for s in signups]}).scalars()
     )
     # By address: the rows this locks (new and known readers) in one order in every
     # transaction, so that two web processes' groups never wait for each other in a ring.
@@ -244,14 +223,14 @@ def _round(session: Session, key: Keys, signups: Sequence[Signup]) -> list[Signu
     new = set(readers)
     known = [s.email for s in live if s.email not in new]
     if known:
-        for row in connection.execute(_KNOWN_ANY, {"addresses": known}):
+        for row in connection.execute(_KNOWN, {"addresses": known}):
             readers[row.email] = row
     current: dict[tuple[int, int], str] = {}
     ids_known = [readers[e].id for e in known if e in readers]
     if ids_known:
         asked = sorted({m.id for s in live for m in s.lists})
         for reader_id, list_id, status in connection.execute(
-            _CURRENT_ANY, {"readers": ids_known, "lists": asked}
+            _CURRENT, {"readers": ids_known, "lists": asked}
         ):
             current[(reader_id, list_id)] = status
     outcomes: dict[str, SignupOutcome] = {}
@@ -368,7 +347,7 @@ def _claim_slots(
     names: dict[int, list[str]] = {}
     known = sorted(o.subscriber_id for e, o in waiting.items() if e not in new and o.subscriber_id)
     if known and taken:
-        for reader_id, name in connection.execute(_PENDING_NAMES_ANY, {"readers": known}):
+        for reader_id, name in connection.execute(_PENDING_NAMES, {"readers": known}):
             names.setdefault(reader_id, []).append(name)
     by_id = {m.id: m.name for s in live for m in s.lists}
     for email, outcome in waiting.items():
@@ -397,8 +376,8 @@ def claim_confirmation_slot(session: Session, subscriber_id: int, now: datetime)
     sends, on either database."""
     session.flush()
     taken = session.connection().execute(
-        _CLAIM_SLOT,
-        {"reader": subscriber_id, "paced_until": now - CONFIRMATION_INTERVAL, "now": now},
+        _CLAIM_SLOTS,
+        {"readers": [subscriber_id], "paced_until": now - CONFIRMATION_INTERVAL, "now": now},
     )
     return taken.first() is not None
 
@@ -422,7 +401,8 @@ class Confirmed:
 
 def pending_list_names(session: Session, subscriber_id: int) -> list[str]:
     """The names of the lists waiting for this reader's confirming click, A to Z."""
-    return list(session.connection().execute(_PENDING_NAMES, {"reader": subscriber_id}).scalars())
+    rows = session.connection().execute(_PENDING_NAMES, {"readers": [subscriber_id]})
+    return [name for _, name in rows]
 
 
 def pending_lists(session: Session, subscriber_id: int) -> list[MailingList]:

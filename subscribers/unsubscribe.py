@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from mailer.db.base import utcnow
 from mailer.db.models import Edition, Event, Newsletter, newsletter_lists
@@ -17,41 +16,20 @@ from mailer.events import tallies as event_tallies
 from subscribers.models import Subscriber, Subscription, SubscriptionStatus
 from subscribers.tokens import Keys, verify_unsubscribe
 
-
-@dataclass(frozen=True)
-class NewsletterLists:
-    """The lists a newsletter sends to, as the database knows them at that moment."""
-
-    newsletter_id: int
-
-
-ListIds = Sequence[int] | NewsletterLists
-
-_ACTIVE_IN = (
-    Subscription.subscriber_id == bindparam("leaving_id"),
-    Subscription.status == SubscriptionStatus.ACTIVE,
-)
-
-
-def _ending(lists: ColumnElement[bool]) -> ReturningUpdate[Any]:
-    return (
-        update(Subscription)
-        .where(*_ACTIVE_IN, lists)
-        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=bindparam("left_at"))
-        .returning(Subscription.list_id)
-    )
-
+_LEFT = {"status": SubscriptionStatus.UNSUBSCRIBED, "unsubscribed_at": bindparam("left_at")}
 
 # Built once, bound per call: on a one-click request, building these statements (and
 # their cache keys, which walk every value) cost more than running them. (A bound
 # parameter of an UPDATE may not take a column's name.)
-_END_LISTS = _ending(Subscription.list_id.in_(bindparam("leaving_lists", expanding=True)))
-_END_NEWSLETTER = _ending(
-    Subscription.list_id.in_(
-        select(newsletter_lists.c.list_id).where(
-            newsletter_lists.c.newsletter_id == bindparam("newsletter_id")
-        )
+_END_LISTS = (
+    update(Subscription)
+    .where(
+        Subscription.subscriber_id == bindparam("leaving_id"),
+        Subscription.status == SubscriptionStatus.ACTIVE,
+        Subscription.list_id.in_(bindparam("leaving_lists", expanding=True)),
     )
+    .values(**_LEFT)
+    .returning(Subscription.list_id)
 )
 _RECORD = insert(Event)
 
@@ -60,7 +38,7 @@ def unsubscribe(
     connection: Connection,
     subscriber_id: int,
     email: str,
-    list_ids: ListIds,
+    list_ids: Sequence[int],
     *,
     source: str,
     edition_id: int | None = None,
@@ -79,13 +57,11 @@ def unsubscribe(
     now = at or utcnow()
     # One conditional UPDATE: of two requests at once (two one-click POSTs), only the
     # one that actually moved rows from active records an event, on every database.
-    if isinstance(list_ids, NewsletterLists):
-        statement = _END_NEWSLETTER
-        lists: dict[str, object] = {"newsletter_id": list_ids.newsletter_id}
-    else:
-        statement, lists = _END_LISTS, {"leaving_lists": list(list_ids)}
     ended: Sequence[int] = (
-        connection.execute(statement, {"leaving_id": subscriber_id, "left_at": now, **lists})
+        connection.execute(
+            _END_LISTS,
+            {"leaving_id": subscriber_id, "left_at": now, "leaving_lists": list(list_ids)},
+        )
         .scalars()
         .all()
     )
@@ -149,7 +125,7 @@ _END_READERS_OF_NEWSLETTER = (
             )
         ),
     )
-    .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=bindparam("left_at"))
+    .values(**_LEFT)
     .returning(_SUBSCRIPTIONS.c.subscriber_id, _SUBSCRIPTIONS.c.list_id)
 )
 
@@ -201,9 +177,7 @@ def unsubscribe_links(
     events = []
     for request, target in zip(requests, targets, strict=True):
         if target is None:
-            outcomes.append(
-                UnknownRecipient("this link belongs to a subscription that no longer exists")
-            )
+            outcomes.append(UnknownRecipient(NO_LONGER))
             continue
         lists = ended.pop((target.newsletter_id, target.subscriber_id), None)
         if lists:
@@ -219,6 +193,9 @@ class UnknownRecipient(LookupError):
     """The token is genuine but names a subscriber or edition that no longer exists."""
 
 
+NO_LONGER = "this link belongs to a subscription that no longer exists"
+
+
 @dataclass(frozen=True)
 class LinkTarget:
     subscriber_id: int
@@ -226,9 +203,6 @@ class LinkTarget:
     newsletter_id: int
     newsletter_name: str
     edition_id: int
-
-    def lists(self) -> NewsletterLists:
-        return NewsletterLists(self.newsletter_id)
 
 
 # Built once: building the statement cost more than running it, on the most-opened page.
@@ -257,7 +231,7 @@ def resolve(connection: Connection, keys: Keys, token: str) -> LinkTarget:
         _LINK_TARGET, {"subscriber_id": claims.subscriber_id, "edition_id": claims.edition_id}
     ).first()
     if row is None:
-        raise UnknownRecipient("this link belongs to a subscription that no longer exists")
+        raise UnknownRecipient(NO_LONGER)
     email, newsletter_id, newsletter_name = row
     return LinkTarget(
         claims.subscriber_id, email, newsletter_id, newsletter_name, claims.edition_id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, insert, select
@@ -50,23 +52,35 @@ class Recorder:
         return [Refused("no thirteen") if v == 13 else 2 * v for v in values]
 
 
-def test_items_waiting_together_are_one_group_and_each_gets_its_own_answer(
-    probe: Runtime,
-) -> None:
+Held = tuple[Recorder, GroupCommit[int, int], Future[int]]
+
+
+@contextmanager
+def writing_the_first(probe: Runtime) -> Iterator[Held]:
+    """A writer holding the group [1] with its transaction open, until ``go_on`` is set:
+    what is submitted meanwhile waits for the next group."""
     recorder = Recorder()
     recorder.go_on.clear()
     writer = GroupCommit(probe.engine, recorder, name="probe")
     try:
         first = writer.submit(1)
-        assert recorder.first_group_in.wait(10)  # the writer holds [1], its transaction open
+        assert recorder.first_group_in.wait(10)
+        yield recorder, writer, first
+    finally:
+        recorder.go_on.set()
+        writer.close()
+
+
+def test_items_waiting_together_are_one_group_and_each_gets_its_own_answer(
+    probe: Runtime,
+) -> None:
+    with writing_the_first(probe) as (recorder, writer, first):
         rest = [writer.submit(v) for v in (2, 3, 13, 4)]
         recorder.go_on.set()
         assert first.result(10) == 2
         assert [f.result(10) for f in rest if f is not rest[2]] == [4, 6, 8]
         with pytest.raises(Refused, match="no thirteen"):
             rest[2].result(10)
-    finally:
-        writer.close()
     assert recorder.groups == [[1], [2, 3, 13, 4]]
     assert stored(probe) == [1, 2, 3, 4]
 
@@ -74,12 +88,7 @@ def test_items_waiting_together_are_one_group_and_each_gets_its_own_answer(
 def test_a_group_that_fails_is_written_again_one_by_one_so_the_fault_stays_with_its_item(
     probe: Runtime,
 ) -> None:
-    recorder = Recorder()
-    recorder.go_on.clear()
-    writer = GroupCommit(probe.engine, recorder, name="probe")
-    try:
-        first = writer.submit(1)
-        assert recorder.first_group_in.wait(10)
+    with writing_the_first(probe) as (recorder, writer, first):
         rest = [writer.submit(v) for v in (5, -1, 6)]
         recorder.go_on.set()
         assert first.result(10) == 2
@@ -87,8 +96,6 @@ def test_a_group_that_fails_is_written_again_one_by_one_so_the_fault_stays_with_
         with pytest.raises(RuntimeError, match="whole transaction"):
             rest[1].result(10)
         assert rest[2].result(10) == 12
-    finally:
-        writer.close()
     # The failed group [5, -1, 6] rolled back whole; then each alone.
     assert recorder.groups == [[1], [5, -1, 6], [5], [-1], [6]]
     assert stored(probe) == [1, 5, 6]
@@ -123,16 +130,9 @@ def test_a_runtime_stops_its_writers_when_closed(probe: Runtime) -> None:
 
 def test_an_item_is_written_even_if_its_caller_gives_up(probe: Runtime) -> None:
     # A one-click request cancelled as its server stops: the reader asked, so it is written.
-    recorder = Recorder()
-    recorder.go_on.clear()
-    writer = GroupCommit(probe.engine, recorder, name="probe")
-    try:
-        first = writer.submit(1)
-        assert recorder.first_group_in.wait(10)
+    with writing_the_first(probe) as (recorder, writer, first):
         queued = writer.submit(2)
         assert not queued.cancel()  # running from the start: nobody can take it back
         recorder.go_on.set()
         assert first.result(10) == 2 and queued.result(10) == 4
-    finally:
-        writer.close()
     assert stored(probe) == [1, 2]

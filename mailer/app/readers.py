@@ -18,9 +18,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -264,8 +263,7 @@ def _signup_group(
         return found
 
     with Session(bind=connection, expire_on_commit=False) as session:
-        results: list[_Signed[SignupAnswer] | Exception] = []
-        todo: list[tuple[int, _Todo]] = []
+        checked: list[tuple[SignupAnswer, _Todo | None] | AppError] = []
         counted = _count(runtime, session, [(r.client, r.now) for r in requests])
         for request, refused in zip(requests, counted, strict=True):
             answer, wanted = (
@@ -273,17 +271,13 @@ def _signup_group(
                 if refused is not None
                 else _checked(session, functools.partial(_form_signup, request, newsletter_of))
             )
-            if isinstance(answer, AppError):
-                results.append(answer)
-                continue
-            if wanted is not None:
-                todo.append((len(results), wanted))
-            results.append(_Signed(answer, None))
-        mails = _sign_up_all(runtime, session, [wanted for _, wanted in todo])
-        for (index, _), mail in zip(todo, mails, strict=True):
-            done = results[index]
-            assert isinstance(done, _Signed)
-            results[index] = _Signed(done.result, mail)
+            checked.append(answer if isinstance(answer, AppError) else (answer, wanted))
+        todo = [c[1] for c in checked if not isinstance(c, AppError) and c[1] is not None]
+        mails = iter(_sign_up_all(runtime, session, todo))
+        results: list[_Signed[SignupAnswer] | Exception] = [
+            c if isinstance(c, AppError) else _Signed(c[0], next(mails) if c[1] else None)
+            for c in checked
+        ]
         session.flush()
     return results
 
@@ -430,13 +424,6 @@ def _newsletter_of(
     return None
 
 
-@contextmanager
-def _one_writer(runtime: Runtime) -> Iterator[None]:
-    """On SQLite, sign-ups of this process write one at a time (``one_writer``)."""
-    with one_writer(runtime.engine):
-        yield
-
-
 def _counted(
     runtime: Runtime,
     client: str,
@@ -446,7 +433,7 @@ def _counted(
     """``sign_up`` (a check, then the sign-up to make) in a write transaction of its own
     with its count (``_count``), and its confirmation posted after the commit."""
     mail = None
-    with _one_writer(runtime), transaction(runtime.sessions) as session:
+    with one_writer(runtime.engine), transaction(runtime.sessions) as session:
         [refused] = _count(runtime, session, [(client, now)])
         result, wanted = (refused, None) if refused is not None else _checked(session, sign_up)
         if wanted is not None and not isinstance(result, AppError):
